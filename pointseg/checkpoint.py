@@ -1,0 +1,29 @@
+"""Load trained models back from a run directory or a ``best.pt`` file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .config import Config, config_from_dict
+from .models import SegmentationModel, build_model
+
+
+def checkpoint_path(path: str | Path) -> Path:
+    p = Path(path)
+    if p.is_dir():
+        p = p / "best.pt"
+    if not p.exists():
+        raise FileNotFoundError(f"checkpoint {p} not found (give a run directory or its best.pt)")
+    return p
+
+
+def load_model(path: str | Path, device="cpu") -> tuple[SegmentationModel, Config, dict]:
+    """(model, its config, the raw checkpoint) — weights are not downloaded again: the checkpoint has them."""
+    p = checkpoint_path(path)
+    ckpt = torch.load(p, map_location=device, weights_only=False)
+    cfg = config_from_dict(ckpt["config"])
+    model = build_model(cfg.model.arch, cfg.model.encoder, ckpt["num_classes"], "none", cfg.model.decoder_channels)
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval(), cfg, ckpt

@@ -1,0 +1,145 @@
+"""Command line: ``python -m pointseg train | evaluate | predict | points``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .config import ConfigError, load_config
+from .data.raster import DataError
+
+
+def _train(args) -> int:
+    from .train import fit
+
+    overrides = list(args.overrides) + (["wandb.mode=disabled"] if args.no_wandb else [])
+    cfg = load_config(args.config, overrides)
+    result = fit(cfg, run_dir=args.run_dir)
+    f = result.final
+    print(f"run: {result.run_dir}\nbest epoch {f['best_epoch']}: val mIoU {f['val/miou']:.4f}  "
+          f"test mIoU {f['test/miou']:.4f}  test OA {f['test/oa']:.4f}")
+    return 0
+
+
+def _load_models(paths, device):
+    from .checkpoint import load_model
+    from .data.style import HistogramStyle
+
+    models, cfg, style = [], None, None
+    for p in paths:
+        m, c, ckpt = load_model(p, device)
+        models.append(m)
+        cfg = cfg or c
+        style = style or HistogramStyle.from_state(ckpt.get("style"))
+    return models, cfg, style
+
+
+def _evaluate(args) -> int:
+    from .data.dataset import DatasetSpec
+    from .infer import evaluate
+    from .io import write_json
+    from .train import load_split, resolve_device
+
+    device = resolve_device(args.device)
+    models, cfg, style = _load_models(args.checkpoints, device)
+    if args.root:
+        cfg.data.root = args.root
+    spec = DatasetSpec.load(cfg.data.dataset)
+    scenes = load_split(cfg, args.split)
+    metrics = evaluate(models, scenes, spec.num_classes, list(spec.class_names), f"{args.split}/",
+                       window=cfg.eval.window, overlap=cfg.eval.overlap, batch_size=cfg.eval.batch_size,
+                       tta=args.tta, device=device, style=style)
+    print(json.dumps(metrics, indent=2))
+    if args.output:
+        write_json(args.output, metrics)
+    return 0
+
+
+def _predict(args) -> int:
+    import torch
+
+    from .data.dataset import resize_image, scaled_size
+    from .data.raster import read_image, write_label_raster
+    from .infer import predict_probs, to_full_resolution
+    from .train import resolve_device
+
+    device = resolve_device(args.device)
+    models, cfg, style = _load_models(args.checkpoints, device)
+    from .data.dataset import DatasetSpec
+
+    colors = [tuple(c) for c in DatasetSpec.load(cfg.data.dataset).class_colors]
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    for path in args.inputs:
+        image = read_image(path)
+        small = resize_image(image, scaled_size(image.shape[:2], cfg.data.scale))
+        if style is not None:
+            small = style(small)
+        probs = predict_probs(models, small, cfg.eval.window, cfg.eval.overlap, cfg.eval.batch_size,
+                              args.tta, device)
+        labels = to_full_resolution(probs, image.shape[:2]).to(torch.uint8).numpy()
+        dst = out / (Path(path).stem + ".tif")
+        write_label_raster(dst, labels, like=path, colors=colors)
+        print(dst)
+    return 0
+
+
+def _points(args) -> int:
+    from .data.dataset import DatasetSpec
+    from .data.raster import decode_mask
+    from .points import image_seed, sample_points
+
+    spec = DatasetSpec.load(args.dataset)
+    mask = decode_mask(args.mask, list(spec.class_colors), list(spec.ignore_colors))
+    pts = sample_points(mask, args.n_per_class, args.strategy, image_seed(args.seed, Path(args.mask).name))
+    rows, cols = (pts != 255).nonzero()
+    print("row,col,class")
+    for r, c in zip(rows, cols):
+        print(f"{r},{c},{pts[r, c]}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pointseg", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train one run from a YAML config")
+    t.add_argument("--config", help="experiment YAML (experiments/…)")
+    t.add_argument("--run-dir", help="where to write the run (default runs/<name>/seed<seed>)")
+    t.add_argument("--no-wandb", action="store_true", help="no W&B logging (same as wandb.mode=disabled)")
+    t.add_argument("overrides", nargs="*", help="key=value, e.g. points.n_per_class=5 train.epochs=3")
+    t.set_defaults(func=_train)
+    for name, func, helptext in (("evaluate", _evaluate, "metrics of checkpoints (an ensemble if several)"),
+                                 ("predict", _predict, "write GeoTIFF class maps for images")):
+        e = sub.add_parser(name, help=helptext)
+        e.add_argument("checkpoints", nargs="+", help="run directories or best.pt files")
+        e.add_argument("--tta", action="store_true", help="D4 test-time augmentation")
+        e.add_argument("--device", default="auto")
+        if name == "evaluate":
+            e.add_argument("--split", default="test", choices=["train", "val", "test"])
+            e.add_argument("--root", help="data folder (default: the one in the run's config)")
+            e.add_argument("--output", help="write the metrics as JSON here")
+        else:
+            e.add_argument("--inputs", nargs="+", required=True, help="image files (JPEG, PNG, GeoTIFF)")
+            e.add_argument("--output", required=True, help="folder for the .tif predictions")
+        e.set_defaults(func=func)
+    s = sub.add_parser("points", help="print the simulated clicks of one mask as CSV")
+    s.add_argument("mask")
+    s.add_argument("--dataset", default="dubai-aerial")
+    s.add_argument("--n-per-class", type=int, default=10)
+    s.add_argument("--strategy", default="class_balanced")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=_points)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, DataError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,239 @@
+"""Run configuration: plain dataclasses, loaded from YAML, overridden by ``key=value``.
+
+The dataclass defaults are the only place defaults live; an experiment YAML overrides only what differs.
+An unknown key anywhere (YAML or override) is an error that names it and suggests the closest valid key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the schema; the message names the key."""
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "dubai-aerial"  # built-in name or path of a dataset YAML (pointseg/data/datasets/)
+    root: str | None = None  # folder with the files; None = the dataset YAML's root (data/<name>)
+    scale: float = 0.5  # images are resized once by this factor; metrics still use the full-resolution masks
+    # split by tile (parts of a tile overlap in content and style); val selects, test only reports
+    train_groups: list[str] = field(default_factory=lambda: ["1", "2", "3", "5", "6", "7"])
+    val_groups: list[str] = field(default_factory=lambda: ["4"])
+    test_groups: list[str] = field(default_factory=lambda: ["8"])
+    max_scenes: int | None = None  # keep only the first N scenes of each split (tests, smoke runs)
+
+
+@dataclass
+class PointsConfig:
+    supervision: Literal["points", "full"] = "points"  # full = dense masks: the ceiling, same network
+    n_per_class: int = 10  # clicks per class present in each image
+    strategy: Literal["uniform", "class_balanced", "interior"] = "class_balanced"
+    seed: int | None = None  # None = the run seed
+
+
+@dataclass
+class ModelConfig:
+    arch: Literal["unet", "fpn", "linknet", "deeplabv3plus"] = "unet"
+    encoder: str = "tu-tf_efficientnet_lite0"
+    encoder_weights: str = "imagenet-offline"  # imagenet-offline | imagenet (hub) | none | path/to/file
+    decoder_channels: list[int] = field(default_factory=lambda: [128, 64, 32, 16, 8])  # unet only
+    freeze_encoder_epochs: int = 0  # train only the decoder for the first epochs
+
+
+@dataclass
+class LossConfig:
+    gamma: float = 2.0  # focal gamma; 0 = cross-entropy over the labelled pixels
+    class_weights: list[float] | None = None
+
+
+@dataclass
+class SemiConfig:
+    weight: float = 0.0  # weight of the semi-supervised loss on unlabelled pixels; 0 = off
+    method: Literal["mean_teacher"] = "mean_teacher"
+    threshold: float = 0.9  # teacher confidence needed for a pseudo-label
+    ema: float = 0.99  # teacher = EMA of the student
+    rampup_epochs: int = 2  # the weight rises from 0 to `weight` over these epochs
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 6
+    steps_per_epoch: int = 50  # the schedule is counted in steps, so points and full masks get the same compute
+    batch_size: int = 16
+    crop_size: int = 128  # an epoch tiles every training image once into crops of this size
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 50  # linear warm-up, then cosine decay to 0 over the run
+    augment: bool = True  # D4 flips/rotations (moving the points) + brightness/contrast jitter
+    histogram_match: bool = False  # match every image's per-band histogram to the training style
+    threads: int | None = None  # torch threads; None = torch's default
+    device: str = "auto"  # auto = cuda when available, else cpu
+
+
+@dataclass
+class EvalConfig:
+    window: int = 512  # sliding window size (px, at the working scale)
+    overlap: float = 0.25
+    batch_size: int = 4
+    tta: bool = False  # D4 test-time augmentation, mean of probabilities
+
+
+@dataclass
+class WandbConfig:
+    mode: Literal["offline", "online", "disabled"] = "offline"  # offline works with no network; `wandb sync` later
+    project: str = "pointseg"
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Config:
+    name: str = "run"
+    seed: int = 0
+    out_dir: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    points: PointsConfig = field(default_factory=PointsConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    semi: SemiConfig = field(default_factory=SemiConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _suggest(key: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check (and gently convert) a value against a type hint; raise ConfigError naming ``where``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin is typing.Union or origin is getattr(__import__("types"), "UnionType", None):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
+        return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)] if args else list(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return int(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def _build(cls, raw: dict[str, Any], where: str):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {raw!r}")
+    hints = _hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in raw.items():
+        path = f"{where}.{key}" if where else key
+        if key not in names:
+            raise ConfigError(f"unknown config key {path!r}{_suggest(key, names)}; valid keys here: {names}")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value or {}, path)
+        else:
+            kwargs[key] = _coerce(value, tp, path)
+    return cls(**kwargs)
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """``["train.epochs=3", "points.n_per_class=5"]`` → nested dict; values parsed as YAML scalars."""
+    out: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key=value (e.g. train.epochs=3)")
+        key, value = item.split("=", 1)
+        node = out
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = yaml.safe_load(value) if value != "" else None
+    return out
+
+
+def config_from_dict(raw: dict[str, Any]) -> Config:
+    return _build(Config, raw, "")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> Config:
+    """Defaults ← YAML file ← overrides (``key=value`` strings or a nested dict)."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            raise ConfigError(f"config file {p} not found")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML ({e})") from e
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{p}: expected a mapping of config keys at the top level")
+    if overrides:
+        extra = parse_overrides(overrides) if isinstance(overrides, list) else overrides
+        raw = _merge(raw, extra)
+    try:
+        return config_from_dict(raw)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}" if path else str(e)) from None
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    from .io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -1,0 +1,134 @@
+"""Raster I/O through rasterio: RGB images, colour-coded masks, georeferenced predictions.
+
+rasterio reads JPEG, PNG and GeoTIFF alike and keeps the georeferencing, so a prediction written by
+:func:`write_label_raster` lands on the map where its input image was.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+
+IGNORE_INDEX = 255
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file and the problem."""
+
+
+def _open(path: str | Path):
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return rasterio.open(path)
+    except RasterioIOError as e:
+        raise DataError(f"{path}: cannot be read as a raster ({e})") from e
+
+
+def read_shape(path: str | Path) -> tuple[int, int]:
+    """(height, width) from the header only."""
+    with _open(path) as src:
+        return src.height, src.width
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """An RGB image as H×W×3 uint8 (the first three bands; a single band is repeated)."""
+    with _open(path) as src:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                data = src.read(indexes=list(range(1, min(src.count, 3) + 1)))
+        except RasterioIOError as e:
+            raise DataError(f"{path}: corrupt raster data ({e})") from e
+    if data.shape[0] == 1:
+        data = np.repeat(data, 3, axis=0)
+    if data.dtype != np.uint8:
+        raise DataError(f"{path}: expected 8-bit bands, found {data.dtype}")
+    return np.ascontiguousarray(data.transpose(1, 2, 0))
+
+
+def _read_rgb_mask(path: Path) -> np.ndarray:
+    """A colour mask as H×W×3 uint8; palette (P) PNGs are expanded through their colour map."""
+    with _open(path) as src:
+        try:
+            data = src.read()
+        except RasterioIOError as e:
+            raise DataError(f"{path}: corrupt raster data ({e})") from e
+        if src.count == 1:
+            try:
+                cmap = src.colormap(1)
+            except ValueError as e:
+                raise DataError(f"{path}: single-band mask without a colour palette") from e
+            lut = np.zeros((256, 3), np.uint8)
+            for idx, rgba in cmap.items():
+                lut[idx] = rgba[:3]
+            return lut[data[0]]
+    return np.ascontiguousarray(data[:3].transpose(1, 2, 0))
+
+
+def _rgb_key(rgb: np.ndarray) -> np.ndarray:
+    rgb = rgb.astype(np.int32)
+    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+
+
+def decode_mask(
+    path: str | Path,
+    class_colors: list[tuple[int, int, int]],
+    ignore_colors: list[tuple[int, int, int]] = (),
+    ignore_index: int = IGNORE_INDEX,
+) -> np.ndarray:
+    """Read a colour-coded mask and return H×W uint8 class ids (``ignore_index`` on ignored colours).
+
+    A colour that is neither a class nor ignored raises :class:`DataError` naming the file, the colour
+    and how many pixels carry it: a wrong colour table must never pass as a silently wrong label.
+    """
+    path = Path(path)
+    key = _rgb_key(_read_rgb_mask(path))
+    table = [(_rgb_key(np.array(c)), i) for i, c in enumerate(class_colors)]
+    table += [(_rgb_key(np.array(c)), ignore_index) for c in ignore_colors]
+    table.sort()
+    keys = np.array([k for k, _ in table], np.int32)
+    values = np.array([v for _, v in table], np.uint8)
+    pos = np.clip(np.searchsorted(keys, key), 0, len(keys) - 1)
+    unknown = keys[pos] != key
+    if unknown.any():
+        bad, counts = np.unique(key[unknown], return_counts=True)
+        shown = ", ".join(
+            f"({b >> 16},{(b >> 8) & 255},{b & 255}) on {c} px" for b, c in zip(bad[:5], counts[:5])
+        )
+        raise DataError(
+            f"{path}: {len(bad)} colour(s) not in the class table: {shown}. "
+            f"Known classes: {list(map(tuple, class_colors))}, ignored: {list(map(tuple, ignore_colors))}"
+        )
+    return values[pos]
+
+
+def write_label_raster(
+    path: str | Path,
+    labels: np.ndarray,
+    like: str | Path | None = None,
+    colors: list[tuple[int, int, int]] | None = None,
+) -> None:
+    """Write an H×W class map as a single-band GeoTIFF, georeferenced like ``like`` when it has a CRS."""
+    path = Path(path)
+    profile = {"driver": "GTiff", "height": labels.shape[0], "width": labels.shape[1], "count": 1,
+               "dtype": "uint8", "compress": "deflate"}
+    if like is not None:
+        with _open(like) as src:
+            if src.crs is not None:
+                profile.update(crs=src.crs, transform=src.transform)
+    tmp = path.with_name(path.name + ".tmp")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(tmp, "w", **profile) as dst:
+            dst.write(labels.astype(np.uint8), 1)
+            if colors:
+                dst.write_colormap(1, {i: tuple(c) + (255,) for i, c in enumerate(colors)})
+    tmp.replace(path)

@@ -1,0 +1,103 @@
+"""Whole-image inference: sliding window, D4 test-time augmentation, ensembles, full-resolution metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .metrics import ConfusionMatrix
+
+_STRIDE_MULTIPLE = 32  # smp encoders downsample 5 times
+
+
+def _positions(length: int, window: int, stride: int) -> list[int]:
+    if length <= window:
+        return [0]
+    pos = list(range(0, length - window, stride))
+    return pos + [length - window]
+
+
+def _d4_forward(x: torch.Tensor, k: int) -> torch.Tensor:
+    x = torch.rot90(x, k % 4, dims=(-2, -1))
+    return x.flip(-1) if k >= 4 else x
+
+
+def _d4_inverse(x: torch.Tensor, k: int) -> torch.Tensor:
+    if k >= 4:
+        x = x.flip(-1)
+    return torch.rot90(x, -(k % 4), dims=(-2, -1))
+
+
+@torch.inference_mode()
+def _window_probs(models: Sequence[torch.nn.Module], x: torch.Tensor, tta: bool) -> torch.Tensor:
+    """Mean softmax over models and (with tta) the 8 D4 transforms; x is N×3×H×W, H and W multiples of 32."""
+    total = None
+    ks = range(8) if tta else (0,)
+    for model in models:
+        for k in ks:
+            p = _d4_inverse(model(_d4_forward(x, k)).float().softmax(1), k)
+            total = p if total is None else total + p
+    return total / (len(models) * len(ks))
+
+
+@torch.inference_mode()
+def predict_probs(models: torch.nn.Module | Sequence[torch.nn.Module], image: np.ndarray, window: int = 512,
+                  overlap: float = 0.25, batch_size: int = 4, tta: bool = False,
+                  device: str | torch.device = "cpu") -> torch.Tensor:
+    """Class probabilities C×h×w for an h×w×3 uint8 image, by overlapping windows averaged where they meet."""
+    if isinstance(models, torch.nn.Module):
+        models = [models]
+    for m in models:
+        m.eval()
+    if not 0 <= overlap < 1:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    h, w = image.shape[:2]
+    win = max(_STRIDE_MULTIPLE, window // _STRIDE_MULTIPLE * _STRIDE_MULTIPLE)
+    # pad so that every window is full and a multiple of 32
+    ph = max(h, win) if h >= win else -(-h // _STRIDE_MULTIPLE) * _STRIDE_MULTIPLE
+    pw = max(w, win) if w >= win else -(-w // _STRIDE_MULTIPLE) * _STRIDE_MULTIPLE
+    wh, ww = min(win, ph), min(win, pw)
+    x = torch.from_numpy(image).permute(2, 0, 1).float().div_(255)
+    x = F.pad(x, (0, pw - w, 0, ph - h), mode="reflect" if (pw - w < w and ph - h < h) else "constant")
+    stride_h, stride_w = max(1, int(wh * (1 - overlap))), max(1, int(ww * (1 - overlap)))
+    boxes = [(y, xx) for y in _positions(ph, wh, stride_h) for xx in _positions(pw, ww, stride_w)]
+    acc = count = None
+    for i in range(0, len(boxes), batch_size):
+        chunk = boxes[i:i + batch_size]
+        batch = torch.stack([x[:, y:y + wh, xx:xx + ww] for y, xx in chunk]).to(device)
+        probs = _window_probs(models, batch, tta).cpu()
+        if acc is None:
+            acc = torch.zeros(probs.shape[1], ph, pw)
+            count = torch.zeros(1, ph, pw)
+        for p, (y, xx) in zip(probs, chunk):
+            acc[:, y:y + wh, xx:xx + ww] += p
+            count[:, y:y + wh, xx:xx + ww] += 1
+    return (acc / count)[:, :h, :w]
+
+
+def to_full_resolution(probs: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Labels H×W at the original resolution: probabilities resized bilinearly, then argmax."""
+    if tuple(probs.shape[1:]) == tuple(size):
+        return probs.argmax(0)
+    out = torch.empty(size, dtype=torch.int64)
+    rows = 512  # in bands, to bound memory on large tiles
+    full = F.interpolate(probs[None], size=size, mode="bilinear", align_corners=False)[0]
+    for r in range(0, size[0], rows):
+        out[r:r + rows] = full[:, r:r + rows].argmax(0)
+    return out
+
+
+def evaluate(models, scenes, num_classes: int, class_names: list[str], prefix: str, window: int = 512,
+             overlap: float = 0.25, batch_size: int = 4, tta: bool = False, device="cpu",
+             style=None, progress: bool = True) -> dict[str, float]:
+    """Metrics over a split: one confusion matrix at the masks' full resolution."""
+    cm = ConfusionMatrix(num_classes)
+    for s in tqdm(scenes, desc=f"eval {prefix.rstrip('/')}", leave=False, disable=not progress):
+        image = style(s.image) if style is not None else s.image
+        probs = predict_probs(models, image, window, overlap, batch_size, tta, device)
+        cm.update(to_full_resolution(probs, s.full_mask.shape), torch.from_numpy(s.full_mask))
+    return cm.compute(class_names, prefix)

