@@ -13,10 +13,10 @@ from .data.raster import DataError
 
 
 def _train(args) -> int:
+    overrides = list(args.overrides) + (["wandb.mode=disabled"] if args.no_wandb else [])
+    cfg = load_config(args.config, overrides)  # before importing torch: a typo fails in a blink
     from .train import fit
 
-    overrides = list(args.overrides) + (["wandb.mode=disabled"] if args.no_wandb else [])
-    cfg = load_config(args.config, overrides)
     result = fit(cfg, run_dir=args.run_dir)
     f = result.final
     print(f"run: {result.run_dir}\nbest epoch {f['best_epoch']}: val mIoU {f['val/miou']:.4f}  "

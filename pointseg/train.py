@@ -159,7 +159,7 @@ def fit(cfg: Config, run_dir: str | Path | None = None, callback: EpochCallback 
         teacher = MeanTeacher(model, cfg.semi)
 
     history: list[dict[str, Any]] = []
-    start_epoch, best = 0, -math.inf
+    start_epoch, best, resume_gen = 0, -math.inf, None
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
     if last_path.exists():
         state = torch.load(last_path, map_location=device, weights_only=False)
@@ -169,6 +169,7 @@ def fit(cfg: Config, run_dir: str | Path | None = None, callback: EpochCallback 
         if teacher is not None and state.get("teacher"):
             teacher.load_state_dict(state["teacher"])
         start_epoch, best = state["epoch"] + 1, state["best"]
+        resume_gen = state["generator"]
         history = read_jsonl(run_dir / "metrics.jsonl")[:start_epoch]
         log.info("%s: resuming after epoch %d", run_dir, state["epoch"])
 
@@ -180,7 +181,9 @@ def fit(cfg: Config, run_dir: str | Path | None = None, callback: EpochCallback 
                           cfg.to_dict(), cfg.wandb.group, cfg.wandb.tags)
     eval_kw = dict(window=cfg.eval.window, overlap=cfg.eval.overlap, batch_size=cfg.eval.batch_size,
                    device=device, style=style, progress=progress)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)  # photometric jitter
+    if resume_gen is not None:
+        gen.set_state(resume_gen)
     batches = sampler.batches(skip_samples=start_epoch * cfg.train.steps_per_epoch * cfg.train.batch_size)
     train_time = 0.0
     train_images = 0
@@ -236,6 +239,7 @@ def fit(cfg: Config, run_dir: str | Path | None = None, callback: EpochCallback 
             write_jsonl(run_dir / "metrics.jsonl", history)
             atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(),
                                "scheduler": sched.state_dict(), "epoch": epoch, "best": best,
+                               "generator": gen.get_state(),
                                "teacher": teacher.state_dict() if teacher else None}, last_path)
             if tracker:
                 tracker.log(row, step=row["step"])

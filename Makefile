@@ -1,0 +1,50 @@
+# pointseg — `make help` lists the targets.
+SHELL := /bin/bash
+PY := .venv/bin/python
+UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+STUDY ?= sweeps/points_grid.yaml
+TRIALS ?=
+STORAGE ?=
+WORKERS ?= 1
+SEEDS ?= 0 1 2
+
+.PHONY: help setup data test test-all demo bench sweep report experiments clean
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(UV):
+	@command -v uv >/dev/null 2>&1 || python3 -m pip install --user --quiet uv
+
+.venv/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen
+	@touch $@
+
+setup: .venv/.synced  ## create .venv from uv.lock (bootstraps uv with pip when missing)
+
+data:  ## make the Dubai data set available under data/ (link to ../shared, else instructions)
+	@python3 pointseg/data/fetch.py
+
+test: setup  ## set up and run the test suite (what CI runs); tests on the real data skip without it
+	-@python3 pointseg/data/fetch.py
+	$(PY) -m pytest -q
+
+test-all: setup data  ## also the slow end-to-end tests
+	$(PY) -m pytest -q -m ""
+
+demo: setup data  ## the main job: train from 10 points per class on Dubai, evaluate on the test tile
+	$(PY) -m pointseg train --config experiments/points.yaml
+
+bench: setup data  ## pfCE vs cross-entropy speed, trainer vs bare loop throughput
+	$(PY) -m analysis.bench
+
+experiments: setup data  ## points vs full masks, seeds $(SEEDS) (resumable)
+	$(PY) -m analysis.run_experiments --seeds $(SEEDS)
+
+sweep: setup data  ## Optuna study (STUDY=… TRIALS=… STORAGE=… WORKERS=…)
+	$(PY) -m sweeps.run --study $(STUDY) $(if $(TRIALS),--trials $(TRIALS)) $(if $(STORAGE),--storage $(STORAGE)) --workers $(WORKERS)
+
+report: setup  ## tables and plots from the stored runs and studies into report/
+	$(PY) -m analysis.report
+
+clean:  ## remove runs/ and W&B files (keeps data/ and .venv)
+	rm -rf runs wandb

@@ -1,0 +1,42 @@
+"""`make data`: put the Dubai aerial data set under data/dubai-aerial.
+
+Where a shared copy exists (../shared/data/dubai-aerial, or $POINTSEG_DATA), link it; otherwise say how to get
+the public download (Kaggle requires a login, so it is not fetched behind the user's back).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+NAME = "dubai-aerial"
+URL = "https://www.kaggle.com/datasets/humansintheloop/semantic-segmentation-of-aerial-imagery"
+
+
+def main() -> int:
+    target = Path("data") / NAME
+    if target.exists():
+        print(f"{target}: present")
+        return 0
+    candidates = [Path(os.environ["POINTSEG_DATA"])] if os.environ.get("POINTSEG_DATA") else []
+    candidates.append(Path("..") / "shared" / "data" / NAME)
+    for c in candidates:
+        if (c / "Tile 1").is_dir():
+            target.parent.mkdir(exist_ok=True)
+            target.symlink_to(c.resolve(), target_is_directory=True)
+            print(f"{target} -> {c.resolve()}")
+            return 0
+    print(
+        f"error: the data set is not under {target}.\n"
+        f"  Download it (free Kaggle account, CC0): {URL}\n"
+        f"  e.g. `kaggle datasets download -d humansintheloop/semantic-segmentation-of-aerial-imagery`,\n"
+        f"  unzip it and move the folder holding 'Tile 1' … 'Tile 8' to {target}\n"
+        f"  (or set POINTSEG_DATA=/path/to/that/folder and run `make data` again).",
+        file=sys.stderr,
+    )
+    return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

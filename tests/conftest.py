@@ -1,0 +1,104 @@
+"""Shared fixtures: a tiny generated data set laid out like Dubai (tiles of parts; JPEG/PNG/GeoTIFF; RGB and
+palette masks; ignore colours), and a config shrunk to a few CPU steps."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import yaml
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.transform import from_origin
+
+from pointseg.config import load_config
+
+os.environ.setdefault("WANDB_SILENT", "true")
+ROOT = Path(__file__).resolve().parents[1]
+REAL_DATA = ROOT / "data" / "dubai-aerial"
+COLORS = [(60, 16, 152), (132, 41, 246), (110, 193, 228), (254, 221, 58), (226, 169, 41)]
+IGNORE_COLORS = [(0, 0, 0), (155, 155, 155)]
+
+
+def _write(path: Path, arr: np.ndarray, driver: str, geo: bool = False, palette: dict | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    count = 1 if arr.ndim == 2 else arr.shape[2]
+    profile = dict(driver=driver, height=arr.shape[0], width=arr.shape[1], count=count, dtype="uint8")
+    if geo:
+        profile.update(crs="EPSG:32640", transform=from_origin(300000, 2800000, 0.5, 0.5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(arr if arr.ndim == 2 else arr.transpose(2, 0, 1), *([1] if arr.ndim == 2 else []))
+            if palette:
+                dst.write_colormap(1, palette)
+
+
+def make_label_map(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """Blocky class regions (so `interior` has interiors) with a few ignored pixels."""
+    coarse = rng.integers(0, 5, size=(h // 16 + 1, w // 16 + 1))
+    lab = np.kron(coarse, np.ones((16, 16), int))[:h, :w]
+    lab[:3, :3] = 5  # black gap
+    lab[-2:, -2:] = 6  # grey "Unlabeled"
+    return lab
+
+
+def make_dataset(root: Path, tiles: int = 3, parts: int = 2, size=(72, 88), seed: int = 0) -> Path:
+    """Write the fake data set and its description YAML; returns the YAML path."""
+    rng = np.random.default_rng(seed)
+    lut = np.array(COLORS + IGNORE_COLORS, np.uint8)
+    for t in range(1, tiles + 1):
+        for p in range(1, parts + 1):
+            h, w = size[0] + 8 * t, size[1]
+            lab = make_label_map(rng, h, w)
+            # the image is a noisy function of the class, so a network can learn something
+            img = np.clip(lut[lab].astype(int) // 2 + rng.integers(0, 60, (h, w, 3)), 0, 255).astype(np.uint8)
+            stem = f"image_part_{p:03d}"
+            if t == 3:  # a georeferenced GeoTIFF tile
+                _write(root / f"Tile {t}" / "images" / f"{stem}.tif", img, "GTiff", geo=True)
+            else:
+                _write(root / f"Tile {t}" / "images" / f"{stem}.jpg", img, "JPEG")
+            if p == 2:  # a palette mask, as 18 of the real ones are
+                pal = {i: tuple(int(v) for v in c) + (255,) for i, c in enumerate(lut)}
+                _write(root / f"Tile {t}" / "masks" / f"{stem}.png", lab.astype(np.uint8), "PNG", palette=pal)
+            else:
+                _write(root / f"Tile {t}" / "masks" / f"{stem}.png", lut[lab], "PNG")
+    desc = {
+        "name": "fake", "root": str(root), "images": "Tile */images/*.*",
+        "mask_dir": {"from": "images", "to": "masks"}, "mask_suffix": ".png", "group_pattern": r"Tile (\d+)",
+        "classes": [{"name": n, "color": list(c)} for n, c in zip("BLRVW", COLORS)],
+        "ignore_colors": [list(c) for c in IGNORE_COLORS],
+    }
+    path = root / "fake.yaml"
+    path.write_text(yaml.safe_dump(desc))
+    return path
+
+
+@pytest.fixture(scope="session")
+def fake_dataset(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("fake-data"))
+
+
+def tiny_overrides(dataset_yaml: Path, out_dir: Path) -> list[str]:
+    """Any config shrunk to a few steps on the fake data set (lightning-hydra-template's trick)."""
+    return [
+        f"data.dataset={dataset_yaml}", f"data.root={dataset_yaml.parent}", "data.scale=1.0",
+        "data.train_groups=['1']", "data.val_groups=['2']", "data.test_groups=['3']",
+        "train.epochs=2", "train.steps_per_epoch=2", "train.batch_size=2", "train.crop_size=64",
+        "train.warmup_steps=1", "train.threads=2", "eval.window=64", "eval.batch_size=2",
+        "model.decoder_channels=[32,16,16,8,8]", "wandb.mode=disabled", f"out_dir={out_dir}",
+    ]
+
+
+@pytest.fixture
+def tiny_config(fake_dataset, tmp_path):
+    def make(path=None, extra=()):
+        return load_config(path, tiny_overrides(fake_dataset, tmp_path / "runs") + list(extra))
+    return make
+
+
+requires_real_data = pytest.mark.skipif(not (REAL_DATA / "Tile 1").is_dir(),
+                                        reason="real Dubai data not under data/ (run `make data`)")

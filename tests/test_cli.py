@@ -1,0 +1,43 @@
+"""End to end through the command line a user types."""
+
+import subprocess
+import sys
+
+import rasterio
+
+from tests.conftest import tiny_overrides
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "pointseg", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=600)
+
+
+def test_train_evaluate_predict(fake_dataset, tmp_path):
+    run = tmp_path / "run"
+    r = _cli("train", "--config", "experiments/points.yaml", "--run-dir", str(run), "--no-wandb",
+             *tiny_overrides(fake_dataset, tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert "test mIoU" in r.stdout
+    r = _cli("evaluate", str(run), str(run), "--split", "val", "--output", str(tmp_path / "m.json"))
+    assert r.returncode == 0, r.stderr
+    assert '"val/miou"' in r.stdout and (tmp_path / "m.json").exists()
+    image = fake_dataset.parent / "Tile 3" / "images" / "image_part_001.tif"
+    r = _cli("predict", str(run), "--inputs", str(image), "--output", str(tmp_path / "pred"), "--tta")
+    assert r.returncode == 0, r.stderr
+    with rasterio.open(tmp_path / "pred" / "image_part_001.tif") as d, rasterio.open(image) as s:
+        assert (d.height, d.width) == (s.height, s.width) and d.crs == s.crs
+        assert d.read(1).max() < 5
+
+
+def test_bad_key_is_one_clear_error():
+    r = _cli("train", "--config", "experiments/points.yaml", "train.epoch=3")
+    assert r.returncode == 2
+    assert "unknown config key 'train.epoch'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_missing_data_folder_is_one_clear_error(tmp_path):
+    r = _cli("train", "--no-wandb", f"data.root={tmp_path / 'nothing'}")
+    assert r.returncode == 2 and "make data" in r.stderr and "Traceback" not in r.stderr

@@ -1,0 +1,42 @@
+from pathlib import Path
+
+import pytest
+
+from pointseg.config import ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_and_overrides():
+    cfg = load_config(None, ["train.epochs=3", "points.n_per_class=5", "data.train_groups=['1','2']", "seed=7"])
+    assert (cfg.train.epochs, cfg.points.n_per_class, cfg.data.train_groups, cfg.seed) == (3, 5, ["1", "2"], 7)
+    assert cfg.loss.gamma == 2.0
+
+
+def test_unknown_key_is_named_with_a_suggestion():
+    with pytest.raises(ConfigError, match=r"'train.epoch'.*did you mean 'epochs'"):
+        load_config(None, ["train.epoch=3"])
+    with pytest.raises(ConfigError, match="unknown config key 'nope'"):
+        load_config(None, ["nope=1"])
+
+
+def test_unknown_key_in_yaml_names_the_file(tmp_path):
+    p = tmp_path / "x.yaml"
+    p.write_text("loss:\n  gama: 1\n")
+    with pytest.raises(ConfigError, match=r"x\.yaml.*'loss.gama'.*'gamma'"):
+        load_config(p)
+
+
+def test_wrong_types_and_choices():
+    with pytest.raises(ConfigError, match="train.epochs: expected an integer"):
+        load_config(None, ["train.epochs=abc"])
+    with pytest.raises(ConfigError, match="points.strategy"):
+        load_config(None, ["points.strategy=random"])
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(None, ["train.epochs"])
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "experiments").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_experiment_config_loads(path):
+    cfg = load_config(path)
+    assert cfg.name == path.stem or cfg.name

@@ -1,0 +1,108 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pointseg.losses import PartialFocalCE, partial_focal_ce
+
+
+def _batch(seed=0, n=2, c=5, h=6, w=7, frac=0.3):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, c, h, w, generator=g) * 3
+    target = torch.randint(0, c, (n, h, w), generator=g)
+    target[torch.rand(n, h, w, generator=g) > frac] = 255
+    return logits, target
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_gamma_zero_is_cross_entropy_over_labelled_pixels(seed):
+    logits, target = _batch(seed)
+    assert torch.allclose(partial_focal_ce(logits, target, gamma=0), F.cross_entropy(logits, target, ignore_index=255),
+                          atol=1e-6)
+
+
+def test_gamma_zero_with_class_weights_matches_weighted_cross_entropy():
+    logits, target = _batch(3)
+    w = torch.tensor([0.5, 2.0, 1.0, 3.0, 0.1])
+    assert torch.allclose(partial_focal_ce(logits, target, gamma=0, weight=w),
+                          F.cross_entropy(logits, target, weight=w, ignore_index=255), atol=1e-6)
+
+
+def test_hand_computed_focal_value():
+    # one labelled pixel with p_t = 0.5 (two classes, equal logits), one ignored
+    logits = torch.zeros(1, 2, 1, 2)
+    target = torch.tensor([[[1, 255]]])
+    expected = (1 - 0.5) ** 2 * math.log(2)
+    assert partial_focal_ce(logits, target, gamma=2).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_mean_over_labelled_pixels_only():
+    # two labelled pixels with different losses; the unlabelled pixel must not dilute the mean
+    logits = torch.tensor([[[[2.0, 0.0, 5.0]], [[0.0, 0.0, -5.0]]]])  # 1×2×1×3
+    target = torch.tensor([[[0, 1, 255]]])
+    l0 = -math.log(math.exp(2) / (math.exp(2) + 1))
+    l1 = math.log(2)
+    assert partial_focal_ce(logits, target, gamma=0).item() == pytest.approx((l0 + l1) / 2, rel=1e-6)
+
+
+def test_focal_down_weights_easy_pixels():
+    logits, target = _batch(4)
+    ce = partial_focal_ce(logits, target, gamma=0)
+    assert partial_focal_ce(logits, target, gamma=1) < ce
+    assert partial_focal_ce(logits, target, gamma=2) < partial_focal_ce(logits, target, gamma=1)
+
+
+def test_no_labelled_pixel_gives_zero_with_a_graph():
+    logits = torch.randn(2, 5, 4, 4, requires_grad=True)
+    target = torch.full((2, 4, 4), 255)
+    loss = partial_focal_ce(logits, target)
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.isfinite(logits.grad).all() and (logits.grad == 0).all()
+
+
+def test_gradient_flows_only_through_labelled_pixels():
+    logits, target = _batch(5)
+    logits.requires_grad_(True)
+    partial_focal_ce(logits, target, gamma=2).backward()
+    unlabelled = (target == 255).unsqueeze(1).expand_as(logits)
+    assert (logits.grad[unlabelled] == 0).all()
+    assert logits.grad[~unlabelled].abs().sum() > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_logits(dtype):
+    logits, target = _batch(6)
+    ref = partial_focal_ce(logits.to(dtype).float(), target, gamma=2)
+    out = partial_focal_ce(logits.to(dtype), target, gamma=2)
+    assert out.dtype == torch.float32 and torch.isfinite(out)
+    assert out.item() == pytest.approx(ref.item(), rel=1e-5)
+
+
+def test_stable_for_huge_logits():
+    logits = torch.tensor([[[[1e4]], [[-1e4]]]])
+    assert torch.isfinite(partial_focal_ce(logits, torch.tensor([[[1]]]), gamma=2))
+    assert partial_focal_ce(logits, torch.tensor([[[0]]]), gamma=2).item() == 0.0
+
+
+def test_input_errors_name_the_problem():
+    logits, target = _batch(7)
+    with pytest.raises(ValueError, match="N×H×W"):
+        partial_focal_ce(logits, target[:, :3])
+    with pytest.raises(ValueError, match="int64"):
+        partial_focal_ce(logits, target.int())
+    bad = target.clone()
+    bad[0, 0, 0] = 9
+    with pytest.raises(ValueError, match="outside"):
+        partial_focal_ce(logits, bad)
+    with pytest.raises(ValueError, match="gamma"):
+        PartialFocalCE(gamma=-1)
+
+
+def test_module_matches_function_and_moves_weights():
+    logits, target = _batch(8)
+    w = [1.0, 2.0, 1.0, 1.0, 1.0]
+    m = PartialFocalCE(gamma=1.5, weight=w)
+    assert torch.equal(m(logits, target), partial_focal_ce(logits, target, 1.5, 255, torch.tensor(w)))
+    assert "weight" in dict(m.named_buffers())

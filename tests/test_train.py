@@ -1,0 +1,88 @@
+"""The one trainer on a tiny generated data set: run directory, determinism, resume, bad input."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from pointseg.train import TrainingError, fit
+
+
+def test_run_directory_holds_everything(tiny_config, tmp_path):
+    cfg = tiny_config()
+    res = fit(cfg, progress=False)
+    d = res.run_dir
+    for name in ("config.yaml", "points.json", "points.csv", "metrics.jsonl", "best.pt", "final.json"):
+        assert (d / name).exists(), name
+    assert not (d / "last.pt").exists()
+    assert yaml.safe_load((d / "config.yaml").read_text())["seed"] == cfg.seed
+    final = json.loads((d / "final.json").read_text())
+    assert 0 <= final["test/miou"] <= 1 and 0 <= final["val/miou"] <= 1 and final["best_epoch"] in (1, 2)
+    assert len(res.history) == 2 and res.history[0]["epoch"] == 1
+    pts = json.loads((d / "points.json").read_text())
+    assert pts["seed"] == cfg.seed and pts["points_total"] == len((d / "points.csv").read_text().splitlines()) - 1
+    # a finished run is returned, not trained again
+    again = fit(cfg, progress=False)
+    assert again.final == final
+
+
+def test_same_seed_same_points_and_metrics(tiny_config, tmp_path):
+    a = fit(tiny_config(extra=["name=a"]), progress=False)
+    b = fit(tiny_config(extra=["name=b"]), progress=False)
+    c = fit(tiny_config(extra=["name=c", "seed=1"]), progress=False)
+    assert (a.run_dir / "points.csv").read_text() == (b.run_dir / "points.csv").read_text()
+    assert (a.run_dir / "points.csv").read_text() != (c.run_dir / "points.csv").read_text()
+    assert a.final["test/miou"] == b.final["test/miou"] and a.history[-1]["train/loss"] == b.history[-1]["train/loss"]
+
+
+def test_resume_after_a_kill_gives_the_uninterrupted_result(tiny_config):
+    whole = fit(tiny_config(extra=["name=whole", "train.epochs=3"]), progress=False)
+
+    def die(epoch, row):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    cfg = tiny_config(extra=["name=killed", "train.epochs=3"])
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, callback=die, progress=False)
+    run = whole.run_dir.parent.parent / "killed" / "seed0"
+    assert (run / "last.pt").exists() and not (run / "final.json").exists()
+    resumed = fit(cfg, progress=False)
+    assert len(resumed.history) == 3
+    assert [r["train/loss"] for r in resumed.history] == pytest.approx([r["train/loss"] for r in whole.history])
+    assert resumed.final["test/miou"] == pytest.approx(whole.final["test/miou"])
+
+
+def test_full_supervision_uses_dense_masks(tiny_config):
+    res = fit(tiny_config(extra=["name=full", "points.supervision=full"]), progress=False)
+    pts = json.loads((res.run_dir / "points.json").read_text())
+    assert pts["supervision"] == "full" and pts["labelled_pixels"] > 1000
+    assert not (res.run_dir / "points.csv").exists()
+
+
+def test_nan_loss_stops_with_a_message_naming_the_step(tiny_config, monkeypatch):
+    import pointseg.train as train_mod
+
+    real = train_mod.PartialFocalCE
+
+    class Exploding(real):
+        def forward(self, logits, target):
+            return super().forward(logits, target) * float("nan")
+
+    monkeypatch.setattr(train_mod, "PartialFocalCE", Exploding)
+    with pytest.raises(TrainingError, match="loss is nan at epoch 1, step 1"):
+        fit(tiny_config(extra=["name=nan"]), progress=False)
+
+
+def test_sparse_budget_trains_without_nan(tiny_config):
+    # one click per class: most crops hold no point; they are skipped and the loss stays finite
+    res = fit(tiny_config(extra=["name=one", "points.n_per_class=1"]), progress=False)
+    assert all(np.isfinite(r["train/loss"]) for r in res.history)
+
+
+def test_wandb_offline_run_is_written(tiny_config):
+    res = fit(tiny_config(extra=["name=wb", "wandb.mode=offline", "train.epochs=1"]), progress=False)
+    runs = list((res.run_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
