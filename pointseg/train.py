@@ -199,14 +199,12 @@ def fit(cfg: Config, run_dir: str | Path | None = None, callback: EpochCallback 
                 x, y = next(batches)
                 x, y = x.to(device), y.to(device)
                 global_step = epoch * cfg.train.steps_per_epoch + step
-                if cfg.train.augment:
-                    x_in = photometric_jitter(x, gen)
-                else:
-                    x_in = x
+                # with a teacher, the student's jitter is the strong view and the clean crop the weak one
+                x_in = photometric_jitter(x, gen, 0.3 if teacher else 0.1) if cfg.train.augment or teacher else x
                 logits = model(x_in)
                 loss = sup = criterion(logits, y)
                 if teacher is not None:
-                    loss = loss + teacher.loss(x, y, global_step / cfg.train.steps_per_epoch, gen)
+                    loss = loss + teacher.loss(logits, x, y, global_step / cfg.train.steps_per_epoch)
                 if not torch.isfinite(loss):
                     raise TrainingError(f"{run_dir}: loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
                                         "stopping (try a lower train.lr)")

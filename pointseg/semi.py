@@ -1,0 +1,65 @@
+"""Semi-supervised learning on the unlabelled pixels: a mean teacher with confidence-thresholded pseudo-labels.
+
+The teacher is an exponential moving average of the student (Tarvainen & Valpola, NeurIPS 2017). It sees the
+clean crop (weak view); the student sees the photometrically jittered crop (strong view). On every pixel without
+a point where the teacher is confident (max prob ≥ threshold) its argmax becomes a pseudo-label, and the student
+is trained to agree with it (FixMatch's rule, Sohn et al., NeurIPS 2020). The weight ramps up from 0 over
+``rampup_epochs`` (sigmoid-shaped) because an untrained teacher's labels are noise.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import SemiConfig
+from .data.raster import IGNORE_INDEX
+
+
+def rampup(progress_epochs: float, rampup_epochs: float) -> float:
+    """exp(-5 (1 - t)^2), t = progress / rampup clipped to [0, 1]: the usual mean-teacher ramp."""
+    if rampup_epochs <= 0:
+        return 1.0
+    t = min(1.0, max(0.0, progress_epochs / rampup_epochs))
+    return math.exp(-5.0 * (1.0 - t) ** 2)
+
+
+class MeanTeacher:
+    def __init__(self, student: nn.Module, cfg: SemiConfig):
+        if not 0 < cfg.ema < 1:
+            raise ValueError(f"semi.ema must be in (0, 1), got {cfg.ema}")
+        self.cfg = cfg
+        self.model = copy.deepcopy(student)
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    def loss(self, student_logits: torch.Tensor, weak: torch.Tensor, target: torch.Tensor,
+             progress_epochs: float) -> torch.Tensor:
+        """Weighted pseudo-label cross-entropy on unlabelled, confidently predicted pixels (0 if none)."""
+        self.model.eval()
+        with torch.no_grad():
+            probs = self.model(weak).float().softmax(1)
+        conf, pseudo = probs.max(1)
+        use = (conf >= self.cfg.threshold) & (target == IGNORE_INDEX)
+        pseudo = torch.where(use, pseudo, torch.full_like(pseudo, IGNORE_INDEX))
+        if not use.any():
+            return student_logits.sum() * 0.0
+        ce = F.cross_entropy(student_logits.float(), pseudo, ignore_index=IGNORE_INDEX)
+        return self.cfg.weight * rampup(progress_epochs, self.cfg.rampup_epochs) * ce
+
+    @torch.no_grad()
+    def update(self, student: nn.Module) -> None:
+        for t, s in zip(self.model.parameters(), student.parameters()):
+            t.mul_(self.cfg.ema).add_(s.detach(), alpha=1 - self.cfg.ema)
+        for t, s in zip(self.model.buffers(), student.buffers()):
+            t.copy_(s)
+
+    def state_dict(self) -> dict:
+        return self.model.state_dict()
+
+    def load_state_dict(self, sd: dict) -> None:
+        self.model.load_state_dict(sd)

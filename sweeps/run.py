@@ -1,0 +1,211 @@
+"""Optuna driver: one trial = one (or seeds_per_config) run(s) of the shared trainer ``pointseg.train.fit``.
+
+    python -m sweeps.run --study sweeps/points_grid.yaml [--trials N] [--storage URL] [--workers N]
+
+Resumable: finished trials are kept; a trial whose worker died (Ctrl-C, kill -9, lost machine) stops sending
+heartbeats, is failed after the grace period and retried once (RetryFailedTrialCallback); its run directory is
+keyed by its parameters, so the retry resumes the killed run from its last epoch. Grid cells are enqueued once,
+when the study is created, and claimed atomically by the storage, so no cell runs twice or is skipped, also
+with many workers on one PostgreSQL database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import multiprocessing as mp
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import RDBStorage, RetryFailedTrialCallback, fail_stale_trials
+from optuna.trial import TrialState
+from tqdm.auto import tqdm
+
+from .study import Study, SweepError
+
+log = logging.getLogger("pointseg.sweep")
+_CELL = "grid_cell"  # user attribute naming a trial's grid cell; trials without it in a grid study are no cell
+
+
+def make_storage(study: Study) -> RDBStorage:
+    url = study.storage_url()
+    try:
+        return RDBStorage(url, heartbeat_interval=study.heartbeat_interval, grace_period=study.grace_period,
+                          heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=1),
+                          engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None)
+    except Exception as e:  # sqlalchemy's OperationalError and friends: name the URL, not a stack
+        raise SweepError(f"cannot open the study storage {url}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+
+
+def cell_key(params: dict[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True)
+
+
+def _slug(params: dict[str, Any]) -> str:
+    short = "_".join(f"{k.split('.')[-1]}={v}" for k, v in sorted(params.items()))[:80]
+    return f"{short}-{hashlib.sha1(cell_key(params).encode()).hexdigest()[:8]}"
+
+
+def open_study(study: Study, storage: RDBStorage) -> optuna.Study:
+    """Create the study (and enqueue every grid cell, once) or load it and check it is the same study."""
+    try:
+        s = optuna.create_study(study_name=study.name, storage=storage, direction=study.direction,
+                                sampler=study.make_sampler(), pruner=study.make_pruner())
+        if study.sampler == "grid":
+            for params in study.grid():
+                s.enqueue_trial(params, user_attrs={_CELL: cell_key(params)})
+        s.set_user_attr("fingerprint", study.fingerprint())  # last: marks the study as ready
+        return s
+    except optuna.exceptions.DuplicatedStudyError:
+        s = optuna.load_study(study_name=study.name, storage=storage, sampler=study.make_sampler(),
+                              pruner=study.make_pruner())
+        for _ in range(120):  # another worker may be enqueuing the grid right now
+            stored = s.user_attrs.get("fingerprint")
+            if stored is not None:
+                break
+            time.sleep(0.5)
+        if stored is not None and json.dumps(stored, sort_keys=True) != json.dumps(study.fingerprint(), sort_keys=True):
+            raise SweepError(f"a study named {study.name!r} already exists in {study.storage_url()} with another "
+                             f"space or base config; stored: {stored}; rename the study or use another storage")
+        return s
+
+
+def make_objective(study: Study):
+    from pointseg.train import TrainingError, fit
+
+    def objective(trial: optuna.Trial) -> float:
+        if study.sampler == "grid" and _CELL not in trial.user_attrs:
+            # lost a race for the last cell: record that this trial trained nothing
+            trial.set_user_attr("skipped", "grid exhausted")
+            raise optuna.TrialPruned("no grid cell left")
+        params = study.suggest(trial)
+        finals, run_dirs = [], []
+        for s in range(study.seeds_per_config):
+            run_dir = Path(study.out_dir) / study.name / _slug(params) / f"seed{s}"
+            cfg = study.config_for(params, seed=s, extra=[f"name={study.name}", f"wandb.group={study.name}"])
+            cfg.wandb.tags = [study.name, f"trial-{trial.number}"]
+
+            def report(epoch: int, row: dict, _first=(s == 0)) -> None:
+                if _first and study.pruner != "none":
+                    trial.report(row[study.objective], epoch)
+                    if trial.should_prune():
+                        raise optuna.TrialPruned(f"pruned at epoch {epoch}")
+
+            try:
+                result = fit(cfg, run_dir=run_dir, callback=report, progress=False)
+            except TrainingError as e:
+                trial.set_user_attr("error", str(e))
+                raise
+            finals.append(result.final)
+            run_dirs.append(str(run_dir))
+            trial.set_user_attr("run_dirs", run_dirs)
+            trial.set_user_attr("runs", finals)  # every metric of every seed: the study alone rebuilds the tables
+        keys = [k for k, v in finals[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        for k in keys:
+            vals = [f[k] for f in finals if f.get(k) is not None]
+            if vals:
+                trial.set_user_attr(k, sum(vals) / len(vals))
+        return float(sum(f[study.objective] for f in finals) / len(finals))
+
+    return objective
+
+
+def _counts(s: optuna.Study, grid: bool) -> dict[str, int]:
+    trials = s.get_trials(deepcopy=False)
+    real = [t for t in trials if not t.user_attrs.get("skipped")]
+    c = {st: sum(t.state == st for t in real) for st in TrialState}
+    c["finished"] = c[TrialState.COMPLETE] + c[TrialState.PRUNED]
+    if grid:  # a cell is done once one of its trials finished
+        c["cells_done"] = len({t.user_attrs.get(_CELL) for t in real if t.state in (TrialState.COMPLETE, TrialState.PRUNED)})
+    return c
+
+
+def worker(study: Study, progress: bool = True) -> None:
+    """Run trials until the study's budget is spent (grid: every cell finished)."""
+    storage = make_storage(study)
+    s = open_study(study, storage)
+    objective = make_objective(study)
+    grid = study.sampler == "grid"
+    budget = study.budget
+    bar = tqdm(total=budget, desc=f"study {study.name}", unit="trial", disable=not progress)
+    while True:
+        fail_stale_trials(s)  # a dead worker's trial → FAIL → re-enqueued once as WAITING
+        c = _counts(s, grid)
+        done = c["cells_done"] if grid else c["finished"]
+        bar.n = min(done, budget)
+        bar.refresh()
+        if grid:
+            if c[TrialState.WAITING] == 0:
+                if c[TrialState.RUNNING] == 0:
+                    break
+                time.sleep(min(5, study.heartbeat_interval))  # another worker's cell; it may yet die
+                continue
+        elif done + c[TrialState.RUNNING] + c[TrialState.WAITING] >= budget and c[TrialState.WAITING] == 0:
+            if c[TrialState.RUNNING] == 0:
+                break
+            time.sleep(min(5, study.heartbeat_interval))
+            continue
+        s.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+    bar.close()
+    export(s, study)
+
+
+def export(s: optuna.Study, study: Study) -> Path:
+    """The study's trials with params and user attributes as CSV (for people; the report reads the study)."""
+    from pointseg.io import atomic_write_text
+
+    df = s.trials_dataframe(attrs=("number", "state", "value", "params", "user_attrs", "duration"))
+    path = Path(study.out_dir) / f"{study.name}.csv"
+    atomic_write_text(path, df.to_csv(index=False))
+    return path
+
+
+def _worker_entry(path: str, overrides: dict) -> None:
+    logging.basicConfig(level=logging.WARNING)
+    worker(Study.load(path, **overrides), progress=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--study", default="sweeps/points_grid.yaml")
+    ap.add_argument("--trials", type=int, help="trial budget (tpe); a grid runs every cell")
+    ap.add_argument("--storage", help="sqlite:///file.db (default runs/sweeps/<name>.db) or postgresql://…")
+    ap.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
+    ap.add_argument("--grace-period", type=int, help="seconds without heartbeat before a trial counts as dead")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    overrides = {"trials": args.trials, "storage": args.storage, "grace_period": args.grace_period}
+    try:
+        study = Study.load(args.study, **overrides)
+        open_study(study, make_storage(study))  # every check (space, storage, same-name study) before training
+        t0 = time.time()
+        if args.workers > 1:
+            ctx = mp.get_context("spawn")
+            procs = [ctx.Process(target=_worker_entry, args=(args.study, overrides)) for _ in range(args.workers - 1)]
+            for p in procs:
+                p.start()
+            worker(study)
+            for p in procs:
+                p.join()
+        else:
+            worker(study)
+        s = optuna.load_study(study_name=study.name, storage=make_storage(study))
+        print(f"study {study.name}: {len(s.trials)} trials in {time.time() - t0:.0f} s; "
+              f"table: {Path(study.out_dir) / (study.name + '.csv')}")
+        rows = [t for t in s.trials if t.state == TrialState.COMPLETE]
+        for t in sorted(rows, key=lambda t: -(t.value or 0)):
+            print(f"  {t.params}  val mIoU {t.value:.4f}  test mIoU {t.user_attrs.get('test/miou', float('nan')):.4f}")
+    except SweepError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

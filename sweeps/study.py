@@ -1,0 +1,136 @@
+"""A study description (YAML) → checked search space, sampler, pruner, storage. Knows nothing of tensors."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+
+from pointseg.config import ConfigError, load_config
+
+
+class SweepError(ValueError):
+    """A study that cannot run; raised before any training starts."""
+
+
+_STUDY_KEYS = {"name", "base_config", "overrides", "sampler", "seed", "objective", "direction", "seeds_per_config",
+               "trials", "pruner", "space", "storage", "heartbeat_interval", "grace_period", "out_dir"}
+
+
+@dataclass
+class Study:
+    name: str
+    base_config: str | None
+    space: dict[str, dict[str, Any]]
+    overrides: list[str] = field(default_factory=list)
+    sampler: str = "grid"  # grid (factor study: every cell once) | tpe (tuning)
+    seed: int = 0
+    objective: str = "val/miou"
+    direction: str = "maximize"
+    seeds_per_config: int = 1
+    trials: int | None = None  # budget; a grid defaults to its size
+    pruner: str = "none"  # none | median | successive_halving (grids never prune: every cell must finish)
+    storage: str | None = None
+    heartbeat_interval: int = 30
+    grace_period: int = 120
+    out_dir: str = "runs/sweeps"
+
+    @classmethod
+    def load(cls, path: str | Path, **overrides) -> "Study":
+        p = Path(path)
+        if not p.exists():
+            known = sorted(x.name for x in Path("sweeps").glob("*.yaml"))
+            raise SweepError(f"study file {p} not found; studies in sweeps/: {known}")
+        raw = yaml.safe_load(p.read_text()) or {}
+        unknown = set(raw) - _STUDY_KEYS
+        if unknown:
+            raise SweepError(f"{p}: unknown study key(s) {sorted(unknown)}; valid: {sorted(_STUDY_KEYS)}")
+        raw.update({k: v for k, v in overrides.items() if v is not None})
+        study = cls(**raw)
+        study.validate(p)
+        return study
+
+    # ---- checks, all before any training -------------------------------------------------------------
+    def validate(self, where: Path | str = "study") -> None:
+        if not self.space:
+            raise SweepError(f"{where}: the search space is empty; name at least one config key under `space:`")
+        if self.sampler not in ("grid", "tpe"):
+            raise SweepError(f"{where}: sampler must be grid or tpe, got {self.sampler!r}")
+        if self.pruner not in ("none", "median", "successive_halving"):
+            raise SweepError(f"{where}: pruner must be none, median or successive_halving, got {self.pruner!r}")
+        if self.sampler == "grid" and self.pruner != "none":
+            raise SweepError(f"{where}: a grid factor study must not prune (every cell has to finish)")
+        for key, spec in self.space.items():
+            kind = spec.get("type", "categorical")
+            if kind not in ("categorical", "float", "int"):
+                raise SweepError(f"{where}: space.{key}: type must be categorical, float or int")
+            if self.sampler == "grid" and kind != "categorical":
+                raise SweepError(f"{where}: space.{key}: a grid needs `choices`, not a range")
+            if kind == "categorical" and not spec.get("choices"):
+                raise SweepError(f"{where}: space.{key}: categorical needs a non-empty `choices` list")
+            samples = spec["choices"] if kind == "categorical" else [spec["low"], spec["high"]]
+            for v in samples:  # every value must make a valid trainer config
+                try:
+                    self.config_for({key: v}, seed=0)
+                except ConfigError as e:
+                    raise SweepError(f"{where}: space.{key}={v!r} is not a valid trainer setting: {e}") from None
+        try:
+            self.config_for({}, seed=0)
+        except ConfigError as e:
+            raise SweepError(f"{where}: base config / overrides: {e}") from None
+
+    def config_for(self, params: dict[str, Any], seed: int, extra: list[str] = ()):
+        ov = list(self.overrides) + [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
+                                     for k, v in params.items()]
+        return load_config(self.base_config, ov + [f"seed={seed}", *extra])
+
+    # ---- optuna pieces -------------------------------------------------------------------------------
+    def grid(self) -> list[dict[str, Any]]:
+        keys = list(self.space)
+        return [dict(zip(keys, combo)) for combo in itertools.product(*(self.space[k]["choices"] for k in keys))]
+
+    @property
+    def budget(self) -> int:
+        if self.sampler == "grid":
+            return len(self.grid())
+        if not self.trials:
+            raise SweepError(f"study {self.name}: a tpe study needs a trial budget (`trials:` or TRIALS=…)")
+        return int(self.trials)
+
+    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
+        out = {}
+        for key, spec in self.space.items():
+            kind = spec.get("type", "categorical")
+            if kind == "categorical":
+                out[key] = trial.suggest_categorical(key, spec["choices"])
+            elif kind == "float":
+                out[key] = trial.suggest_float(key, spec["low"], spec["high"], log=spec.get("log", False))
+            else:
+                out[key] = trial.suggest_int(key, spec["low"], spec["high"], log=spec.get("log", False))
+        return out
+
+    def make_sampler(self) -> optuna.samplers.BaseSampler:
+        # grid cells are enqueued as fixed trials, so the sampler only ever fills a tpe study
+        return optuna.samplers.TPESampler(seed=self.seed)
+
+    def make_pruner(self) -> optuna.pruners.BasePruner:
+        if self.pruner == "median":
+            return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+        if self.pruner == "successive_halving":
+            return optuna.pruners.SuccessiveHalvingPruner()
+        return optuna.pruners.NopPruner()
+
+    def storage_url(self) -> str:
+        if self.storage:
+            return self.storage
+        Path(self.out_dir).mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{Path(self.out_dir) / (self.name + '.db')}"
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What makes two studies of one name the same study."""
+        return {"space": self.space, "base_config": self.base_config, "overrides": list(self.overrides),
+                "objective": self.objective, "sampler": self.sampler, "seeds_per_config": self.seeds_per_config}

@@ -1,0 +1,187 @@
+"""The sweep harness drives the shared trainer: a real tiny study, a SIGKILLed worker, two PostgreSQL workers."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from sweeps.run import cell_key, make_storage, open_study, worker
+from sweeps.study import Study, SweepError
+from tests.conftest import tiny_overrides
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _study_file(tmp_path, fake_dataset, name="tiny", space=None, **extra) -> Path:
+    ov = [o for o in tiny_overrides(fake_dataset, tmp_path / "unused") if not o.startswith("out_dir")]
+    body = {"name": name, "base_config": str(ROOT / "experiments/points.yaml"), "overrides": ov,
+            "sampler": "grid", "space": space or {"points.n_per_class": {"choices": [1, 3]}},
+            "out_dir": str(tmp_path / "sweeps"), **extra}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(body))
+    return path
+
+
+def _trials(study: Study):
+    return optuna.load_study(study_name=study.name, storage=make_storage(study)).get_trials(deepcopy=False)
+
+
+def _assert_each_cell_once(study: Study) -> None:
+    trials = [t for t in _trials(study) if not t.user_attrs.get("skipped")]
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    cells = sorted(cell_key(p) for p in study.grid())
+    assert sorted(t.user_attrs["grid_cell"] for t in done) == cells  # every cell, each exactly once
+
+
+def test_tiny_study_end_to_end(tmp_path, fake_dataset):
+    study = Study.load(_study_file(tmp_path, fake_dataset))
+    worker(study, progress=False)
+    _assert_each_cell_once(study)
+    for t in _trials(study):
+        assert t.params["points.n_per_class"] in (1, 3)
+        assert 0 <= t.user_attrs["test/miou"] <= 1 and t.value == pytest.approx(t.user_attrs["val/miou"])
+        (run_dir,) = t.user_attrs["run_dirs"]
+        final = json.loads((Path(run_dir) / "final.json").read_text())
+        assert final["test/miou"] == t.user_attrs["runs"][0]["test/miou"]
+        assert yaml.safe_load((Path(run_dir) / "config.yaml").read_text())["points"]["n_per_class"] == \
+            t.params["points.n_per_class"]
+    assert (tmp_path / "sweeps" / "tiny.csv").exists()
+    # running it again trains nothing more
+    worker(study, progress=False)
+    assert len(_trials(study)) == 2
+
+
+def test_tpe_study_with_pruning(tmp_path, fake_dataset):
+    path = _study_file(tmp_path, fake_dataset, name="tpe", sampler="tpe", trials=3, pruner="median",
+                       space={"loss.gamma": {"type": "float", "low": 0.0, "high": 3.0},
+                              "points.n_per_class": {"type": "int", "low": 1, "high": 5}})
+    study = Study.load(path)
+    worker(study, progress=False)
+    trials = _trials(study)
+    assert len(trials) == 3 and all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    assert all(0 <= t.params["loss.gamma"] <= 3 for t in trials)
+
+
+def test_bad_studies_fail_before_training(tmp_path, fake_dataset):
+    with pytest.raises(SweepError, match="space.loss.gama"):
+        Study.load(_study_file(tmp_path, fake_dataset, name="a", space={"loss.gama": {"choices": [1]}}))
+    p = _study_file(tmp_path, fake_dataset, name="b")
+    raw = yaml.safe_load(p.read_text())
+    raw["space"] = {}
+    p.write_text(yaml.safe_dump(raw))
+    with pytest.raises(SweepError, match="empty"):
+        Study.load(p)
+    with pytest.raises(SweepError, match="cannot open the study storage"):
+        make_storage(Study.load(_study_file(tmp_path, fake_dataset, name="c",
+                                            storage="postgresql://nobody@127.0.0.1:1/none")))
+    s1 = Study.load(_study_file(tmp_path, fake_dataset, name="same"))
+    open_study(s1, make_storage(s1))
+    s2 = Study.load(_study_file(tmp_path, fake_dataset, name="same", space={"loss.gamma": {"choices": [0.0]}}))
+    with pytest.raises(SweepError, match="already exists"):
+        open_study(s2, make_storage(s2))
+
+
+def _run_sweep(path, *args) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "sweeps.run", "--study", str(path), *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def test_sigkill_mid_trial_then_resume(tmp_path, fake_dataset):
+    path = _study_file(tmp_path, fake_dataset, name="killme", heartbeat_interval=1, grace_period=3,
+                       space={"points.n_per_class": {"choices": [1, 2, 3]}},
+                       overrides=None)
+    raw = yaml.safe_load(path.read_text())
+    raw["overrides"] = [o for o in tiny_overrides(fake_dataset, tmp_path) if not o.startswith("out_dir")] + \
+        ["train.epochs=4"]
+    path.write_text(yaml.safe_dump(raw))
+    p = _run_sweep(path)
+    deadline = time.time() + 300
+    while time.time() < deadline and not glob.glob(str(tmp_path / "sweeps/killme/*/seed0/metrics.jsonl")):
+        time.sleep(0.2)
+    assert p.poll() is None, p.stdout.read()
+    os.killpg(p.pid, signal.SIGKILL)  # mid-trial: a run directory exists without final.json
+    p.wait()
+    study = Study.load(path)
+    states = [t.state for t in _trials(study)]
+    assert TrialState.RUNNING in states
+    p2 = _run_sweep(path)
+    out, _ = p2.communicate(timeout=600)
+    assert p2.returncode == 0, out
+    _assert_each_cell_once(study)
+    failed = [t for t in _trials(study) if t.state == TrialState.FAIL]
+    assert len(failed) == 1  # the killed one, retried once
+
+
+def _pg_bin() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+    if found:
+        return Path(found[-1]).parent
+    exe = shutil.which("pg_ctl")
+    return Path(exe).parent if exe else None
+
+
+@pytest.fixture
+def postgres(tmp_path):
+    """A throwaway PostgreSQL server on a free port (skips, saying why, when none can be started)."""
+    bindir = _pg_bin()
+    if bindir is None:
+        pytest.skip("no PostgreSQL server binaries (pg_ctl); .ci/run installs Debian's postgresql")
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="pointseg-pg-"))  # pytest's tmp dirs are 0700: postgres could not enter
+    data = base / "data"
+    data.mkdir()
+    as_user = []
+    if os.geteuid() == 0:  # initdb refuses to run as root
+        if not shutil.which("runuser"):
+            pytest.skip("running as root without runuser: cannot start PostgreSQL as another user")
+        os.chmod(base, 0o755)
+        shutil.chown(data, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    r = subprocess.run(as_user + [str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
+                       capture_output=True, text=True)
+    if r.returncode:
+        pytest.skip(f"initdb failed: {r.stderr.strip()[:200]}")
+    r = subprocess.run(as_user + [str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(data / "log"), "-o",
+                                  f"-p {port} -k {data} -c listen_addresses=127.0.0.1", "start"],
+                       capture_output=True, text=True)
+    if r.returncode:
+        pytest.skip(f"PostgreSQL did not start: {r.stderr.strip()[:200]}")
+    try:
+        subprocess.run(as_user + [str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "optuna"],
+                       check=True, capture_output=True)
+        yield f"postgresql://postgres@127.0.0.1:{port}/optuna"
+    finally:
+        subprocess.run(as_user + [str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_two_workers_share_one_postgres_study(tmp_path, fake_dataset, postgres):
+    path = _study_file(tmp_path, fake_dataset, name="pg", storage=postgres,
+                       space={"points.n_per_class": {"choices": [1, 2]}, "loss.gamma": {"choices": [0.0, 2.0]}})
+    procs = [_run_sweep(path) for _ in range(2)]
+    outs = [p.communicate(timeout=900)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    study = Study.load(path)
+    _assert_each_cell_once(study)
+    real = [t for t in _trials(study) if not t.user_attrs.get("skipped")]
+    assert len(real) == 4  # no duplicate, no lost cell
+    workers = {tuple(t.user_attrs["run_dirs"]) for t in real}
+    assert len(workers) == 4
