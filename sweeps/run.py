@@ -34,12 +34,18 @@ _CELL = "grid_cell"  # user attribute naming a trial's grid cell; trials without
 
 def make_storage(study: Study) -> RDBStorage:
     url = study.storage_url()
-    try:
-        return RDBStorage(url, heartbeat_interval=study.heartbeat_interval, grace_period=study.grace_period,
-                          heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=1),
-                          engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None)
-    except Exception as e:  # sqlalchemy's OperationalError and friends: name the URL, not a stack
-        raise SweepError(f"cannot open the study storage {url}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+    for attempt in range(5):
+        try:
+            return RDBStorage(url, heartbeat_interval=study.heartbeat_interval, grace_period=study.grace_period,
+                              heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=1),
+                              engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None)
+        except Exception as e:  # sqlalchemy's OperationalError and friends: name the URL, not a stack
+            if type(e).__name__ == "IntegrityError" and attempt < 4:
+                time.sleep(1 + attempt)  # two workers creating the schema of an empty database at once
+                continue
+            raise SweepError(f"cannot open the study storage {url}: {type(e).__name__}: "
+                             f"{str(e).splitlines()[0]}") from None
+    raise AssertionError("unreachable")
 
 
 def cell_key(params: dict[str, Any]) -> str:
