@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
 from pointseg.config import load_config
 from pointseg.train import fit
 
 from .stats import fmt, mean_ci
+
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
 
 def main(argv=None) -> int:

@@ -28,6 +28,40 @@ def _check(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | No
         raise ValueError(f"weight must have one entry per class ({logits.shape[1]}), got {tuple(weight.shape)}")
 
 
+class _DenseFocal(torch.autograd.Function):
+    """Focal term over a mostly labelled batch with a hand-written backward.
+
+    d/dz_j of -(1-p_t)^γ log p_t = g · (δ_jt - softmax_j), g = -(1-p_t)^γ + γ (1-p_t)^(γ-1) p_t log p_t,
+    so the backward is one softmax pass and a scatter, like cross-entropy's, instead of autograd's chain
+    through gather, exp and pow on the full N×C×H×W tensor.
+    """
+
+    @staticmethod
+    def forward(ctx, x, safe_t, m, gamma):
+        logp = F.log_softmax(x, dim=1)
+        logp_t = logp.gather(1, safe_t.unsqueeze(1)).squeeze(1)
+        p_t = logp_t.exp()
+        one_m = (1.0 - p_t).clamp_min(0.0)
+        denom = m.sum().clamp_min(torch.finfo(m.dtype).tiny)
+        loss = (-(one_m**gamma) * logp_t * m).sum() / denom
+        ctx.save_for_backward(logp, safe_t, logp_t, p_t, one_m, m, denom)
+        ctx.gamma = gamma
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad):
+        logp, safe_t, logp_t, p_t, one_m, m, denom = ctx.saved_tensors
+        gamma = ctx.gamma
+        pow_gm1 = torch.where(one_m > 0, one_m.clamp_min(1e-30) ** (gamma - 1), torch.zeros_like(one_m))
+        g = (-(one_m**gamma) + gamma * pow_gm1 * p_t * logp_t) * m * (grad / denom)  # N×H×W
+        gx = logp.exp().mul_(-g.unsqueeze(1))
+        gx.scatter_add_(1, safe_t.unsqueeze(1), g.unsqueeze(1))
+        return gx, None, None, None
+
+
+_DENSE_FRACTION = 0.2  # above this share of labelled pixels, the whole-tensor path is the faster one
+
+
 def partial_focal_ce(
     logits: torch.Tensor,
     target: torch.Tensor,
@@ -52,20 +86,39 @@ def partial_focal_ce(
         raise ValueError(f"gamma must be >= 0, got {gamma}")
     labelled = target != ignore_index
     n_classes = logits.shape[1]
-    bad = labelled & ((target < 0) | (target >= n_classes))
-    if bad.any():
-        raise ValueError(f"target holds class ids outside [0, {n_classes}) (e.g. {target[bad][0].item()}) "
+    n_labelled = int(labelled.sum())
+    if n_labelled > _DENSE_FRACTION * labelled.numel():
+        w = None if weight is None else weight.to(device=logits.device, dtype=torch.float32)
+        try:  # torch's own bounds checks cost nothing extra; their error is translated below
+            if gamma == 0:  # exactly cross-entropy: use torch's fused kernel
+                return F.cross_entropy(logits.float(), target, weight=w, ignore_index=ignore_index)
+            safe_t = torch.where(labelled, target, torch.zeros_like(target))
+            m = labelled.float() if w is None else labelled.float() * w[safe_t]
+            return _DenseFocal.apply(logits.float(), safe_t, m, float(gamma))
+        except (IndexError, RuntimeError) as e:
+            if "out of bounds" not in str(e):
+                raise
+            raise ValueError(f"target holds class ids outside [0, {n_classes}) that are not "
+                             f"ignore_index={ignore_index} ({e})") from None
+    # Work on the labelled pixels only (M×C, classes on the contiguous last axis): with point labels M is a
+    # tiny fraction of N·H·W, so the loss costs less than a dense cross-entropy over the whole batch.
+    x = logits.movedim(1, -1)[labelled].float()  # M×C, float32 for a stable log-softmax with half inputs
+    t = target[labelled]  # M
+    if t.numel() == 0:
+        return logits.sum() * 0.0  # no labelled pixel: 0 with a graph (zero gradients), never 0/0 = NaN
+    if int(t.min()) < 0 or int(t.max()) >= n_classes:
+        bad = t[(t < 0) | (t >= n_classes)][0].item()
+        raise ValueError(f"target holds class ids outside [0, {n_classes}) (e.g. {bad}) "
                          f"that are not ignore_index={ignore_index}")
-    safe_target = torch.where(labelled, target, torch.zeros_like(target))
-    # log-softmax in float32: stable for large logits and for half-precision inputs
-    logp = F.log_softmax(logits.float(), dim=1)
-    logp_t = logp.gather(1, safe_target.unsqueeze(1)).squeeze(1)  # N×H×W
-    focal = -logp_t if gamma == 0 else -((1.0 - logp_t.exp()).clamp_min(0.0) ** gamma) * logp_t
-    m = labelled.to(focal.dtype)
-    if weight is not None:
-        m = m * weight.to(device=focal.device, dtype=focal.dtype)[safe_target]
-    # the clamp keeps an all-unlabelled batch at 0/1 = 0 with a graph, instead of 0/0 = NaN
-    return (focal * m).sum() / m.sum().clamp_min(torch.finfo(focal.dtype).tiny)
+    w = None if weight is None else weight.to(device=x.device, dtype=x.dtype)[t]
+    if gamma == 0:
+        focal = F.cross_entropy(x, t, reduction="none")
+    else:
+        logp_t = F.log_softmax(x, dim=1).gather(1, t.unsqueeze(1)).squeeze(1)
+        focal = -((1.0 - logp_t.exp()).clamp_min(0.0) ** gamma) * logp_t
+    if w is None:
+        return focal.mean()
+    return (focal * w).sum() / w.sum()
 
 
 class PartialFocalCE(nn.Module):

@@ -92,10 +92,14 @@ def test_input_errors_name_the_problem():
         partial_focal_ce(logits, target[:, :3])
     with pytest.raises(ValueError, match="int64"):
         partial_focal_ce(logits, target.int())
-    bad = target.clone()
-    bad[0, 0, 0] = 9
-    with pytest.raises(ValueError, match="outside"):
-        partial_focal_ce(logits, bad)
+    for frac in (0.3, 0.95):  # sparse and dense paths
+        logits, target = _batch(7, frac=frac)
+        for gamma in (0.0, 2.0):
+            for value in (9, -3):
+                bad = target.clone()
+                bad[0, 0, 0] = value
+                with pytest.raises(ValueError, match="outside"):
+                    partial_focal_ce(logits, bad, gamma=gamma)
     with pytest.raises(ValueError, match="gamma"):
         PartialFocalCE(gamma=-1)
 
@@ -106,3 +110,23 @@ def test_module_matches_function_and_moves_weights():
     m = PartialFocalCE(gamma=1.5, weight=w)
     assert torch.equal(m(logits, target), partial_focal_ce(logits, target, 1.5, 255, torch.tensor(w)))
     assert "weight" in dict(m.named_buffers())
+
+
+@pytest.mark.parametrize("gamma", [0.5, 1.0, 2.0, 3.0])
+@pytest.mark.parametrize("frac", [0.05, 0.9])  # the sparse (gathered) and the dense (hand-written backward) paths
+def test_both_paths_match_the_reference_formula_and_its_gradient(gamma, frac):
+    logits, target = _batch(9, frac=frac)
+    w = torch.tensor([0.5, 2.0, 1.0, 3.0, 0.1])
+    for weight in (None, w):
+        a = logits.clone().double().requires_grad_(True)
+        out = partial_focal_ce(a, target, gamma=gamma, weight=weight)
+        out.backward()
+        b = logits.clone().double().requires_grad_(True)
+        m = (target != 255).double()
+        safe = torch.where(target != 255, target, 0)
+        logp_t = F.log_softmax(b, 1).gather(1, safe[:, None])[:, 0]
+        mw = m if weight is None else m * weight.double()[safe]
+        ref = (-((1 - logp_t.exp()) ** gamma) * logp_t * mw).sum() / mw.sum()
+        ref.backward()
+        assert out.item() == pytest.approx(ref.item(), rel=1e-5)
+        assert torch.allclose(a.grad, b.grad, atol=1e-6)

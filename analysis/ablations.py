@@ -1,0 +1,170 @@
+"""Measure each framework feature against the same run without it: paired (same seeds, same points), test split.
+
+    python -m analysis.ablations [--parts tta ensemble style pretrained semi] [--seeds 0 1 2]
+
+Training runs go through the one trainer into runs/ablations/ (resumable); evaluations are cached as JSON, so a
+killed batch continues where it stopped. The table (feature → test mIoU with / without, paired gain ± 95 % CI,
+cost) is written to runs/ablations/table.json and printed as Markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pointseg.checkpoint import load_model
+from pointseg.config import load_config
+from pointseg.data.dataset import DatasetSpec
+from pointseg.data.style import HistogramStyle
+from pointseg.infer import evaluate
+from pointseg.io import write_json
+from pointseg.train import fit, load_split
+
+from .stats import fmt, mean_ci
+
+OUT = Path("runs/ablations")
+BASE = "experiments/points.yaml"
+SHORT = ["train.epochs=4", "train.steps_per_epoch=40"]  # the sweeps' schedule, for the many semi runs
+
+
+def _run(name: str, seed: int, overrides: list[str], out_dir: str = str(OUT)) -> dict:
+    cfg = load_config(BASE, [f"name={name}", f"seed={seed}", f"out_dir={out_dir}", *overrides])
+    return fit(cfg).final
+
+
+def _baseline_dir(seed: int) -> Path:
+    return Path("runs/experiments/points") / f"seed{seed}"
+
+
+def _shift(image: np.ndarray, kind: str) -> np.ndarray:
+    """A test tile restyled on purpose: another sensor, another sun."""
+    x = image.astype(np.float32)
+    if kind == "bright":
+        x = x * 1.35 + 25
+    elif kind == "dark":
+        x = x * 0.55
+    elif kind == "colour":
+        x = x * np.array([1.25, 1.0, 0.75]) + np.array([10, 0, -10])
+    return np.clip(x, 0, 255).astype(np.uint8)
+
+
+def _eval(key: str, run_dirs: list[Path], tta: bool = False, shift: str | None = None) -> dict:
+    """Test metrics of one checkpoint (or an ensemble), cached under runs/ablations/evals/<key>.json."""
+    path = OUT / "evals" / f"{key}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    models, style, cfg = [], None, None
+    for d in run_dirs:
+        m, c, ckpt = load_model(d)
+        models.append(m)
+        cfg = cfg or c
+        style = style or HistogramStyle.from_state(ckpt.get("style"))
+    spec = DatasetSpec.load(cfg.data.dataset)
+    scenes = load_split(cfg, "test")
+    if shift:
+        scenes = [type(s)(**{**s.__dict__, "image": _shift(s.image, shift)}) for s in scenes]
+    t0 = time.perf_counter()
+    metrics = evaluate(models, scenes, spec.num_classes, list(spec.class_names), "test/", window=cfg.eval.window,
+                       overlap=cfg.eval.overlap, batch_size=cfg.eval.batch_size, tta=tta, style=style)
+    metrics["seconds"] = time.perf_counter() - t0
+    write_json(path, metrics)
+    return metrics
+
+
+def _row(feature: str, with_: list[float], without: list[float], cost: str, note: str = "") -> dict:
+    diff = [a - b for a, b in zip(with_, without)]
+    return {"feature": feature, "with": mean_ci(with_), "without": mean_ci(without), "gain": mean_ci(diff),
+            "cost": cost, "note": note}
+
+
+def part_tta(seeds):
+    on = [_eval(f"tta-s{s}", [_baseline_dir(s)], tta=True) for s in seeds]
+    off = [_eval(f"plain-s{s}", [_baseline_dir(s)]) for s in seeds]
+    ratio = np.mean([a["seconds"] / b["seconds"] for a, b in zip(on, off)])
+    return [_row("TTA (D4, 8 views)", [m["test/miou"] for m in on], [m["test/miou"] for m in off],
+                 f"eval time × {ratio:.1f}")]
+
+
+def part_ensemble(seeds):
+    ens = _eval("ensemble-" + "-".join(map(str, seeds)), [_baseline_dir(s) for s in seeds])
+    singles = [_eval(f"plain-s{s}", [_baseline_dir(s)])["test/miou"] for s in seeds]
+    m, h, n = mean_ci(singles)
+    return [{"feature": f"ensemble of {len(seeds)} seeds", "with": (ens["test/miou"], float("nan"), 1),
+             "without": (m, h, n), "gain": (ens["test/miou"] - m, float("nan"), 1),
+             "cost": f"eval time × {ens['seconds'] / np.mean([_eval(f'plain-s{s}', [_baseline_dir(s)])['seconds'] for s in seeds]):.1f}",
+             "note": "one ensemble vs the mean of its members"}]
+
+
+def part_style(seeds):
+    rows = []
+    with_ = [_run("points-histmatch", s, ["train.histogram_match=true"]) for s in seeds]
+    base = [json.loads((_baseline_dir(s) / "final.json").read_text()) for s in seeds]
+    rows.append(_row("histogram matching", [f["test/miou"] for f in with_], [f["test/miou"] for f in base],
+                     f"train time × {np.mean([a['train/seconds'] / b['train/seconds'] for a, b in zip(with_, base)]):.2f}",
+                     "tile-wise split: test tile 8 has its own style"))
+    for kind in ("bright", "dark", "colour"):
+        a = [_eval(f"hist-{kind}-s{s}", [OUT / "points-histmatch" / f"seed{s}"], shift=kind)["test/miou"] for s in seeds]
+        b = [_eval(f"plain-{kind}-s{s}", [_baseline_dir(s)], shift=kind)["test/miou"] for s in seeds]
+        rows.append(_row(f"histogram matching, test tile {kind}", a, b, "—", "the test tile restyled on purpose"))
+    return rows
+
+
+def part_pretrained(seeds):
+    rows = []
+    for sup in ("points", "full"):
+        base = [json.loads((Path("runs/experiments") / sup / f"seed{s}" / "final.json").read_text()) for s in seeds]
+        rand = [_run(f"{sup}-random-init", s, [f"points.supervision={sup}", "model.encoder_weights=none"])
+                for s in seeds]
+        rows.append(_row(f"ImageNet encoder (offline), {sup}", [f["test/miou"] for f in base],
+                         [f["test/miou"] for f in rand], "none (same network)"))
+    return rows
+
+
+def part_semi(seeds):
+    rows = []
+    for n in (1, 5, 20):
+        off = [_run(f"semi-off-n{n}", s, [f"points.n_per_class={n}", *SHORT]) for s in seeds]
+        on = [_run(f"semi-on-n{n}", s, [f"points.n_per_class={n}", "semi.weight=1.0", *SHORT]) for s in seeds]
+        ratio = np.mean([a["train/seconds"] / b["train/seconds"] for a, b in zip(on, off)])
+        rows.append(_row(f"semi-supervised (mean teacher), {n} pt/class", [f["test/miou"] for f in on],
+                         [f["test/miou"] for f in off], f"train time × {ratio:.2f}", "short schedule (4×40 steps)"))
+    return rows
+
+
+PARTS = {"tta": part_tta, "ensemble": part_ensemble, "style": part_style, "pretrained": part_pretrained,
+         "semi": part_semi}
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| feature | test mIoU with | without | paired gain (95 % CI) | significant | cost |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        g, h, n = r["gain"]
+        sig = "—" if not np.isfinite(h) else ("yes" if abs(g) > h else "no")
+        lines.append(f"| {r['feature']} | {fmt(*r['with'])} | {fmt(*r['without'])} | {fmt(g, h, n)} | {sig} | "
+                     f"{r['cost']} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--parts", nargs="+", default=list(PARTS), choices=list(PARTS))
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    args = ap.parse_args(argv)
+    table_path = OUT / "table.json"
+    table = json.loads(table_path.read_text()) if table_path.exists() else {}
+    for part in args.parts:
+        table[part] = PARTS[part](args.seeds)
+        write_json(table_path, table)  # after every part: a killed batch keeps what it measured
+        print(markdown([r for p in table.values() for r in p]), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
