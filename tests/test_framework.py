@@ -1,0 +1,131 @@
+"""The framework around the loss: TTA, ensembles, histogram matching, mean teacher, frozen/loaded encoders."""
+
+import numpy as np
+import pytest
+import torch
+
+from pointseg.config import SemiConfig
+from pointseg.data.style import HistogramStyle
+from pointseg.infer import _d4_forward, _d4_inverse, predict_probs, to_full_resolution
+from pointseg.models import build_model
+from pointseg.semi import MeanTeacher, rampup
+from pointseg.train import fit
+
+
+class _Probe(torch.nn.Module):
+    """Logits that depend on position: class 0 where the red channel is high, else class 1."""
+
+    def forward(self, x):
+        return torch.cat([x[:, :1] * 10, 5 - x[:, :1] * 10], 1)
+
+
+class _Corner(torch.nn.Module):
+    """Not equivariant: always votes class 0 in the top-left quarter of whatever it is shown."""
+
+    def forward(self, x):
+        out = torch.zeros(x.shape[0], 2, *x.shape[2:])
+        out[:, 0, : x.shape[2] // 2, : x.shape[3] // 2] = 10
+        return out
+
+
+def test_d4_inverse_undoes_every_transform():
+    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
+    assert all(torch.equal(_d4_inverse(_d4_forward(x, k), k), x) for k in range(8))
+    assert len({_d4_forward(x, k).flatten().tolist().__str__() for k in range(8)}) == 8
+
+
+def test_sliding_window_matches_one_pass_and_tta_averages_views():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (70, 90, 3)).astype(np.uint8)
+    one = predict_probs(_Probe(), image, window=512)
+    tiled = predict_probs(_Probe(), image, window=32, overlap=0.5)
+    assert one.shape == (2, 70, 90) and torch.allclose(one, tiled, atol=1e-5)  # position-wise model
+    assert torch.allclose(predict_probs(_Probe(), image, window=64, tta=True), one, atol=1e-5)  # equivariant
+    # a model that is not equivariant: TTA mixes its 8 views, so the top-left vote is diluted to 1/4 area-wise
+    plain = predict_probs(_Corner(), np.zeros((64, 64, 3), np.uint8), window=64)
+    tta = predict_probs(_Corner(), np.zeros((64, 64, 3), np.uint8), window=64, tta=True)
+    assert plain[0, 0, 0] > 0.99 and tta[0, 0, 0] < 0.99 and torch.allclose(tta[0], tta[0].flip(-1), atol=1e-6)
+
+
+def test_ensemble_is_the_mean_of_probabilities():
+    image = np.random.default_rng(1).integers(0, 255, (40, 40, 3)).astype(np.uint8)
+    a, b = _Probe(), _Corner()
+    ens = predict_probs([a, b], image, window=64)
+    assert torch.allclose(ens, (predict_probs(a, image, window=64) + predict_probs(b, image, window=64)) / 2,
+                          atol=1e-6)
+
+
+def test_full_resolution_labels():
+    probs = torch.zeros(2, 2, 2)
+    probs[1, :, 1] = 1
+    lab = to_full_resolution(probs, (4, 4))
+    assert lab.shape == (4, 4) and (lab[:, 3] == 1).all() and (lab[:, 0] == 0).all()
+
+
+def test_histogram_matching_moves_an_image_to_the_reference_style():
+    rng = np.random.default_rng(0)
+    train = [rng.normal(120, 30, (50, 50, 3)).clip(0, 255).astype(np.uint8) for _ in range(3)]
+    style = HistogramStyle.fit(train)
+    dark = (train[0] * 0.4).astype(np.uint8)
+    matched = style(dark)
+    assert abs(matched.mean() - np.mean(train)) < 3 and abs(dark.mean() - np.mean(train)) > 50
+    again = HistogramStyle.from_state(style.state())  # what the checkpoint stores is enough
+    assert np.array_equal(again(dark), matched)
+
+
+def test_mean_teacher_pseudo_labels_only_confident_unlabelled_pixels():
+    student = _Probe()
+    teacher = MeanTeacher(student, SemiConfig(weight=1.0, threshold=0.9, ema=0.5, rampup_epochs=0))
+    x = torch.zeros(1, 3, 2, 2)
+    x[:, 0, 0, 0] = 1.0  # teacher: confident class 0 here; p(class 1) = sigmoid(5) ≈ 0.993 elsewhere
+    target = torch.full((1, 2, 2), 255)
+    target[0, 1, 1] = 0  # a labelled point is never pseudo-labelled
+    logits = torch.zeros(1, 2, 2, 2, requires_grad=True)
+    loss = teacher.loss(logits, x, target, progress_epochs=5)
+    assert loss.item() == pytest.approx(np.log(2), rel=1e-5)  # uniform student vs 3 confident pseudo-labels
+    loss.backward()
+    assert logits.grad[0, :, 1, 1].abs().sum() == 0
+    assert teacher.loss(logits, x, target, 0).item() > 0 and rampup(0, 2) < 0.01 and rampup(2, 2) == 1.0
+
+
+def test_ema_update():
+    s = torch.nn.Linear(2, 2)
+    t = MeanTeacher(s, SemiConfig(weight=1.0, ema=0.75))
+    before = t.model.weight.detach().clone()
+    with torch.no_grad():
+        s.weight.add_(4.0)
+    t.update(s)
+    assert torch.allclose(t.model.weight, 0.75 * before + 0.25 * s.weight)
+
+
+def test_trainer_runs_semi_supervised_and_style(tiny_config):
+    res = fit(tiny_config(extra=["name=semi", "semi.weight=1.0", "semi.rampup_epochs=0", "semi.threshold=0.0",
+                                 "train.histogram_match=true"]), progress=False)
+    ckpt = torch.load(res.run_dir / "best.pt", weights_only=False)
+    assert ckpt["style"] is not None and np.isfinite(res.final["test/miou"])
+    # with threshold 0 every unlabelled pixel is pseudo-labelled, so the total loss exceeds the supervised one
+    assert all(r["train/loss"] > r["train/sup_loss"] for r in res.history[1:])
+
+
+def test_frozen_encoder_does_not_move(tiny_config, monkeypatch):
+    import pointseg.train as train_mod
+
+    seen = {}
+    real = train_mod.build_model
+
+    def spy(*a, **k):
+        seen["model"] = real(*a, **k)
+        seen["enc"] = {n: p.detach().clone() for n, p in seen["model"].encoder.named_parameters()}
+        return seen["model"]
+
+    monkeypatch.setattr(train_mod, "build_model", spy)
+    fit(tiny_config(extra=["name=frozen", "model.freeze_encoder_epochs=2"]), progress=False)
+    now = dict(seen["model"].encoder.named_parameters())
+    assert all(torch.equal(now[n], p) for n, p in seen["enc"].items())
+
+
+def test_encoder_weights_from_a_checkpoint_file(tiny_config, tmp_path):
+    res = fit(tiny_config(extra=["name=src"]), progress=False)
+    model = build_model("unet", "tu-tf_efficientnet_lite0", 5, str(res.run_dir / "best.pt"), [32, 16, 16, 8, 8])
+    sd = torch.load(res.run_dir / "best.pt", weights_only=False)["model"]
+    assert torch.equal(model.encoder.model.conv_stem.weight, sd["net.encoder.model.conv_stem.weight"])
