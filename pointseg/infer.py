@@ -81,14 +81,10 @@ def predict_probs(models: torch.nn.Module | Sequence[torch.nn.Module], image: np
 
 def to_full_resolution(probs: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Labels H×W at the original resolution: probabilities resized bilinearly, then argmax."""
-    if tuple(probs.shape[1:]) == tuple(size):
-        return probs.argmax(0)
-    out = torch.empty(size, dtype=torch.int64)
-    rows = 512  # in bands, to bound memory on large tiles
-    full = F.interpolate(probs[None], size=size, mode="bilinear", align_corners=False)[0]
-    for r in range(0, size[0], rows):
-        out[r:r + rows] = full[:, r:r + rows].argmax(0)
-    return out
+    if tuple(probs.shape[1:]) != tuple(size):
+        probs = F.interpolate(probs[None], size=size, mode="bilinear", align_corners=False)[0]
+    # argmax over a contiguous last axis is several times faster than over the leading one on CPU
+    return probs.permute(1, 2, 0).contiguous().argmax(-1)
 
 
 def evaluate(models, scenes, num_classes: int, class_names: list[str], prefix: str, window: int = 512,
