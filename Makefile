@@ -1,7 +1,6 @@
 # pointseg — `make help` lists the targets.
 SHELL := /bin/bash
 PY := .venv/bin/python
-UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 STUDY ?= sweeps/points_grid.yaml
 TRIALS ?=
 STORAGE ?=
@@ -12,11 +11,11 @@ SEEDS ?= 0 1 2
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-$(UV):
-	@command -v uv >/dev/null 2>&1 || python3 -m pip install --user --quiet uv
-
-.venv/.synced: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen
+# uv from PATH, else the one pip installs (run as `python3 -m uv`, wherever pip put its script)
+.venv/.synced: pyproject.toml uv.lock
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || \
+	  python3 -m pip install --quiet --user uv 2>/dev/null || python3 -m pip install --quiet uv
+	@if command -v uv >/dev/null 2>&1; then uv sync --frozen; else python3 -m uv sync --frozen; fi
 	@touch $@
 
 setup: .venv/.synced  ## create .venv from uv.lock (bootstraps uv with pip when missing)

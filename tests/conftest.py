@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import rasterio
 import yaml
 from rasterio.errors import NotGeoreferencedWarning
@@ -17,6 +18,10 @@ from rasterio.transform import from_origin
 from pointseg.config import load_config
 
 os.environ.setdefault("WANDB_SILENT", "true")
+# Tiny tensors gain nothing from a second thread, and OpenMP threads spinning against another busy process
+# made a tiny fit 50× slower here: tests (and the subprocesses they start) use one thread.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
 REAL_DATA = ROOT / "data" / "dubai-aerial"
 COLORS = [(60, 16, 152), (132, 41, 246), (110, 193, 228), (254, 221, 58), (226, 169, 41)]
@@ -88,7 +93,7 @@ def tiny_overrides(dataset_yaml: Path, out_dir: Path) -> list[str]:
         f"data.dataset={dataset_yaml}", f"data.root={dataset_yaml.parent}", "data.scale=1.0",
         "data.train_groups=['1']", "data.val_groups=['2']", "data.test_groups=['3']",
         "train.epochs=2", "train.steps_per_epoch=2", "train.batch_size=2", "train.crop_size=64",
-        "train.warmup_steps=1", "train.threads=2", "eval.window=64", "eval.batch_size=2",
+        "train.warmup_steps=1", "train.threads=1", "eval.window=128", "eval.batch_size=2",
         "model.decoder_channels=[32,16,16,8,8]", "wandb.mode=disabled", f"out_dir={out_dir}",
     ]
 
