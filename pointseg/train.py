@@ -114,14 +114,12 @@ def fit(cfg: Config, run_dir: str | Path | None = None, callback: EpochCallback 
         progress: bool = True) -> RunResult:
     """Train, select the best val epoch, evaluate it on test. Resumes a killed run; a finished one is returned."""
     run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
     final_path = run_dir / "final.json"
     if final_path.exists():
         import json
 
         log.info("%s: already finished, returning its results", run_dir)
         return RunResult(run_dir, json.loads(final_path.read_text()), read_jsonl(run_dir / "metrics.jsonl"))
-    save_config(cfg, run_dir / "config.yaml")
 
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
@@ -129,7 +127,10 @@ def fit(cfg: Config, run_dir: str | Path | None = None, callback: EpochCallback 
         torch.set_num_threads(cfg.train.threads)
     device = resolve_device(cfg.train.device)
     spec = DatasetSpec.load(cfg.data.dataset)
+    # read (and check) the data before creating the run directory: bad input leaves no half-made run behind
     train_scenes, val_scenes, test_scenes = (load_split(cfg, s) for s in ("train", "val", "test"))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
 
     targets, points_info = make_targets(cfg, train_scenes)
     write_json(run_dir / "points.json", points_info)

@@ -39,5 +39,6 @@ def test_bad_key_is_one_clear_error():
 
 
 def test_missing_data_folder_is_one_clear_error(tmp_path):
-    r = _cli("train", "--no-wandb", f"data.root={tmp_path / 'nothing'}")
+    r = _cli("train", "--no-wandb", f"data.root={tmp_path / 'nothing'}", f"out_dir={tmp_path / 'runs'}")
     assert r.returncode == 2 and "make data" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "runs").exists()  # no half-made run directory
