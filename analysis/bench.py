@@ -61,16 +61,21 @@ def throughput(steps: int, epochs: int) -> tuple[float, float, float]:
                                                   "wandb.mode=disabled", "name=bench"])
     with tempfile.TemporaryDirectory() as d:
         trainer = fit(cfg, run_dir=d, progress=False).final["train/img_per_s"]
-    spec_classes = 5
-    model = build_model(cfg.model.arch, cfg.model.encoder, spec_classes, "none", cfg.model.decoder_channels)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
-    b, c = cfg.train.batch_size, cfg.train.crop_size
-    x = torch.rand(b, 3, c, c)
-    y = torch.randint(0, spec_classes, (b, c, c))
+    # the same model (same weights) on a real batch of the same sampler, with torch's plain CE loss
+    from pointseg.data.crops import CropSampler
+    from pointseg.train import load_split, make_targets
+
+    scenes = load_split(cfg, "train")
+    targets, _ = make_targets(cfg, scenes)
+    x, y = next(CropSampler([s.image for s in scenes], targets, cfg.train.crop_size, cfg.train.batch_size,
+                            cfg.seed).batches())
+    model = build_model(cfg.model.arch, cfg.model.encoder, 5, cfg.model.encoder_weights, cfg.model.decoder_channels)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    b = cfg.train.batch_size
     model.train()
 
     def step():
-        loss = F.cross_entropy(model(x), y)
+        loss = F.cross_entropy(model(x), y, ignore_index=255)
         opt.zero_grad()
         loss.backward()
         opt.step()

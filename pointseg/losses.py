@@ -102,10 +102,12 @@ def partial_focal_ce(
                              f"ignore_index={ignore_index} ({e})") from None
     # Work on the labelled pixels only (M×C, classes on the contiguous last axis): with point labels M is a
     # tiny fraction of N·H·W, so the loss costs less than a dense cross-entropy over the whole batch.
-    x = logits.movedim(1, -1)[labelled].float()  # M×C, float32 for a stable log-softmax with half inputs
-    t = target[labelled]  # M
-    if t.numel() == 0:
+    if n_labelled == 0:
         return logits.sum() * 0.0  # no labelled pixel: 0 with a graph (zero gradients), never 0/0 = NaN
+    n, _, h, w_ = logits.shape
+    pos = labelled.reshape(-1).nonzero().squeeze(1)  # once: boolean indexing would search again in backward
+    x = logits.reshape(n, n_classes, h * w_)[pos // (h * w_), :, pos % (h * w_)].float()  # M×C, float32
+    t = target.reshape(-1)[pos]  # M
     if int(t.min()) < 0 or int(t.max()) >= n_classes:
         bad = t[(t < 0) | (t >= n_classes)][0].item()
         raise ValueError(f"target holds class ids outside [0, {n_classes}) (e.g. {bad}) "
