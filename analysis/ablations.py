@@ -125,9 +125,12 @@ def part_pretrained(seeds):
     return rows
 
 
+SEMI_POINTS = [1, 5, 20]
+
+
 def part_semi(seeds):
     rows = []
-    for n in (1, 5, 20):
+    for n in SEMI_POINTS:
         off = [_run(f"semi-off-n{n}", s, [f"points.n_per_class={n}", *SHORT]) for s in seeds]
         on = [_run(f"semi-on-n{n}", s, [f"points.n_per_class={n}", "semi.weight=1.0", *SHORT]) for s in seeds]
         ratio = np.mean([a["train/seconds"] / b["train/seconds"] for a, b in zip(on, off)])
@@ -156,7 +159,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--parts", nargs="+", default=list(PARTS), choices=list(PARTS))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--semi-points", nargs="+", type=int, default=SEMI_POINTS, help="points per class for `semi`")
     args = ap.parse_args(argv)
+    SEMI_POINTS[:] = args.semi_points
     table_path = OUT / "table.json"
     table = json.loads(table_path.read_text()) if table_path.exists() else {}
     for part in args.parts:
