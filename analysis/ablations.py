@@ -146,7 +146,11 @@ PARTS = {"tta": part_tta, "ensemble": part_ensemble, "style": part_style, "pretr
 def markdown(rows: list[dict]) -> str:
     lines = ["| feature | test mIoU with | without | paired gain (95 % CI) | significant | cost |",
              "|---|---|---|---|---|---|"]
+    def nums(t):  # a JSON round trip turns NaN (no CI for n = 1) into None
+        return tuple(float("nan") if v is None else v for v in t)
+
     for r in rows:
+        r = {**r, "with": nums(r["with"]), "without": nums(r["without"]), "gain": nums(r["gain"])}
         g, h, n = r["gain"]
         sig = "—" if not np.isfinite(h) else ("yes" if abs(g) > h else "no")
         lines.append(f"| {r['feature']} | {fmt(*r['with'])} | {fmt(*r['without'])} | {fmt(g, h, n)} | {sig} | "
