@@ -42,3 +42,13 @@ def test_missing_data_folder_is_one_clear_error(tmp_path):
     r = _cli("train", "--no-wandb", f"data.root={tmp_path / 'nothing'}", f"out_dir={tmp_path / 'runs'}")
     assert r.returncode == 2 and "make data" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "runs").exists()  # no half-made run directory
+
+
+def test_points_command_prints_the_clicks(fake_dataset):
+    mask = fake_dataset.parent / "Tile 1" / "masks" / "image_part_001.png"
+    r = _cli("points", str(mask), "--dataset", str(fake_dataset), "--n-per-class", "2", "--seed", "3")
+    assert r.returncode == 0, r.stderr
+    rows = r.stdout.strip().splitlines()
+    assert rows[0] == "row,col,class" and 2 <= len(rows) - 1 <= 10  # up to 2 per class present, 5 classes
+    assert r.stdout == _cli("points", str(mask), "--dataset", str(fake_dataset), "--n-per-class", "2",
+                            "--seed", "3").stdout  # same seed, same clicks
