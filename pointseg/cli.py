@@ -61,15 +61,13 @@ def _evaluate(args) -> int:
 def _predict(args) -> int:
     import torch
 
-    from .data.dataset import resize_image, scaled_size
+    from .data.dataset import DatasetSpec, resize_image, scaled_size
     from .data.raster import read_image, write_label_raster
     from .infer import predict_probs, to_full_resolution
     from .train import resolve_device
 
     device = resolve_device(args.device)
     models, cfg, style = _load_models(args.checkpoints, device)
-    from .data.dataset import DatasetSpec
-
     colors = [tuple(c) for c in DatasetSpec.load(cfg.data.dataset).class_colors]
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
