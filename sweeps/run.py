@@ -3,7 +3,7 @@
     python -m sweeps.run --study sweeps/points_grid.yaml [--trials N] [--storage URL] [--workers N]
 
 Resumable: finished trials are kept; a trial whose worker died (Ctrl-C, kill -9, lost machine) stops sending
-heartbeats, is failed after the grace period and retried once (RetryFailedTrialCallback); its run directory is
+heartbeats, is failed after the grace period and retried once (RetryHeartbeatStaleTrialCallback); its run directory is
 keyed by its parameters, so the retry resumes the killed run from its last epoch. Grid cells are enqueued once,
 when the study is created, and claimed atomically by the storage, so no cell runs twice or is skipped, also
 with many workers on one PostgreSQL database.
@@ -18,11 +18,13 @@ import logging
 import multiprocessing as mp
 import sys
 import time
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.storages import RDBStorage, RetryFailedTrialCallback, fail_stale_trials
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
@@ -32,16 +34,53 @@ log = logging.getLogger("pointseg.sweep")
 _CELL = "grid_cell"  # user attribute naming a trial's grid cell; trials without it in a grid study are no cell
 
 
+_SCHEMA_LOCK = 0x706F696E74  # any fixed bigint: the PostgreSQL advisory lock that serialises schema creation
+
+
+@contextmanager
+def _schema_lock(url: str):
+    """Hold a PostgreSQL advisory lock while Optuna creates its tables.
+
+    Two workers starting on an empty database both run ``CREATE TABLE``; PostgreSQL then fails one of them with
+    DuplicateTable or a unique violation on pg_type, depending on timing. The lock makes the second worker wait
+    and find the tables made. Other databases get a retry on "already exists" instead (see make_storage).
+    """
+    if not url.startswith("postgresql"):
+        yield
+        return
+    import sqlalchemy as sa
+    from sqlalchemy.pool import NullPool
+
+    engine = sa.create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text(f"SELECT pg_advisory_lock({_SCHEMA_LOCK})"))
+            try:
+                yield
+            finally:
+                conn.execute(sa.text(f"SELECT pg_advisory_unlock({_SCHEMA_LOCK})"))
+    finally:
+        engine.dispose()
+
+
+def _schema_race(e: Exception) -> bool:
+    name = type(e).__name__
+    return name == "IntegrityError" or (name == "ProgrammingError" and "already exists" in str(e))
+
+
 def make_storage(study: Study) -> RDBStorage:
     url = study.storage_url()
     for attempt in range(5):
         try:
-            return RDBStorage(url, heartbeat_interval=study.heartbeat_interval, grace_period=study.grace_period,
-                              heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=1),
-                              engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None)
+            with _schema_lock(url), warnings.catch_warnings():
+                # heartbeats are how Optuna itself recovers dead workers; "experimental" since v2.8, used knowingly
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(url, heartbeat_interval=study.heartbeat_interval, grace_period=study.grace_period,
+                                  heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
+                                  engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None)
         except Exception as e:  # sqlalchemy's OperationalError and friends: name the URL, not a stack
-            if type(e).__name__ == "IntegrityError" and attempt < 4:
-                time.sleep(1 + attempt)  # two workers creating the schema of an empty database at once
+            if _schema_race(e) and attempt < 4:
+                time.sleep(1 + attempt)  # another worker created the tables a moment ago
                 continue
             raise SweepError(f"cannot open the study storage {url}: {type(e).__name__}: "
                              f"{str(e).splitlines()[0]}") from None
@@ -140,7 +179,9 @@ def worker(study: Study, progress: bool = True) -> None:
     budget = study.budget
     bar = tqdm(total=budget, desc=f"study {study.name}", unit="trial", disable=not progress)
     while True:
-        fail_stale_trials(s)  # a dead worker's trial → FAIL → re-enqueued once as WAITING
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            fail_stale_trials(s)  # a dead worker's trial → FAIL → re-enqueued once as WAITING
         c = _counts(s, grid)
         done = c["cells_done"] if grid else c["finished"]
         bar.n = min(done, budget)

@@ -185,3 +185,30 @@ def test_two_workers_share_one_postgres_study(tmp_path, fake_dataset, postgres):
     assert len(real) == 4  # no duplicate, no lost cell
     workers = {tuple(t.user_attrs["run_dirs"]) for t in real}
     assert len(workers) == 4
+
+
+def _open_storage_at(path: str, start: float, q) -> None:
+    time.sleep(max(0.0, start - time.time()))  # all processes reach CREATE TABLE together
+    try:
+        make_storage(Study.load(Path(path)))
+        q.put("ok")
+    except Exception as e:  # reported to the parent, which shows it
+        q.put(f"{type(e).__name__}: {e}")
+
+
+def test_workers_creating_the_schema_at_once(tmp_path, fake_dataset, postgres):
+    # PostgreSQL fails one of two concurrent CREATE TABLEs (DuplicateTable or a pg_type unique violation);
+    # an advisory lock in make_storage must serialise them (this race once broke CI)
+    import multiprocessing as mp
+
+    path = _study_file(tmp_path, fake_dataset, name="race", storage=postgres)
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    start = time.time() + 8  # spawn + imports take a few seconds
+    procs = [ctx.Process(target=_open_storage_at, args=(str(path), start, q)) for _ in range(6)]
+    for p in procs:
+        p.start()
+    results = [q.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    assert results == ["ok"] * 6, results
