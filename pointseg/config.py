@@ -58,9 +58,10 @@ class LossConfig:
 @dataclass
 class SemiConfig:
     weight: float = 0.0  # weight of the semi-supervised loss on unlabelled pixels; 0 = off
-    method: Literal["mean_teacher"] = "mean_teacher"
+    method: Literal["fixmatch", "mean_teacher"] = "fixmatch"  # who pseudo-labels: the student, or its EMA
     threshold: float = 0.9  # teacher confidence needed for a pseudo-label
-    ema: float = 0.99  # teacher = EMA of the student
+    ema: float = 0.99  # mean_teacher only: teacher = EMA of the student
+    strong_jitter: float = 0.3  # photometric jitter of the student's (strong) view; the teacher sees the clean crop
     rampup_epochs: int = 2  # the weight rises from 0 to `weight` over these epochs
 
 

@@ -31,9 +31,10 @@ def _check(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | No
 class _DenseFocal(torch.autograd.Function):
     """Focal term over a mostly labelled batch with a hand-written backward.
 
-    d/dz_j of -(1-p_t)^γ log p_t = g · (δ_jt - softmax_j), g = -(1-p_t)^γ + γ (1-p_t)^(γ-1) p_t log p_t,
+    d/dz_j of -(1-p_t)^γ log p_t = g · (δ_jt - softmax_j), g = γ (1-p_t)^(γ-1) p_t log p_t - (1-p_t)^γ,
     so the backward is one softmax pass and a scatter, like cross-entropy's, instead of autograd's chain
-    through gather, exp and pow on the full N×C×H×W tensor.
+    through gather, exp and pow on the full N×C×H×W tensor. γ = 1 and 2 (the usual choices) avoid pow:
+    on this CPU pow alone on N×H×W costs a tenth of a cross-entropy.
     """
 
     @staticmethod
@@ -41,20 +42,26 @@ class _DenseFocal(torch.autograd.Function):
         logp = F.log_softmax(x, dim=1)
         logp_t = logp.gather(1, safe_t.unsqueeze(1)).squeeze(1)
         p_t = logp_t.exp()
-        one_m = (1.0 - p_t).clamp_min(0.0)
+        one_m = (1.0 - p_t).clamp_min_(0.0)
+        w = one_m * one_m if gamma == 2.0 else (one_m.clone() if gamma == 1.0 else one_m**gamma)
         denom = m.sum().clamp_min(torch.finfo(m.dtype).tiny)
-        loss = (-(one_m**gamma) * logp_t * m).sum() / denom
-        ctx.save_for_backward(logp, safe_t, logp_t, p_t, one_m, m, denom)
+        loss = -(w * logp_t * m).sum() / denom
+        ctx.save_for_backward(logp, safe_t, logp_t, p_t, one_m, w, m, denom)
         ctx.gamma = gamma
         return loss
 
     @staticmethod
     def backward(ctx, grad):
-        logp, safe_t, logp_t, p_t, one_m, m, denom = ctx.saved_tensors
+        logp, safe_t, logp_t, p_t, one_m, w, m, denom = ctx.saved_tensors
         gamma = ctx.gamma
-        pow_gm1 = torch.where(one_m > 0, one_m.clamp_min(1e-30) ** (gamma - 1), torch.zeros_like(one_m))
-        g = (-(one_m**gamma) + gamma * pow_gm1 * p_t * logp_t) * m * (grad / denom)  # N×H×W
-        gx = logp.exp().mul_(-g.unsqueeze(1))
+        if gamma == 2.0:
+            d = one_m  # (1-p)^(γ-1)
+        elif gamma == 1.0:
+            d = torch.ones_like(one_m)
+        else:  # γ < 1 has an infinite slope at p = 1; the pixel is then perfectly fit and its weight p_t log p_t = 0
+            d = torch.where(one_m > 0, one_m.clamp_min(1e-30) ** (gamma - 1), torch.zeros_like(one_m))
+        g = (gamma * d * p_t * logp_t - w) * m * (grad / denom)  # N×H×W
+        gx = logp.exp().mul_(g.neg().unsqueeze(1))
         gx.scatter_add_(1, safe_t.unsqueeze(1), g.unsqueeze(1))
         return gx, None, None, None
 

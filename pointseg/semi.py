@@ -1,10 +1,17 @@
-"""Semi-supervised learning on the unlabelled pixels: a mean teacher with confidence-thresholded pseudo-labels.
+"""Semi-supervised learning on the unlabelled pixels: confidence-thresholded pseudo-labels between two views.
 
-The teacher is an exponential moving average of the student (Tarvainen & Valpola, NeurIPS 2017). It sees the
-clean crop (weak view); the student sees the photometrically jittered crop (strong view). On every pixel without
-a point where the teacher is confident (max prob ≥ threshold) its argmax becomes a pseudo-label, and the student
-is trained to agree with it (FixMatch's rule, Sohn et al., NeurIPS 2020). The weight ramps up from 0 over
-``rampup_epochs`` (sigmoid-shaped) because an untrained teacher's labels are noise.
+A teacher sees the clean crop (weak view); the student sees the photometrically jittered crop (strong view). On
+every pixel without a point where the teacher is confident (max prob ≥ threshold) its argmax becomes a
+pseudo-label, and the student is trained to agree with it (Sohn et al., "FixMatch", NeurIPS 2020). The weight ramps
+up from 0 over ``rampup_epochs`` (sigmoid-shaped) because an untrained model's labels are noise.
+
+Two teachers (``semi.method``):
+- ``fixmatch``: the student itself, in eval mode and without gradients (FixMatch's choice).
+- ``mean_teacher``: an exponential moving average of the student (Tarvainen & Valpola, NeurIPS 2017).
+
+The trainer always evaluates and checkpoints the student. Measured here (5 points per class, 160 steps at lr 2e-3,
+seed 0): an evaluated EMA teacher reached val mIoU 0.19 where the same run's plain training reached 0.28. Over a
+short high-learning-rate run the weights travel far, and their average is a worse network than its endpoint.
 """
 
 from __future__ import annotations
@@ -28,10 +35,12 @@ def rampup(progress_epochs: float, rampup_epochs: float) -> float:
     return math.exp(-5.0 * (1.0 - t) ** 2)
 
 
-class MeanTeacher:
+class Teacher:
+    """The pseudo-labelling teacher; with ``method: fixmatch`` it is a copy of the student refreshed every step."""
+
     def __init__(self, student: nn.Module, cfg: SemiConfig):
-        if not 0 < cfg.ema < 1:
-            raise ValueError(f"semi.ema must be in (0, 1), got {cfg.ema}")
+        if not 0 <= cfg.ema < 1:
+            raise ValueError(f"semi.ema must be in [0, 1), got {cfg.ema}")
         self.cfg = cfg
         self.model = copy.deepcopy(student)
         for p in self.model.parameters():
@@ -51,10 +60,22 @@ class MeanTeacher:
         ce = F.cross_entropy(student_logits.float(), pseudo, ignore_index=IGNORE_INDEX)
         return self.cfg.weight * rampup(progress_epochs, self.cfg.rampup_epochs) * ce
 
+    def decay(self, step: int) -> float:
+        """EMA decay at optimiser step ``step`` (0-based): min(ema, 1 - 1/(step + 2)).
+
+        The original mean teacher's warm-up: early on the teacher follows the student closely, so it is not
+        dragged down by the random initial weights. Without it, EMA 0.99 still holds 0.99^160 = 20 % of the
+        initial weights after a 160-step run, and the teacher is much worse than its student.
+        """
+        if self.cfg.method == "fixmatch":
+            return 0.0
+        return min(self.cfg.ema, 1.0 - 1.0 / (step + 2))
+
     @torch.no_grad()
-    def update(self, student: nn.Module) -> None:
+    def update(self, student: nn.Module, step: int) -> None:
+        d = self.decay(step)
         for t, s in zip(self.model.parameters(), student.parameters()):
-            t.mul_(self.cfg.ema).add_(s.detach(), alpha=1 - self.cfg.ema)
+            t.mul_(d).add_(s.detach(), alpha=1 - d)
         for t, s in zip(self.model.buffers(), student.buffers()):
             t.copy_(s)
 

@@ -145,8 +145,10 @@ def fit(cfg: Config, run_dir: str | Path | None = None, callback: EpochCallback 
     images = [style(s.image) if style else s.image for s in train_scenes]
 
     semi = cfg.semi.weight > 0
+    # the same supervised crops with or without the semi-supervised loss, so that its gain is measured paired;
+    # it learns from the unlabelled pixels of these crops
     sampler = CropSampler(images, targets, cfg.train.crop_size, cfg.train.batch_size, cfg.seed,
-                          augment=cfg.train.augment, skip_empty=not semi)
+                          augment=cfg.train.augment, skip_empty=True)
     model = build_model(cfg.model.arch, cfg.model.encoder, spec.num_classes, cfg.model.encoder_weights,
                         cfg.model.decoder_channels).to(device)
     criterion = PartialFocalCE(cfg.loss.gamma, IGNORE_INDEX, cfg.loss.class_weights).to(device)
@@ -155,9 +157,9 @@ def fit(cfg: Config, run_dir: str | Path | None = None, callback: EpochCallback 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total_steps, cfg.train.warmup_steps))
     teacher = None
     if semi:
-        from .semi import MeanTeacher
+        from .semi import Teacher
 
-        teacher = MeanTeacher(model, cfg.semi)
+        teacher = Teacher(model, cfg.semi)
 
     history: list[dict[str, Any]] = []
     start_epoch, best, resume_gen = 0, -math.inf, None
@@ -201,7 +203,7 @@ def fit(cfg: Config, run_dir: str | Path | None = None, callback: EpochCallback 
                 x, y = x.to(device), y.to(device)
                 global_step = epoch * cfg.train.steps_per_epoch + step
                 # with a teacher, the student's jitter is the strong view and the clean crop the weak one
-                x_in = photometric_jitter(x, gen, 0.3 if teacher else 0.1) if cfg.train.augment or teacher else x
+                x_in = photometric_jitter(x, gen, cfg.semi.strong_jitter if teacher else 0.1) if cfg.train.augment or teacher else x
                 logits = model(x_in)
                 loss = sup = criterion(logits, y)
                 if teacher is not None:
@@ -214,15 +216,14 @@ def fit(cfg: Config, run_dir: str | Path | None = None, callback: EpochCallback 
                 opt.step()
                 sched.step()
                 if teacher is not None:
-                    teacher.update(model)
+                    teacher.update(model, global_step)
                 losses.append(loss.item())
                 sup_losses.append(sup.item())
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
             dt = time.perf_counter() - t0
             train_time += dt
             train_images += cfg.train.steps_per_epoch * cfg.train.batch_size
-            eval_model = teacher.model if teacher is not None else model
-            val = evaluate(eval_model, val_scenes, spec.num_classes, list(spec.class_names), "val/", **eval_kw)
+            val = evaluate(model, val_scenes, spec.num_classes, list(spec.class_names), "val/", **eval_kw)
             row = {"epoch": epoch + 1, "step": (epoch + 1) * cfg.train.steps_per_epoch,
                    "train/loss": float(np.mean(losses)), "train/sup_loss": float(np.mean(sup_losses)),
                    "train/lr": sched.get_last_lr()[0],
@@ -231,7 +232,7 @@ def fit(cfg: Config, run_dir: str | Path | None = None, callback: EpochCallback 
             improved = val["val/miou"] > best
             if improved:
                 best = val["val/miou"]
-                atomic_torch_save({"model": eval_model.state_dict(), "config": cfg.to_dict(), "epoch": epoch + 1,
+                atomic_torch_save({"model": model.state_dict(), "config": cfg.to_dict(), "epoch": epoch + 1,
                                    "val/miou": best, "num_classes": spec.num_classes,
                                    "class_names": list(spec.class_names), "style": style.state() if style else None},
                                   best_path)
@@ -248,10 +249,9 @@ def fit(cfg: Config, run_dir: str | Path | None = None, callback: EpochCallback 
                 callback(epoch + 1, row)
 
         ckpt = torch.load(best_path, map_location=device, weights_only=False)
-        eval_model = teacher.model if teacher is not None else model
-        eval_model.load_state_dict(ckpt["model"])
+        model.load_state_dict(ckpt["model"])
         t0 = time.perf_counter()
-        test = evaluate(eval_model, test_scenes, spec.num_classes, list(spec.class_names), "test/",
+        test = evaluate(model, test_scenes, spec.num_classes, list(spec.class_names), "test/",
                         tta=cfg.eval.tta, **eval_kw)
         test_time = time.perf_counter() - t0
         best_row = max(history, key=lambda r: r["val/miou"])

@@ -8,7 +8,7 @@ from pointseg.config import SemiConfig
 from pointseg.data.style import HistogramStyle
 from pointseg.infer import _d4_forward, _d4_inverse, predict_probs, to_full_resolution
 from pointseg.models import build_model
-from pointseg.semi import MeanTeacher, rampup
+from pointseg.semi import Teacher, rampup
 from pointseg.train import fit
 
 
@@ -75,7 +75,7 @@ def test_histogram_matching_moves_an_image_to_the_reference_style():
 
 def test_mean_teacher_pseudo_labels_only_confident_unlabelled_pixels():
     student = _Probe()
-    teacher = MeanTeacher(student, SemiConfig(weight=1.0, threshold=0.9, ema=0.5, rampup_epochs=0))
+    teacher = Teacher(student, SemiConfig(weight=1.0, threshold=0.9, ema=0.5, rampup_epochs=0))
     x = torch.zeros(1, 3, 2, 2)
     x[:, 0, 0, 0] = 1.0  # teacher: confident class 0 here; p(class 1) = sigmoid(5) ≈ 0.993 elsewhere
     target = torch.full((1, 2, 2), 255)
@@ -90,12 +90,34 @@ def test_mean_teacher_pseudo_labels_only_confident_unlabelled_pixels():
 
 def test_ema_update():
     s = torch.nn.Linear(2, 2)
-    t = MeanTeacher(s, SemiConfig(weight=1.0, ema=0.75))
+    t = Teacher(s, SemiConfig(weight=1.0, method="mean_teacher", ema=0.75))
     before = t.model.weight.detach().clone()
     with torch.no_grad():
         s.weight.add_(4.0)
-    t.update(s)
+    t.update(s, step=10)
     assert torch.allclose(t.model.weight, 0.75 * before + 0.25 * s.weight)
+
+
+def test_ema_warm_up_follows_the_student_early():
+    t = Teacher(torch.nn.Linear(2, 2), SemiConfig(weight=1.0, method="mean_teacher", ema=0.99))
+    assert t.decay(0) == 0.5 and t.decay(8) == pytest.approx(0.9)  # 1 - 1/(step + 2)
+    assert t.decay(98) == pytest.approx(0.99) and t.decay(10_000) == 0.99  # then the configured EMA
+    s = torch.nn.Linear(2, 2)
+    t = Teacher(s, SemiConfig(weight=1.0, method="mean_teacher", ema=0.99))
+    w0 = t.model.weight.detach().clone()
+    with torch.no_grad():
+        s.weight.fill_(1.0)
+    t.update(s, step=0)  # a fixed 0.99 would keep 99 % of the random initial weights
+    assert torch.allclose(t.model.weight, 0.5 * w0 + 0.5)
+
+
+def test_fixmatch_teacher_is_the_current_student():
+    s = torch.nn.Linear(2, 2)
+    t = Teacher(s, SemiConfig(weight=1.0, method="fixmatch", ema=0.99))  # ema is the mean teacher's only
+    with torch.no_grad():
+        s.weight.fill_(3.0)
+    t.update(s, step=1000)
+    assert torch.equal(t.model.weight, s.weight) and not t.model.weight.requires_grad
 
 
 def test_trainer_runs_semi_supervised_and_style(tiny_config):
