@@ -1,10 +1,15 @@
 """Measure each framework feature against the same run without it: paired (same seeds, same points), test split.
 
     python -m analysis.ablations [--parts tta ensemble style pretrained semi] [--seeds 0 1 2]
+    python -m analysis.ablations --parts costs     # on an otherwise idle machine, then the line above again
 
 Training runs go through the one trainer into runs/ablations/ (resumable); evaluations are cached as JSON, so a
 killed batch continues where it stopped. The table (feature → test mIoU with / without, paired gain ± 95 % CI,
 cost) is written to runs/ablations/table.json and printed as Markdown.
+
+The cost column comes from ``--parts costs``: every time ratio measured in one process, interleaved, so that
+the machine's load is shared by both sides of a ratio. The wall times of the cached runs are not used for it:
+on 2 cores, any other job running at the same time distorts them several-fold.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from pointseg.checkpoint import load_model
 from pointseg.config import load_config
@@ -85,9 +91,8 @@ def _row(feature: str, with_: list[float], without: list[float], cost: str, note
 def part_tta(seeds):
     on = [_eval(f"tta-s{s}", [_baseline_dir(s)], tta=True) for s in seeds]
     off = [_eval(f"plain-s{s}", [_baseline_dir(s)]) for s in seeds]
-    ratio = np.mean([a["seconds"] / b["seconds"] for a, b in zip(on, off)])
     return [_row("TTA (D4, 8 views)", [m["test/miou"] for m in on], [m["test/miou"] for m in off],
-                 f"eval time × {ratio:.1f}")]
+                 _cost("tta", "eval time"))]
 
 
 def part_ensemble(seeds):
@@ -96,7 +101,7 @@ def part_ensemble(seeds):
     m, h, n = mean_ci(singles)
     return [{"feature": f"ensemble of {len(seeds)} seeds", "with": (ens["test/miou"], float("nan"), 1),
              "without": (m, h, n), "gain": (ens["test/miou"] - m, float("nan"), 1),
-             "cost": f"eval time × {ens['seconds'] / np.mean([_eval(f'plain-s{s}', [_baseline_dir(s)])['seconds'] for s in seeds]):.1f}",
+             "cost": _cost("ensemble", "eval time"),
              "note": "one ensemble vs the mean of its members"}]
 
 
@@ -105,7 +110,7 @@ def part_style(seeds):
     with_ = [_run("points-histmatch", s, ["train.histogram_match=true"]) for s in seeds]
     base = [json.loads((_baseline_dir(s) / "final.json").read_text()) for s in seeds]
     rows.append(_row("histogram matching", [f["test/miou"] for f in with_], [f["test/miou"] for f in base],
-                     f"train time × {np.mean([a['train/seconds'] / b['train/seconds'] for a, b in zip(with_, base)]):.2f}",
+                     _cost("histogram_matching", "eval time") + "; " + _cost("histogram_fit", "fit once, s", ratio=False),
                      "tile-wise split: test tile 8 has its own style"))
     for kind in ("bright", "dark", "colour"):
         a = [_eval(f"hist-{kind}-s{s}", [OUT / "points-histmatch" / f"seed{s}"], shift=kind)["test/miou"] for s in seeds]
@@ -133,13 +138,74 @@ def part_semi(seeds):
     for n in SEMI_POINTS:
         off = [_run(f"semi-off-n{n}", s, [f"points.n_per_class={n}", *SHORT]) for s in seeds]
         on = [_run(f"semi-on-n{n}", s, [f"points.n_per_class={n}", "semi.weight=1.0", *SHORT]) for s in seeds]
-        ratio = np.mean([a["train/seconds"] / b["train/seconds"] for a, b in zip(on, off)])
-        rows.append(_row(f"semi-supervised (mean teacher), {n} pt/class", [f["test/miou"] for f in on],
-                         [f["test/miou"] for f in off], f"train time × {ratio:.2f}", "short schedule (4×40 steps)"))
+        rows.append(_row(f"semi-supervised (FixMatch pseudo-labels), {n} pt/class", [f["test/miou"] for f in on],
+                         [f["test/miou"] for f in off], _cost("semi", "train step time"),
+                         "short schedule (4×40 steps)"))
     return rows
 
 
-PARTS = {"tta": part_tta, "ensemble": part_ensemble, "style": part_style, "pretrained": part_pretrained,
+COSTS = OUT / "costs.json"
+
+
+def _cost(key: str, what: str, ratio: bool = True) -> str:
+    if not COSTS.exists():
+        return "not measured (run --parts costs)"
+    v = json.loads(COSTS.read_text())[key]
+    return f"{what} × {v:.2f}" if ratio else f"{what} {v:.1f}"
+
+
+def _interleaved(fns: dict, repeats: int) -> dict[str, float]:
+    """Median seconds of each callable, the callables taking turns so that they share any drift of the machine."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def part_costs(seeds):
+    """Cost ratios of every feature, measured in this one process; the rows of the other parts cite them."""
+    import tempfile
+
+    from pointseg.train import fit as _fit
+
+    models, cfg = [], None
+    for s in seeds:
+        m, c, _ = load_model(_baseline_dir(s))
+        models.append(m)
+        cfg = cfg or c
+    spec = DatasetSpec.load(cfg.data.dataset)
+    test = load_split(cfg, "test")
+    train_images = [sc.image for sc in load_split(cfg, "train")]
+    t0 = time.perf_counter()
+    style = HistogramStyle.fit(train_images)
+    fit_seconds = time.perf_counter() - t0
+    kw = dict(window=cfg.eval.window, overlap=cfg.eval.overlap, batch_size=cfg.eval.batch_size, progress=False)
+    ev = lambda ms, **extra: lambda: evaluate(ms, test, spec.num_classes, list(spec.class_names), "test/",
+                                              **kw, **extra)  # noqa: E731
+    t = _interleaved({"plain": ev(models[:1]), "tta": ev(models[:1], tta=True), "ensemble": ev(models),
+                      "histogram_matching": ev(models[:1], style=style)}, repeats=3)
+    # training steps with and without the semi-supervised loss (train/seconds counts the train loop only)
+    short = ["train.epochs=1", "train.steps_per_epoch=30", "wandb.mode=disabled", "points.n_per_class=5"]
+    steps = {"off": [], "on": []}
+    with tempfile.TemporaryDirectory() as d:
+        for r in range(2):
+            for k, extra in (("off", []), ("on", ["semi.weight=1.0"])):
+                c = load_config(BASE, [f"name={k}{r}", f"out_dir={d}", *short, *extra])
+                steps[k].append(_fit(c, progress=False).final["train/seconds"])
+    costs = {"tta": t["tta"] / t["plain"], "ensemble": t["ensemble"] / t["plain"],
+             "histogram_matching": t["histogram_matching"] / t["plain"], "histogram_fit": fit_seconds,
+             "semi": float(np.median(steps["on"]) / np.median(steps["off"])),
+             "seconds": {**t, "semi_on": steps["on"], "semi_off": steps["off"]},
+             "ensemble_members": len(models), "torch_threads": torch.get_num_threads()}
+    write_json(COSTS, costs)
+    print(json.dumps(costs, indent=1))
+    return []
+
+
+PARTS = {"costs": part_costs, "tta": part_tta, "ensemble": part_ensemble, "style": part_style, "pretrained": part_pretrained,
          "semi": part_semi}
 
 
@@ -161,7 +227,7 @@ def markdown(rows: list[dict]) -> str:
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--parts", nargs="+", default=list(PARTS), choices=list(PARTS))
+    ap.add_argument("--parts", nargs="+", default=[p for p in PARTS if p != "costs"], choices=list(PARTS))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--semi-points", nargs="+", type=int, default=SEMI_POINTS, help="points per class for `semi`")
     args = ap.parse_args(argv)
@@ -169,7 +235,10 @@ def main(argv=None) -> int:
     table_path = OUT / "table.json"
     table = json.loads(table_path.read_text()) if table_path.exists() else {}
     for part in args.parts:
-        table[part] = PARTS[part](args.seeds)
+        rows = PARTS[part](args.seeds)
+        if part == "costs":
+            continue
+        table[part] = rows
         write_json(table_path, table)  # after every part: a killed batch keeps what it measured
         print(markdown([r for p in table.values() for r in p]), flush=True)
     return 0

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .config import Config, save_config
+from .config import Config, load_config, save_config
 from .data.crops import CropSampler, photometric_jitter
 from .data.dataset import DatasetSpec, Scene, load_scenes
 from .data.raster import IGNORE_INDEX
@@ -110,11 +110,49 @@ def _set_encoder_trainable(model: torch.nn.Module, trainable: bool) -> None:
         prm.requires_grad_(trainable)
 
 
+# keys that do not change what a run computes: a run may be resumed or reread with other values
+_RESUMABLE_WITH_OTHER = ("name", "out_dir", "wandb.", "train.threads", "train.device", "eval.batch_size")
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_same_run(cfg: Config, run_dir: Path) -> None:
+    """Refuse to resume or return a run directory that holds a run of another config.
+
+    Otherwise a changed config with an old name would silently give the old run's numbers.
+    """
+    path = run_dir / "config.yaml"
+    if not path.exists():
+        return
+    try:
+        stored = _flat(load_config(path).to_dict())
+    except Exception as e:  # a config of an older, incompatible version, or a damaged file
+        raise TrainingError(f"{run_dir} holds a run whose config.yaml cannot be read ({e}); "
+                            "use another name or out_dir, or delete that directory") from None
+    wanted = _flat(cfg.to_dict())
+    diff = sorted(k for k in set(stored) | set(wanted)
+                  if stored.get(k) != wanted.get(k) and not k.startswith(_RESUMABLE_WITH_OTHER))
+    if diff:
+        shown = ", ".join(f"{k}: {stored.get(k)!r} there, {wanted.get(k)!r} now" for k in diff[:5])
+        raise TrainingError(f"{run_dir} already holds a run with another config ({shown}"
+                            f"{', …' if len(diff) > 5 else ''}); use another name or out_dir, or delete that "
+                            "directory to start over")
+
+
 def fit(cfg: Config, run_dir: str | Path | None = None, callback: EpochCallback | None = None,
         progress: bool = True) -> RunResult:
     """Train, select the best val epoch, evaluate it on test. Resumes a killed run; a finished one is returned."""
     run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
     final_path = run_dir / "final.json"
+    check_same_run(cfg, run_dir)
     if final_path.exists():
         import json
 

@@ -86,3 +86,11 @@ def test_wandb_offline_run_is_written(tiny_config):
     res = fit(tiny_config(extra=["name=wb", "wandb.mode=offline", "train.epochs=1"]), progress=False)
     runs = list((res.run_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+
+
+def test_a_run_directory_of_another_config_is_refused(tiny_config):
+    first = fit(tiny_config(extra=["name=same", "train.epochs=1"]), progress=False)
+    again = fit(tiny_config(extra=["name=same", "train.epochs=1", "train.threads=1"]), progress=False)
+    assert again.final == first.final  # a finished run is returned when only non-numeric keys changed
+    with pytest.raises(TrainingError, match=r"another config \(loss.gamma: 2.0 there, 0.0 now"):
+        fit(tiny_config(extra=["name=same", "train.epochs=1", "loss.gamma=0"]), progress=False)

@@ -1,0 +1,56 @@
+"""The report reads its numbers from the runs: CIs, the significance column, REPORT.md from stored runs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from analysis import report
+from analysis.ablations import _interleaved, markdown
+from analysis.stats import fmt, mean_ci
+from pointseg.train import fit
+
+
+def test_mean_ci_is_the_t_interval():
+    m, h, n = mean_ci([1.0, 2.0, 3.0])
+    assert (m, n) == (2.0, 3) and h == pytest.approx(4.302653 / math.sqrt(3), rel=1e-6)  # t(0.975, 2) · s / √n
+    assert math.isnan(mean_ci([0.5])[1]) and mean_ci([])[2] == 0
+    assert mean_ci([0.2, None, float("nan"), 0.4])[2] == 2  # missing values are left out, not counted as 0
+    assert fmt(*mean_ci([0.5])) == "0.500 (n=1)" and fmt(0.5, 0.1, 3) == "0.500 ± 0.100 (n=3)"
+
+
+def test_feature_table_says_significant_only_when_the_interval_excludes_zero():
+    row = lambda name, gain: {"feature": name, "with": (0.5, 0.1, 3), "without": (0.4, 0.1, 3),  # noqa: E731
+                              "gain": gain, "cost": "c"}
+    lines = markdown([row("a", (0.1, 0.05, 3)), row("b", (-0.1, 0.2, 3)), row("c", (0.1, None, 1))]).splitlines()
+    assert lines[2].split("|")[5].strip() == "yes"
+    assert lines[3].split("|")[5].strip() == "no"
+    assert lines[4].split("|")[5].strip() == "—"  # one value: no interval, no verdict
+
+
+def test_interleaved_timing_measures_each_callable():
+    calls = []
+    t = _interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3)
+    assert calls == ["a", "b"] * 3 and set(t) == {"a", "b"} and all(v >= 0 for v in t.values())
+
+
+def test_report_is_built_from_the_stored_runs(tiny_config, tmp_path):
+    runs = tmp_path / "runs"
+    finals = {}
+    for sup in ("points", "full"):
+        cfg = tiny_config(extra=[f"name={sup}", f"points.supervision={sup}", "train.epochs=1"])
+        finals[sup] = fit(cfg, run_dir=runs / "experiments" / sup / "seed0", progress=False).final
+    (runs / "ablations").mkdir()
+    (runs / "ablations" / "table.json").write_text(json.dumps({"tta": [
+        {"feature": "TTA", "with": [0.5, 0.1, 3], "without": [0.4, 0.1, 3], "gain": [0.1, 0.05, 3], "cost": "x"}]}))
+    assert report.main(["--runs", str(runs), "--out", str(tmp_path / "report")]) == 0
+    md = (tmp_path / "report" / "REPORT.md").read_text()
+    for sup in ("points", "full"):
+        assert f"{finals[sup]['test/miou']:.3f} (n=1)" in md  # the number of the run, as stored
+    ratio = finals["points"]["test/miou"] / finals["full"]["test/miou"]
+    assert f"**{ratio:.3f}**" in md
+    assert "| TTA | 0.500 ± 0.100 (n=3) |" in md
+    for png in ("per_class_iou.png", "val_curves.png", "feature_gains.png"):
+        assert (tmp_path / "report" / png).stat().st_size > 1000
