@@ -110,7 +110,7 @@ def part_style(seeds):
     with_ = [_run("points-histmatch", s, ["train.histogram_match=true"]) for s in seeds]
     base = [json.loads((_baseline_dir(s) / "final.json").read_text()) for s in seeds]
     rows.append(_row("histogram matching", [f["test/miou"] for f in with_], [f["test/miou"] for f in base],
-                     _cost("histogram_matching", "eval time") + "; " + _cost("histogram_fit", "fit once, s", ratio=False),
+                     _cost("histogram_matching", "eval time") + "; " + _cost("histogram_fit", "+ style fit once:", ratio=False),
                      "tile-wise split: test tile 8 has its own style"))
     for kind in ("bright", "dark", "colour"):
         a = [_eval(f"hist-{kind}-s{s}", [OUT / "points-histmatch" / f"seed{s}"], shift=kind)["test/miou"] for s in seeds]
@@ -151,7 +151,7 @@ def _cost(key: str, what: str, ratio: bool = True) -> str:
     if not COSTS.exists():
         return "not measured (run --parts costs)"
     v = json.loads(COSTS.read_text())[key]
-    return f"{what} × {v:.2f}" if ratio else f"{what} {v:.1f}"
+    return f"{what} × {v:.2f}" if ratio else f"{what} {v:.1f} s"
 
 
 def _interleaved(fns: dict, repeats: int) -> dict[str, float]:

@@ -138,6 +138,10 @@ def check_same_run(cfg: Config, run_dir: Path) -> None:
         raise TrainingError(f"{run_dir} holds a run whose config.yaml cannot be read ({e}); "
                             "use another name or out_dir, or delete that directory") from None
     wanted = _flat(cfg.to_dict())
+    for flat in (stored, wanted):  # settings of a switched-off semi-supervised loss change nothing
+        if not flat.get("semi.weight"):
+            for k in [k for k in flat if k.startswith("semi.") and k != "semi.weight"]:
+                del flat[k]
     diff = sorted(k for k in set(stored) | set(wanted)
                   if stored.get(k) != wanted.get(k) and not k.startswith(_RESUMABLE_WITH_OTHER))
     if diff:

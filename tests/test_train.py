@@ -92,5 +92,8 @@ def test_a_run_directory_of_another_config_is_refused(tiny_config):
     first = fit(tiny_config(extra=["name=same", "train.epochs=1"]), progress=False)
     again = fit(tiny_config(extra=["name=same", "train.epochs=1", "train.threads=1"]), progress=False)
     assert again.final == first.final  # a finished run is returned when only non-numeric keys changed
+    # the semi-supervised settings do not matter while its weight is 0
+    assert fit(tiny_config(extra=["name=same", "train.epochs=1", "semi.method=mean_teacher"]),
+               progress=False).final == first.final
     with pytest.raises(TrainingError, match=r"another config \(loss.gamma: 2.0 there, 0.0 now"):
         fit(tiny_config(extra=["name=same", "train.epochs=1", "loss.gamma=0"]), progress=False)
