@@ -126,6 +126,7 @@ def main(argv=None) -> int:
         studies.to_csv(out / "studies.csv", index=False)
         md += ["## Sweeps", ""]
         for name, s in studies.groupby("study"):
+            s = s.dropna(axis=1, how="all")  # the columns of the other studies' parameters
             params = [c for c in s.columns if "." in c and c not in ("val/miou", "test/miou") and not c.startswith(("val/", "test/", "train/"))]
             cols = params + ["val/miou", "test/miou", "seconds"]
             md += [f"### {name}", "", s[cols].sort_values(params).to_markdown(index=False, floatfmt=".4f"), ""]

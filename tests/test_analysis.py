@@ -36,6 +36,24 @@ def test_interleaved_timing_measures_each_callable():
     assert calls == ["a", "b"] * 3 and set(t) == {"a", "b"} and all(v >= 0 for v in t.values())
 
 
+def test_each_study_table_shows_only_its_own_parameters(tmp_path):
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    for name, key in (("a", "loss.gamma"), ("b", "semi.weight")):
+        s = optuna.create_study(study_name=name, storage=url)
+        s.enqueue_trial({key: 1.0})
+        s.optimize(lambda t, key=key: (t.set_user_attr("val/miou", 0.5), t.set_user_attr("test/miou", 0.4),
+                                       t.suggest_float(key, 0.0, 2.0))[-1], n_trials=1)
+    runs = tmp_path / "runs"
+    (runs / "sweeps").mkdir(parents=True)
+    (tmp_path / "studies.db").rename(runs / "sweeps" / "studies.db")
+    assert report.main(["--runs", str(runs), "--out", str(tmp_path / "report")]) == 0
+    md = (tmp_path / "report" / "REPORT.md").read_text()
+    a = md[md.index("### a"):md.index("### b")]
+    assert "loss.gamma" in a and "semi.weight" not in a and "nan" not in a
+
+
 def test_report_is_built_from_the_stored_runs(tiny_config, tmp_path):
     runs = tmp_path / "runs"
     finals = {}
