@@ -1,6 +1,6 @@
 """Measure each framework feature against the same run without it: paired (same seeds, same points), test split.
 
-    python -m analysis.ablations [--parts tta ensemble style pretrained semi] [--seeds 0 1 2]
+    python -m analysis.ablations [--parts tta ensemble style pretrained semi semi_long] [--seeds 0 1 2]
     python -m analysis.ablations --parts costs     # on an otherwise idle machine, then the line above again
 
 Training runs go through the one trainer into runs/ablations/ (resumable); evaluations are cached as JSON, so a
@@ -205,8 +205,16 @@ def part_costs(seeds):
     return []
 
 
+def part_semi_long(seeds):
+    """The same comparison at 5 points per class on the default schedule (6 × 50 steps): does time help it?"""
+    off = [_run("semi-long-off-n5", s, ["points.n_per_class=5"]) for s in seeds]
+    on = [_run("semi-long-on-n5", s, ["points.n_per_class=5", "semi.weight=1.0"]) for s in seeds]
+    return [_row("semi-supervised (FixMatch pseudo-labels), 5 pt/class, 6×50 steps", [f["test/miou"] for f in on],
+                 [f["test/miou"] for f in off], _cost("semi", "train step time"), "default schedule")]
+
+
 PARTS = {"costs": part_costs, "tta": part_tta, "ensemble": part_ensemble, "style": part_style, "pretrained": part_pretrained,
-         "semi": part_semi}
+         "semi": part_semi, "semi_long": part_semi_long}
 
 
 def markdown(rows: list[dict]) -> str:

@@ -59,8 +59,8 @@ class _DenseFocal(torch.autograd.Function):
         g = p_t * logp_t
         if gamma == 2.0:
             g.mul_(one_m).mul_(2.0)  # γ (1-p)^(γ-1) p log p
-        elif gamma != 1.0:  # γ < 1 has an infinite slope at p = 1, where p log p = 0: the product is 0 there
-            g.mul_(torch.where(one_m > 0, one_m.clamp_min(1e-30).pow(gamma - 1), 0.0)).mul_(gamma)
+        elif gamma != 1.0:  # (1-p)^(γ-1) = w / (1-p), no second pow; at p = 1, w = 0 (γ < 1: 0 · ∞ is taken as 0)
+            g.mul_(w).div_(one_m.clamp_min(1e-30)).mul_(gamma)
         g.sub_(w)
         if m is not None:
             g.mul_(m)

@@ -130,3 +130,12 @@ def test_both_paths_match_the_reference_formula_and_its_gradient(gamma, frac):
         ref.backward()
         assert out.item() == pytest.approx(ref.item(), rel=1e-5)
         assert torch.allclose(a.grad, b.grad, atol=1e-6)
+
+
+@pytest.mark.parametrize("gamma", [0.5, 1.0, 2.0])
+def test_dense_path_is_finite_where_the_prediction_is_certain(gamma):
+    # γ < 1: (1-p)^(γ-1) is infinite at p = 1; the gradient there must be 0, not NaN
+    logits = torch.tensor([50.0, -50.0]).view(1, 2, 1, 1).repeat(1, 1, 4, 4).requires_grad_()
+    loss = partial_focal_ce(logits, torch.zeros(1, 4, 4, dtype=torch.long), gamma=gamma)
+    loss.backward()
+    assert loss.item() == 0.0 and torch.equal(logits.grad, torch.zeros_like(logits))
