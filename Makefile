@@ -6,8 +6,9 @@ TRIALS ?=
 STORAGE ?=
 WORKERS ?= 1
 SEEDS ?= 0 1 2
+PARTS ?=
 
-.PHONY: help setup data test test-all demo bench sweep report experiments clean
+.PHONY: help setup data test test-all demo bench sweep report experiments ablations clean
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
@@ -38,6 +39,9 @@ bench: setup data  ## pfCE vs cross-entropy speed, trainer vs bare loop throughp
 
 experiments: setup data  ## points vs full masks, seeds $(SEEDS) (resumable)
 	$(PY) -m analysis.run_experiments --seeds $(SEEDS)
+
+ablations: setup data  ## each framework feature vs the same runs without it (PARTS=costs first, on an idle machine)
+	$(PY) -m analysis.ablations --seeds $(SEEDS) $(if $(PARTS),--parts $(PARTS))
 
 sweep: setup data  ## Optuna study (STUDY=… TRIALS=… STORAGE=… WORKERS=…)
 	$(PY) -m sweeps.run --study $(STUDY) $(if $(TRIALS),--trials $(TRIALS)) $(if $(STORAGE),--storage $(STORAGE)) --workers $(WORKERS)

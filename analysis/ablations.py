@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -240,6 +241,12 @@ def main(argv=None) -> int:
     ap.add_argument("--semi-points", nargs="+", type=int, default=SEMI_POINTS, help="points per class for `semi`")
     args = ap.parse_args(argv)
     SEMI_POINTS[:] = args.semi_points
+    needs_baseline = {"costs", "tta", "ensemble", "style", "pretrained"} & set(args.parts)
+    missing = [str(_baseline_dir(s)) for s in args.seeds if not (_baseline_dir(s) / "final.json").exists()]
+    if needs_baseline and missing:  # these parts compare against the experiments' runs, they do not make them
+        print(f"error: parts {sorted(needs_baseline)} need the finished baseline runs {missing}; "
+              f"run `make experiments SEEDS=\"{' '.join(map(str, args.seeds))}\"` first", file=sys.stderr)
+        return 2
     table_path = OUT / "table.json"
     table = json.loads(table_path.read_text()) if table_path.exists() else {}
     for part in args.parts:

@@ -72,3 +72,12 @@ def test_report_is_built_from_the_stored_runs(tiny_config, tmp_path):
     assert "| TTA | 0.500 ± 0.100 (n=3) |" in md
     for png in ("per_class_iou.png", "val_curves.png", "feature_gains.png"):
         assert (tmp_path / "report" / png).stat().st_size > 1000
+
+
+def test_ablations_without_the_baseline_runs_say_what_to_run(tmp_path, monkeypatch, capsys):
+    from analysis import ablations
+
+    monkeypatch.chdir(tmp_path)  # no runs/experiments here
+    assert ablations.main(["--parts", "tta", "--seeds", "0"]) == 2
+    assert "make experiments" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # nothing half-made
