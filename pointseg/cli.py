@@ -15,9 +15,13 @@ from .data.raster import DataError
 def _train(args) -> int:
     overrides = list(args.overrides) + (["wandb.mode=disabled"] if args.no_wandb else [])
     cfg = load_config(args.config, overrides)  # before importing torch: a typo fails in a blink
-    from .train import fit
+    from .train import TrainingError, fit
 
-    result = fit(cfg, run_dir=args.run_dir)
+    try:
+        result = fit(cfg, run_dir=args.run_dir)
+    except TrainingError as e:  # a NaN loss, a run directory of another config: the message says what to do
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     f = result.final
     print(f"run: {result.run_dir}\nbest epoch {f['best_epoch']}: val mIoU {f['val/miou']:.4f}  "
           f"test mIoU {f['test/miou']:.4f}  test OA {f['test/oa']:.4f}")

@@ -21,6 +21,9 @@ def test_train_evaluate_predict(fake_dataset, tmp_path):
              *tiny_overrides(fake_dataset, tmp_path))
     assert r.returncode == 0, r.stderr
     assert "test mIoU" in r.stdout
+    r = _cli("train", "--config", "experiments/points.yaml", "--run-dir", str(run), "--no-wandb",
+             *tiny_overrides(fake_dataset, tmp_path), "loss.gamma=0")
+    assert r.returncode == 1 and "another config (loss.gamma" in r.stderr and "Traceback" not in r.stderr
     r = _cli("evaluate", str(run), str(run), "--split", "val", "--output", str(tmp_path / "m.json"))
     assert r.returncode == 0, r.stderr
     assert '"val/miou"' in r.stdout and (tmp_path / "m.json").exists()
