@@ -61,6 +61,7 @@ class SemiConfig:
     method: Literal["fixmatch", "mean_teacher"] = "fixmatch"  # who pseudo-labels: the student, or its EMA
     threshold: float = 0.9  # teacher confidence needed for a pseudo-label
     ema: float = 0.99  # mean_teacher only: teacher = EMA of the student
+    class_balance: bool = False  # weight pseudo-labels so that each predicted class counts equally
     strong_jitter: float = 0.3  # photometric jitter of the student's (strong) view; the teacher sees the clean crop
     rampup_epochs: int = 2  # the weight rises from 0 to `weight` over these epochs
 

@@ -43,6 +43,7 @@ class Teacher:
             raise ValueError(f"semi.ema must be in [0, 1), got {cfg.ema}")
         self.cfg = cfg
         self.model = copy.deepcopy(student)
+        self.last_fraction = 0.0
         for p in self.model.parameters():
             p.requires_grad_(False)
 
@@ -55,9 +56,14 @@ class Teacher:
         conf, pseudo = probs.max(1)
         use = (conf >= self.cfg.threshold) & (target == IGNORE_INDEX)
         pseudo = torch.where(use, pseudo, torch.full_like(pseudo, IGNORE_INDEX))
+        self.last_fraction = float(use.float().mean())  # share of the crop's pixels pseudo-labelled, for the logs
         if not use.any():
             return student_logits.sum() * 0.0
-        ce = F.cross_entropy(student_logits.float(), pseudo, ignore_index=IGNORE_INDEX)
+        weight = None
+        if self.cfg.class_balance:  # every pseudo-class present gets the same total weight
+            counts = torch.bincount(pseudo[use], minlength=probs.shape[1]).float()
+            weight = torch.where(counts > 0, counts.sum() / ((counts > 0).sum() * counts.clamp_min(1)), 0.0)
+        ce = F.cross_entropy(student_logits.float(), pseudo, weight=weight, ignore_index=IGNORE_INDEX)
         return self.cfg.weight * rampup(progress_epochs, self.cfg.rampup_epochs) * ce
 
     def decay(self, step: int) -> float:

@@ -236,7 +236,7 @@ def fit(cfg: Config, run_dir: str | Path | None = None, callback: EpochCallback 
         for epoch in range(start_epoch, cfg.train.epochs):
             model.train()
             _set_encoder_trainable(model, epoch >= cfg.model.freeze_encoder_epochs)
-            losses, sup_losses = [], []
+            losses, sup_losses, pseudo = [], [], []
             bar = tqdm(range(cfg.train.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
                        leave=False, disable=not progress)
             t0 = time.perf_counter()
@@ -261,6 +261,8 @@ def fit(cfg: Config, run_dir: str | Path | None = None, callback: EpochCallback 
                     teacher.update(model, global_step)
                 losses.append(loss.item())
                 sup_losses.append(sup.item())
+                if teacher is not None:
+                    pseudo.append(teacher.last_fraction)
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
             dt = time.perf_counter() - t0
             train_time += dt
@@ -268,6 +270,7 @@ def fit(cfg: Config, run_dir: str | Path | None = None, callback: EpochCallback 
             val = evaluate(model, val_scenes, spec.num_classes, list(spec.class_names), "val/", **eval_kw)
             row = {"epoch": epoch + 1, "step": (epoch + 1) * cfg.train.steps_per_epoch,
                    "train/loss": float(np.mean(losses)), "train/sup_loss": float(np.mean(sup_losses)),
+                   **({"train/pseudo_fraction": float(np.mean(pseudo))} if pseudo else {}),
                    "train/lr": sched.get_last_lr()[0],
                    "train/img_per_s": cfg.train.steps_per_epoch * cfg.train.batch_size / dt, **val}
             history.append(row)

@@ -88,6 +88,21 @@ def test_mean_teacher_pseudo_labels_only_confident_unlabelled_pixels():
     assert teacher.loss(logits, x, target, 0).item() > 0 and rampup(0, 2) < 0.01 and rampup(2, 2) == 1.0
 
 
+def test_class_balanced_pseudo_labels_weigh_each_class_equally():
+    teacher = Teacher(_Probe(), SemiConfig(weight=1.0, threshold=0.9, rampup_epochs=0, class_balance=True))
+    x = torch.zeros(1, 3, 2, 2)
+    x[:, 0, 0, 0] = 1.0  # pseudo-labels: class 0 on one pixel, class 1 on three
+    target = torch.full((1, 2, 2), 255)
+    logits = torch.zeros(1, 2, 2, 2)
+    logits[0, 0, 0, 0] = 2.0  # the student is right and confident on the class-0 pixel only
+    ce = torch.nn.functional.cross_entropy(logits, torch.tensor([[[0, 1], [1, 1]]]), reduction="none")[0]
+    balanced = teacher.loss(logits, x, target, progress_epochs=5).item()
+    assert balanced == pytest.approx((ce[0, 0] + ce.flatten()[1:].mean()).item() / 2, rel=1e-5)
+    plain = Teacher(_Probe(), SemiConfig(weight=1.0, threshold=0.9, rampup_epochs=0))
+    assert plain.loss(logits, x, target, 5).item() == pytest.approx(ce.mean().item(), rel=1e-5)
+    assert teacher.last_fraction == 1.0
+
+
 def test_ema_update():
     s = torch.nn.Linear(2, 2)
     t = Teacher(s, SemiConfig(weight=1.0, method="mean_teacher", ema=0.75))
