@@ -33,6 +33,7 @@ from pointseg.io import write_json
 from pointseg.train import fit, load_split
 
 from .stats import fmt, mean_ci
+from .timing import alternating
 
 OUT = Path("runs/ablations")
 BASE = "experiments/points.yaml"
@@ -155,22 +156,9 @@ def _cost(key: str, what: str, ratio: bool = True) -> str:
     return f"{what} × {v:.2f}" if ratio else f"{what} {v:.1f} s"
 
 
-def _interleaved(fns: dict, repeats: int) -> dict[str, float]:
-    """Median seconds of each callable, the callables taking turns so that they share any drift of the machine."""
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t0)
-    return {k: float(np.median(v)) for k, v in times.items()}
-
-
 def part_costs(seeds):
     """Cost ratios of every feature, measured in this one process; the rows of the other parts cite them."""
     import tempfile
-
-    from pointseg.train import fit as _fit
 
     models, cfg = [], None
     for s in seeds:
@@ -186,7 +174,7 @@ def part_costs(seeds):
     kw = dict(window=cfg.eval.window, overlap=cfg.eval.overlap, batch_size=cfg.eval.batch_size, progress=False)
     ev = lambda ms, **extra: lambda: evaluate(ms, test, spec.num_classes, list(spec.class_names), "test/",
                                               **kw, **extra)  # noqa: E731
-    t = _interleaved({"plain": ev(models[:1]), "tta": ev(models[:1], tta=True), "ensemble": ev(models),
+    t = alternating({"plain": ev(models[:1]), "tta": ev(models[:1], tta=True), "ensemble": ev(models),
                       "histogram_matching": ev(models[:1], style=style)}, repeats=3)
     # training steps with and without the semi-supervised loss (train/seconds counts the train loop only)
     short = ["train.epochs=1", "train.steps_per_epoch=30", "wandb.mode=disabled", "points.n_per_class=5"]
@@ -195,7 +183,7 @@ def part_costs(seeds):
         for r in range(2):
             for k, extra in (("off", []), ("on", ["semi.weight=1.0"])):
                 c = load_config(BASE, [f"name={k}{r}", f"out_dir={d}", *short, *extra])
-                steps[k].append(_fit(c, progress=False).final["train/seconds"])
+                steps[k].append(fit(c, progress=False).final["train/seconds"])
     costs = {"tta": t["tta"] / t["plain"], "ensemble": t["ensemble"] / t["plain"],
              "histogram_matching": t["histogram_matching"] / t["plain"], "histogram_fit": fit_seconds,
              "semi": float(np.median(steps["on"]) / np.median(steps["off"])),

@@ -22,23 +22,7 @@ from pointseg.losses import partial_focal_ce
 from pointseg.models import build_model
 from pointseg.train import fit
 
-
-def _alternating(fns: dict, repeats: int) -> dict[str, float]:
-    """Median seconds per call, the callables taking turns call by call.
-
-    On this shared 2-core machine the speed drifts by ±30 % within a minute; timing each side in its own block
-    puts that drift into the ratio, alternating shares it between both sides.
-    """
-    for fn in fns.values():
-        for _ in range(3):
-            fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+from .timing import alternating
 
 
 def loss_ratio(labelled: float, gamma: float, repeats: int = 60) -> tuple[float, float, float]:
@@ -55,7 +39,7 @@ def loss_ratio(labelled: float, gamma: float, repeats: int = 60) -> tuple[float,
         logits.grad = None
         partial_focal_ce(logits, target, gamma=gamma).backward()
 
-    t = _alternating({"ce": ce, "pfce": pfce}, repeats)
+    t = alternating({"ce": ce, "pfce": pfce}, repeats, warmup=3)
     return t["pfce"], t["ce"], t["pfce"] / t["ce"]
 
 

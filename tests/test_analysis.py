@@ -8,8 +8,9 @@ import math
 import pytest
 
 from analysis import report
-from analysis.ablations import _interleaved, markdown
+from analysis.ablations import markdown
 from analysis.stats import fmt, mean_ci
+from analysis.timing import alternating
 from pointseg.train import fit
 
 
@@ -32,8 +33,11 @@ def test_feature_table_says_significant_only_when_the_interval_excludes_zero():
 
 def test_interleaved_timing_measures_each_callable():
     calls = []
-    t = _interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3)
+    t = alternating({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3)
     assert calls == ["a", "b"] * 3 and set(t) == {"a", "b"} and all(v >= 0 for v in t.values())
+    calls.clear()
+    alternating({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=1, warmup=2)
+    assert calls == ["a", "a", "b", "b", "a", "b"]  # warm-up calls of each first, then the timed turns
 
 
 def test_each_study_table_shows_only_its_own_parameters(tmp_path):
