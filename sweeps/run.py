@@ -63,6 +63,14 @@ def _schema_lock(url: str):
         engine.dispose()
 
 
+@contextmanager
+def _experimental_ok():
+    """Optuna's heartbeat API (how it recovers dead workers) is "experimental" since v2.8; used knowingly."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
+
+
 def _schema_race(e: Exception) -> bool:
     name = type(e).__name__
     return name == "IntegrityError" or (name == "ProgrammingError" and "already exists" in str(e))
@@ -72,9 +80,7 @@ def make_storage(study: Study) -> RDBStorage:
     url = study.storage_url()
     for attempt in range(5):
         try:
-            with _schema_lock(url), warnings.catch_warnings():
-                # heartbeats are how Optuna itself recovers dead workers; "experimental" since v2.8, used knowingly
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            with _schema_lock(url), _experimental_ok():
                 return RDBStorage(url, heartbeat_interval=study.heartbeat_interval, grace_period=study.grace_period,
                                   heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
                                   engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None)
@@ -179,8 +185,7 @@ def worker(study: Study, progress: bool = True) -> None:
     budget = study.budget
     bar = tqdm(total=budget, desc=f"study {study.name}", unit="trial", disable=not progress)
     while True:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        with _experimental_ok():
             fail_stale_trials(s)  # a dead worker's trial → FAIL → re-enqueued once as WAITING
         c = _counts(s, grid)
         done = c["cells_done"] if grid else c["finished"]
