@@ -76,10 +76,8 @@ def _eval(key: str, run_dirs: list[Path], tta: bool = False, shift: str | None =
     scenes = load_split(cfg, "test")
     if shift:
         scenes = [type(s)(**{**s.__dict__, "image": _shift(s.image, shift)}) for s in scenes]
-    t0 = time.perf_counter()
     metrics = evaluate(models, scenes, spec.num_classes, list(spec.class_names), "test/", window=cfg.eval.window,
                        overlap=cfg.eval.overlap, batch_size=cfg.eval.batch_size, tta=tta, style=style)
-    metrics["seconds"] = time.perf_counter() - t0
     write_json(path, metrics)
     return metrics
 
@@ -135,15 +133,16 @@ def part_pretrained(seeds):
 SEMI_POINTS = [1, 5, 20]
 
 
+def _semi_row(n: int, seeds, prefix: str, schedule: list[str], label: str, note: str) -> dict:
+    """Paired runs at n points per class without and with the semi-supervised loss (weight 1)."""
+    off = [_run(f"{prefix}-off-n{n}", s, [f"points.n_per_class={n}", *schedule]) for s in seeds]
+    on = [_run(f"{prefix}-on-n{n}", s, [f"points.n_per_class={n}", "semi.weight=1.0", *schedule]) for s in seeds]
+    return _row(f"semi-supervised (FixMatch pseudo-labels), {n} pt/class{label}", [f["test/miou"] for f in on],
+                [f["test/miou"] for f in off], _cost("semi", "train step time"), note)
+
+
 def part_semi(seeds):
-    rows = []
-    for n in SEMI_POINTS:
-        off = [_run(f"semi-off-n{n}", s, [f"points.n_per_class={n}", *SHORT]) for s in seeds]
-        on = [_run(f"semi-on-n{n}", s, [f"points.n_per_class={n}", "semi.weight=1.0", *SHORT]) for s in seeds]
-        rows.append(_row(f"semi-supervised (FixMatch pseudo-labels), {n} pt/class", [f["test/miou"] for f in on],
-                         [f["test/miou"] for f in off], _cost("semi", "train step time"),
-                         "short schedule (4×40 steps)"))
-    return rows
+    return [_semi_row(n, seeds, "semi", SHORT, "", "short schedule (4×40 steps)") for n in SEMI_POINTS]
 
 
 COSTS = OUT / "costs.json"
@@ -196,10 +195,7 @@ def part_costs(seeds):
 
 def part_semi_long(seeds):
     """The same comparison at 5 points per class on the default schedule (6 × 50 steps): does time help it?"""
-    off = [_run("semi-long-off-n5", s, ["points.n_per_class=5"]) for s in seeds]
-    on = [_run("semi-long-on-n5", s, ["points.n_per_class=5", "semi.weight=1.0"]) for s in seeds]
-    return [_row("semi-supervised (FixMatch pseudo-labels), 5 pt/class, 6×50 steps", [f["test/miou"] for f in on],
-                 [f["test/miou"] for f in off], _cost("semi", "train step time"), "default schedule")]
+    return [_semi_row(5, seeds, "semi-long", [], ", 6×50 steps", "default schedule")]
 
 
 PARTS = {"costs": part_costs, "tta": part_tta, "ensemble": part_ensemble, "style": part_style, "pretrained": part_pretrained,

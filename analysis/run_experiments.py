@@ -7,19 +7,18 @@ then print test mIoU mean ± 95 % CI per experiment and the points ÷ full ratio
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
 from pointseg.config import load_config
+from pointseg.io import write_json
 from pointseg.train import fit
 
 from .stats import fmt, mean_ci
 
-logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-
 
 def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--configs", nargs="+", default=["experiments/points.yaml", "experiments/full.yaml"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -41,8 +40,7 @@ def main(argv=None) -> int:
     if "points" in summary and "full" in summary:
         ratio = summary["points"]["test/miou_mean"] / summary["full"]["test/miou_mean"]
         print(f"points ÷ full = {ratio:.3f}")
-    Path(args.out_dir).mkdir(parents=True, exist_ok=True)
-    (Path(args.out_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_json(Path(args.out_dir) / "summary.json", summary)
     return 0
 
 
