@@ -245,7 +245,9 @@ def fit(cfg: Config, run_dir: str | Path | None = None, callback: EpochCallback 
                 x, y = x.to(device), y.to(device)
                 global_step = epoch * cfg.train.steps_per_epoch + step
                 # with a teacher, the student's jitter is the strong view and the clean crop the weak one
-                x_in = photometric_jitter(x, gen, cfg.semi.strong_jitter if teacher else 0.1) if cfg.train.augment or teacher else x
+                x_in = x
+                if cfg.train.augment or teacher is not None:
+                    x_in = photometric_jitter(x, gen, cfg.semi.strong_jitter if teacher is not None else 0.1)
                 logits = model(x_in)
                 loss = sup = criterion(logits, y)
                 if teacher is not None:
@@ -259,10 +261,9 @@ def fit(cfg: Config, run_dir: str | Path | None = None, callback: EpochCallback 
                 sched.step()
                 if teacher is not None:
                     teacher.update(model, global_step)
+                    pseudo.append(teacher.last_fraction)
                 losses.append(loss.item())
                 sup_losses.append(sup.item())
-                if teacher is not None:
-                    pseudo.append(teacher.last_fraction)
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
             dt = time.perf_counter() - t0
             train_time += dt
