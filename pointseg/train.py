@@ -5,19 +5,22 @@ A run directory holds everything needed to redo or trust a run:
     points.json      the point seed, the per-image budget and the number of points drawn
     points.csv       every simulated click (image, row, col, class)
     metrics.jsonl    one line per epoch (train loss, val metrics, throughput)
-    best.pt          the checkpoint of the best val epoch (model, config, epoch, metric)
+    best.pt          the selected weights (``eval.select``: the last epoch, or the best on val clicks / dense val)
     last.pt          model + optimizer + schedule state, to resume a killed run
-    final.json       best val metrics and the test metrics of the best checkpoint; its presence = run done
+    final.json       val metrics of the selected epoch, test metrics of its weights (whole split, per tile, per
+                     image confusion matrices), the code version; its presence = run done
+and, with ``export_dir`` set, a small committable copy of what it measured: <export_dir>/<name>/seed<k>.json
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +28,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .config import Config, load_config, save_config
+from .config import Config, ConfigError, load_config, save_config
 from .data.crops import CropSampler, photometric_jitter
 from .data.dataset import DatasetSpec, Scene, load_scenes
 from .data.raster import IGNORE_INDEX
-from .infer import evaluate
+from .export import code_version, export_path, export_run
+from .infer import scene_confusions
 from .io import atomic_torch_save, read_jsonl, write_json, write_jsonl
 from .losses import PartialFocalCE
+from .metrics import scores
 from .models import build_model
 from .points import image_seed, sample_points, save_points
 
@@ -111,7 +116,7 @@ def _set_encoder_trainable(model: torch.nn.Module, trainable: bool) -> None:
 
 
 # keys that do not change what a run computes: a run may be resumed or reread with other values
-_RESUMABLE_WITH_OTHER = ("name", "out_dir", "wandb.", "train.threads", "train.device", "eval.batch_size")
+_RESUMABLE_WITH_OTHER = ("name", "out_dir", "export_dir", "wandb.", "train.threads", "train.device", "eval.batch_size")
 
 
 def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -151,18 +156,59 @@ def check_same_run(cfg: Config, run_dir: Path) -> None:
                             "directory to start over")
 
 
-def fit(cfg: Config, run_dir: str | Path | None = None, callback: EpochCallback | None = None,
-        progress: bool = True) -> RunResult:
-    """Train, select the best val epoch, evaluate it on test. Resumes a killed run; a finished one is returned."""
-    run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
-    final_path = run_dir / "final.json"
-    check_same_run(cfg, run_dir)
-    if final_path.exists():
-        import json
+@dataclass
+class _Run:
+    """What one training run holds between its steps (built by :func:`_prepare`)."""
 
-        log.info("%s: already finished, returning its results", run_dir)
-        return RunResult(run_dir, json.loads(final_path.read_text()), read_jsonl(run_dir / "metrics.jsonl"))
+    cfg: Config
+    run_dir: Path
+    device: torch.device
+    spec: DatasetSpec
+    model: torch.nn.Module
+    criterion: PartialFocalCE
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    teacher: Any
+    batches: Any
+    gen: torch.Generator
+    style: Any
+    val_scenes: list[Scene]
+    val_points: list[np.ndarray]
+    test_scenes: list[Scene]
+    points_info: dict[str, Any]
+    tracker: Any = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    start_epoch: int = 0
+    best: float = -math.inf
+    train_time: float = 0.0
+    train_images: int = 0
 
+    @property
+    def eval_kw(self) -> dict[str, Any]:
+        e = self.cfg.eval
+        return dict(window=e.window, overlap=e.overlap, batch_size=e.batch_size, device=self.device, style=self.style)
+
+
+SELECT_METRIC = {"last": None, "val_points": "val_points/miou", "val_dense": "val/miou"}
+
+
+def check_protocol(cfg: Config) -> None:
+    """The points arm never sees a dense mask: not to train, not to select its checkpoint."""
+    if cfg.points.supervision == "points" and cfg.eval.select == "val_dense":
+        raise ConfigError("eval.select=val_dense picks the checkpoint with the val tile's dense masks, which a user "
+                          "with points does not have; use eval.select=last or val_points for points.supervision=points")
+    if cfg.eval.val_every < 1:
+        raise ConfigError(f"eval.val_every must be >= 1, got {cfg.eval.val_every}")
+
+
+def val_point_maps(cfg: Config, scenes: list[Scene]) -> list[np.ndarray]:
+    """Clicks on the val tile, drawn like the training points (same budget and strategy, their own seed)."""
+    p = cfg.points
+    seed = cfg.seed if p.seed is None else p.seed
+    return [sample_points(s.mask, p.n_per_class, p.strategy, image_seed(seed, "val:" + s.name)) for s in scenes]
+
+
+def _prepare(cfg: Config, run_dir: Path, progress: bool) -> _Run:
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
     if cfg.train.threads:
@@ -175,6 +221,7 @@ def fit(cfg: Config, run_dir: str | Path | None = None, callback: EpochCallback 
     save_config(cfg, run_dir / "config.yaml")
 
     targets, points_info = make_targets(cfg, train_scenes)
+    points_info["code"] = code_version()
     write_json(run_dir / "points.json", points_info)
     if points_info["supervision"] == "points":
         save_points(run_dir / "points.csv", [s.name for s in train_scenes], targets)
@@ -185,136 +232,196 @@ def fit(cfg: Config, run_dir: str | Path | None = None, callback: EpochCallback 
 
         style = HistogramStyle.fit([s.image for s in train_scenes])
     images = [style(s.image) if style else s.image for s in train_scenes]
-
-    semi = cfg.semi.weight > 0
     # the same supervised crops with or without the semi-supervised loss, so that its gain is measured paired;
     # it learns from the unlabelled pixels of these crops
     sampler = CropSampler(images, targets, cfg.train.crop_size, cfg.train.batch_size, cfg.seed,
                           augment=cfg.train.augment, skip_empty=True)
     model = build_model(cfg.model.arch, cfg.model.encoder, spec.num_classes, cfg.model.encoder_weights,
                         cfg.model.decoder_channels).to(device)
-    criterion = PartialFocalCE(cfg.loss.gamma, IGNORE_INDEX, cfg.loss.class_weights).to(device)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     total_steps = cfg.train.epochs * cfg.train.steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total_steps, cfg.train.warmup_steps))
     teacher = None
-    if semi:
+    if cfg.semi.weight > 0:
         from .semi import Teacher
 
         teacher = Teacher(model, cfg.semi)
-
-    history: list[dict[str, Any]] = []
-    start_epoch, best, resume_gen = 0, -math.inf, None
-    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
-    if last_path.exists():
-        state = torch.load(last_path, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        if teacher is not None and state.get("teacher"):
-            teacher.load_state_dict(state["teacher"])
-        start_epoch, best = state["epoch"] + 1, state["best"]
-        resume_gen = state["generator"]
-        history = read_jsonl(run_dir / "metrics.jsonl")[:start_epoch]
-        log.info("%s: resuming after epoch %d", run_dir, state["epoch"])
-
-    tracker = None
+    r = _Run(cfg, run_dir, device, spec, model, PartialFocalCE(cfg.loss.gamma, IGNORE_INDEX,
+             cfg.loss.class_weights).to(device), opt, sched, teacher, None, torch.Generator().manual_seed(cfg.seed),
+             style, val_scenes, val_point_maps(cfg, val_scenes), test_scenes, points_info)
+    _resume(r)
+    r.batches = sampler.batches(skip_samples=r.start_epoch * cfg.train.steps_per_epoch * cfg.train.batch_size)
     if cfg.wandb.mode != "disabled":
         from .tracking import Tracker
 
-        tracker = Tracker(cfg.wandb.mode, cfg.wandb.project, run_dir, f"{cfg.name}-seed{cfg.seed}",
-                          cfg.to_dict(), cfg.wandb.group, cfg.wandb.tags)
-    eval_kw = dict(window=cfg.eval.window, overlap=cfg.eval.overlap, batch_size=cfg.eval.batch_size,
-                   device=device, style=style, progress=progress)
-    gen = torch.Generator().manual_seed(cfg.seed)  # photometric jitter
-    if resume_gen is not None:
-        gen.set_state(resume_gen)
-    batches = sampler.batches(skip_samples=start_epoch * cfg.train.steps_per_epoch * cfg.train.batch_size)
-    train_time = 0.0
-    train_images = 0
+        r.tracker = Tracker(cfg.wandb.mode, cfg.wandb.project, run_dir, f"{cfg.name}-seed{cfg.seed}",
+                            cfg.to_dict(), cfg.wandb.group, cfg.wandb.tags)
+    return r
+
+
+def _resume(r: _Run) -> None:
+    last_path = r.run_dir / "last.pt"
+    if not last_path.exists():
+        return
+    state = torch.load(last_path, map_location=r.device, weights_only=False)
+    r.model.load_state_dict(state["model"])
+    r.opt.load_state_dict(state["optimizer"])
+    r.sched.load_state_dict(state["scheduler"])
+    if r.teacher is not None and state.get("teacher"):
+        r.teacher.load_state_dict(state["teacher"])
+    r.start_epoch, r.best = state["epoch"] + 1, state["best"]
+    r.gen.set_state(state["generator"])
+    r.history = read_jsonl(r.run_dir / "metrics.jsonl")[:r.start_epoch]
+    log.info("%s: resuming after epoch %d", r.run_dir, state["epoch"])
+
+
+def _train_step(r: _Run, x: torch.Tensor, y: torch.Tensor, global_step: int) -> tuple[float, float]:
+    """One optimiser step; returns (total loss, supervised loss)."""
+    cfg = r.cfg
+    # with a teacher, the student's jitter is the strong view and the clean crop the weak one
+    x_in = x
+    if cfg.train.augment or r.teacher is not None:
+        x_in = photometric_jitter(x, r.gen, cfg.semi.strong_jitter if r.teacher is not None else 0.1)
+    if cfg.train.channels_last:
+        x_in = x_in.contiguous(memory_format=torch.channels_last)
+    logits = r.model(x_in)
+    loss = sup = r.criterion(logits, y)
+    if r.teacher is not None:
+        loss = loss + r.teacher.loss(logits, x, y, global_step / cfg.train.steps_per_epoch)
+    if not torch.isfinite(loss):
+        epoch, step = divmod(global_step, cfg.train.steps_per_epoch)
+        raise TrainingError(f"{r.run_dir}: loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
+                            "stopping (try a lower train.lr)")
+    r.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    r.opt.step()
+    r.sched.step()
+    if r.teacher is not None:
+        r.teacher.update(r.model, global_step)
+    return loss.item(), sup.item()
+
+
+def _train_epoch(r: _Run, epoch: int, progress: bool) -> dict[str, Any]:
+    cfg = r.cfg
+    r.model.train()
+    _set_encoder_trainable(r.model, epoch >= cfg.model.freeze_encoder_epochs)
+    losses, sup_losses, pseudo = [], [], []
+    bar = tqdm(range(cfg.train.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
+               disable=not progress)
+    t0 = time.perf_counter()
+    for step in bar:
+        x, y = next(r.batches)
+        loss, sup = _train_step(r, x.to(r.device), y.to(r.device), epoch * cfg.train.steps_per_epoch + step)
+        losses.append(loss)
+        sup_losses.append(sup)
+        if r.teacher is not None:
+            pseudo.append(r.teacher.last_fraction)
+        bar.set_postfix(loss=f"{loss:.3f}")
+    dt = time.perf_counter() - t0
+    r.train_time += dt
+    r.train_images += cfg.train.steps_per_epoch * cfg.train.batch_size
+    return {"epoch": epoch + 1, "step": (epoch + 1) * cfg.train.steps_per_epoch,
+            "train/loss": float(np.mean(losses)), "train/sup_loss": float(np.mean(sup_losses)),
+            **({"train/pseudo_fraction": float(np.mean(pseudo))} if pseudo else {}),
+            "train/lr": r.sched.get_last_lr()[0], "train/img_per_s": cfg.train.steps_per_epoch * cfg.train.batch_size / dt,
+            "train/seconds": dt}
+
+
+def _validate(r: _Run, progress: bool) -> dict[str, float]:
+    """Dense val mIoU (selects only the ceiling; a diagnostic for points) and mIoU on the val clicks."""
+    names = list(r.spec.class_names)
+    t0 = time.perf_counter()
+    dense, points = scene_confusions(r.model, r.val_scenes, r.spec.num_classes, progress=progress,
+                                     point_maps=r.val_points, desc="eval val", **r.eval_kw)
+    return {**scores(np.sum(dense, axis=0), names, "val/"), **scores(points, names, "val_points/"),
+            "val/seconds": time.perf_counter() - t0}
+
+
+def _end_epoch(r: _Run, epoch: int, row: dict[str, Any]) -> None:
+    """Keep the selected weights in best.pt, the resumable state in last.pt, the curve in metrics.jsonl."""
+    cfg = r.cfg
+    key = SELECT_METRIC[cfg.eval.select]
+    last_epoch = epoch + 1 == cfg.train.epochs
+    improved = last_epoch if key is None else (key in row and row[key] > r.best)
+    if improved:
+        r.best = row[key] if key else row.get("val/miou", math.nan)
+        atomic_torch_save({"model": r.model.state_dict(), "config": cfg.to_dict(), "epoch": epoch + 1,
+                           "select": cfg.eval.select, "selected_by": r.best, "num_classes": r.spec.num_classes,
+                           "class_names": list(r.spec.class_names),
+                           "style": r.style.state() if r.style else None}, r.run_dir / "best.pt")
+    row["selected"] = bool(improved)
+    r.history.append(row)
+    write_jsonl(r.run_dir / "metrics.jsonl", r.history)
+    atomic_torch_save({"model": r.model.state_dict(), "optimizer": r.opt.state_dict(),
+                       "scheduler": r.sched.state_dict(), "epoch": epoch, "best": r.best,
+                       "generator": r.gen.get_state(),
+                       "teacher": r.teacher.state_dict() if r.teacher else None}, r.run_dir / "last.pt")
+    if r.tracker:
+        r.tracker.log(row, step=row["step"])
+    log.info("epoch %d: loss %.4f val mIoU %s%s", epoch + 1, row["train/loss"],
+             f"{row['val/miou']:.4f}" if "val/miou" in row else "—", " (selected)" if improved else "")
+
+
+def _test(r: _Run, progress: bool) -> dict[str, Any]:
+    """Test metrics of the selected weights: the whole split, each test tile, and every image's confusion matrix."""
+    ckpt = torch.load(r.run_dir / "best.pt", map_location=r.device, weights_only=False)
+    r.model.load_state_dict(ckpt["model"])
+    names = list(r.spec.class_names)
+    t0 = time.perf_counter()
+    dense, _ = scene_confusions(r.model, r.test_scenes, r.spec.num_classes, tta=r.cfg.eval.tta, progress=progress,
+                                desc="eval test", **r.eval_kw)
+    out = {**scores(np.sum(dense, axis=0), names, "test/"), "test/seconds": time.perf_counter() - t0}
+    for group in dict.fromkeys(s.group for s in r.test_scenes):
+        mats = [m for m, s in zip(dense, r.test_scenes) if s.group == group]
+        out[f"test/group/{group}/miou"] = scores(np.sum(mats, axis=0), names)["miou"]
+    out["test/confusion"] = np.sum(dense, axis=0).tolist()
+    out["test/per_image_confusion"] = {s.name: m.tolist() for s, m in zip(r.test_scenes, dense)}
+    out["best_epoch"] = ckpt["epoch"]
+    return out
+
+
+def fit(cfg: Config, run_dir: str | Path | None = None, callback: EpochCallback | None = None,
+        progress: bool = True) -> RunResult:
+    """Train, pick the weights by ``eval.select``, test them. Resumes a killed run; a finished one is returned."""
+    run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
+    final_path = run_dir / "final.json"
+    check_protocol(cfg)
+    check_same_run(cfg, run_dir)
+    if final_path.exists():
+        log.info("%s: already finished, returning its results", run_dir)
+        return RunResult(run_dir, json.loads(final_path.read_text()), read_jsonl(run_dir / "metrics.jsonl"))
+    r = _prepare(cfg, run_dir, progress)
     try:
-        for epoch in range(start_epoch, cfg.train.epochs):
-            model.train()
-            _set_encoder_trainable(model, epoch >= cfg.model.freeze_encoder_epochs)
-            losses, sup_losses, pseudo = [], [], []
-            bar = tqdm(range(cfg.train.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
-                       leave=False, disable=not progress)
-            t0 = time.perf_counter()
-            for step in bar:
-                x, y = next(batches)
-                x, y = x.to(device), y.to(device)
-                global_step = epoch * cfg.train.steps_per_epoch + step
-                # with a teacher, the student's jitter is the strong view and the clean crop the weak one
-                x_in = x
-                if cfg.train.augment or teacher is not None:
-                    x_in = photometric_jitter(x, gen, cfg.semi.strong_jitter if teacher is not None else 0.1)
-                logits = model(x_in)
-                loss = sup = criterion(logits, y)
-                if teacher is not None:
-                    loss = loss + teacher.loss(logits, x, y, global_step / cfg.train.steps_per_epoch)
-                if not torch.isfinite(loss):
-                    raise TrainingError(f"{run_dir}: loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
-                                        "stopping (try a lower train.lr)")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                if teacher is not None:
-                    teacher.update(model, global_step)
-                    pseudo.append(teacher.last_fraction)
-                losses.append(loss.item())
-                sup_losses.append(sup.item())
-                bar.set_postfix(loss=f"{losses[-1]:.3f}")
-            dt = time.perf_counter() - t0
-            train_time += dt
-            train_images += cfg.train.steps_per_epoch * cfg.train.batch_size
-            val = evaluate(model, val_scenes, spec.num_classes, list(spec.class_names), "val/", **eval_kw)
-            row = {"epoch": epoch + 1, "step": (epoch + 1) * cfg.train.steps_per_epoch,
-                   "train/loss": float(np.mean(losses)), "train/sup_loss": float(np.mean(sup_losses)),
-                   **({"train/pseudo_fraction": float(np.mean(pseudo))} if pseudo else {}),
-                   "train/lr": sched.get_last_lr()[0],
-                   "train/img_per_s": cfg.train.steps_per_epoch * cfg.train.batch_size / dt, **val}
-            history.append(row)
-            improved = val["val/miou"] > best
-            if improved:
-                best = val["val/miou"]
-                atomic_torch_save({"model": model.state_dict(), "config": cfg.to_dict(), "epoch": epoch + 1,
-                                   "val/miou": best, "num_classes": spec.num_classes,
-                                   "class_names": list(spec.class_names), "style": style.state() if style else None},
-                                  best_path)
-            write_jsonl(run_dir / "metrics.jsonl", history)
-            atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                               "scheduler": sched.state_dict(), "epoch": epoch, "best": best,
-                               "generator": gen.get_state(),
-                               "teacher": teacher.state_dict() if teacher else None}, last_path)
-            if tracker:
-                tracker.log(row, step=row["step"])
-            log.info("epoch %d: loss %.4f val mIoU %.4f%s", epoch + 1, row["train/loss"], val["val/miou"],
-                     " (best)" if improved else "")
+        for epoch in range(r.start_epoch, cfg.train.epochs):
+            row = _train_epoch(r, epoch, progress)
+            if (epoch + 1) % cfg.eval.val_every == 0 or epoch + 1 == cfg.train.epochs:
+                row.update(_validate(r, progress))
+            _end_epoch(r, epoch, row)
             if callback is not None:
                 callback(epoch + 1, row)
-
-        ckpt = torch.load(best_path, map_location=device, weights_only=False)
-        model.load_state_dict(ckpt["model"])
-        t0 = time.perf_counter()
-        test = evaluate(model, test_scenes, spec.num_classes, list(spec.class_names), "test/",
-                        tta=cfg.eval.tta, **eval_kw)
-        test_time = time.perf_counter() - t0
-        best_row = max(history, key=lambda r: r["val/miou"])
-        final = {"name": cfg.name, "seed": cfg.seed, "best_epoch": ckpt["epoch"],
-                 **{k: v for k, v in best_row.items() if k.startswith("val/")},
-                 **test, "test/seconds": test_time,
-                 "train/img_per_s": train_images / train_time if train_time else None,
-                 "train/seconds": train_time, "points_total": points_info.get("points_total"),
-                 "labelled_pixels": points_info.get("labelled_pixels", points_info.get("points_total"))}
+        test = _test(r, progress)
+        selected = [row for row in r.history if row.get("selected")][-1]
+        final = {"name": cfg.name, "seed": cfg.seed, "select": cfg.eval.select,
+                 **{k: v for k, v in selected.items() if k.startswith(("val/", "val_points/"))}, **test,
+                 "train/img_per_s": r.train_images / r.train_time if r.train_time else None,
+                 "train/seconds": r.train_time,
+                 "val/seconds_total": sum(row.get("val/seconds", 0.0) for row in r.history),
+                 "points_total": r.points_info.get("points_total"),
+                 "labelled_pixels": r.points_info.get("labelled_pixels", r.points_info.get("points_total")),
+                 "code": r.points_info["code"]}
         write_json(final_path, final)
-        last_path.unlink(missing_ok=True)  # the run is done; best.pt is what remains useful
-        if tracker:
-            tracker.summary(final)
+        (run_dir / "last.pt").unlink(missing_ok=True)  # the run is done; best.pt is what remains useful
+        if cfg.export_dir:
+            export_run(export_path(cfg.export_dir, cfg.name, cfg.seed), cfg.to_dict(), final, r.history,
+                       r.points_info, r.points_info["code"])
+        if r.tracker:
+            r.tracker.summary({k: v for k, v in final.items() if not isinstance(v, (dict, list))})
     except BaseException:
-        if tracker:
-            tracker.finish(exit_code=1)
+        if r.tracker:
+            r.tracker.finish(exit_code=1)
         raise
-    if tracker:
-        tracker.finish()
-    return RunResult(run_dir, final, history)
+    if r.tracker:
+        r.tracker.finish()
+    return RunResult(run_dir, final, r.history)

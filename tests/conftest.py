@@ -95,6 +95,7 @@ def tiny_overrides(dataset_yaml: Path, out_dir: Path) -> list[str]:
         "train.epochs=2", "train.steps_per_epoch=2", "train.batch_size=2", "train.crop_size=64",
         "train.warmup_steps=1", "train.threads=1", "eval.window=128", "eval.batch_size=2",
         "model.decoder_channels=[32,16,16,8,8]", "wandb.mode=disabled", f"out_dir={out_dir}",
+        f"export_dir={out_dir.parent / 'results'}",
     ]
 
 

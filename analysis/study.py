@@ -1,0 +1,102 @@
+"""A study file (experiments/studies/*.yaml) → its runs, seed-major, resumable, each exported when it ends.
+
+    python -m analysis.study experiments/studies/convergence.yaml [--seeds 0 1 2] [--cells full-800 ...]
+
+The file holds the question and the hypothesis (written before anything runs), the base config, the cells
+(each a list of overrides) and the seeds. Run ``cell`` of study ``s`` at seed ``k`` lives in
+``runs/studies/<s>/<cell>/seed<k>`` and exports ``results/<s>/<cell>/seed<k>.json``; a finished run is not
+trained again, a killed one resumes from its last epoch. Seed-major order: an interrupted study has every cell at
+the first seeds, which is what a paired comparison needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pointseg.config import ConfigError, load_config
+
+log = logging.getLogger("pointseg.study")
+
+
+@dataclass
+class Cell:
+    id: str
+    label: str
+    overrides: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StudyFile:
+    name: str
+    question: str
+    hypothesis: str
+    base: str
+    seeds: list[int]
+    cells: list[Cell]
+    metric: str = "test/miou"
+    overrides: list[str] = field(default_factory=list)
+    path: str = ""
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "StudyFile":
+        p = Path(path)
+        if not p.exists():
+            raise ConfigError(f"study file {p} not found")
+        raw = yaml.safe_load(p.read_text()) or {}
+        missing = [k for k in ("name", "question", "hypothesis", "base", "seeds", "cells") if k not in raw]
+        if missing:
+            raise ConfigError(f"{p}: missing {missing} (a study states its question and hypothesis before it runs)")
+        cells = []
+        for c in raw["cells"]:
+            if "id" not in c:
+                raise ConfigError(f"{p}: every cell needs an id, got {c}")
+            cells.append(Cell(c["id"], c.get("label", c["id"]), list(c.get("overrides", [])),
+                              {k: v for k, v in c.items() if k not in ("id", "label", "overrides")}))
+        ids = [c.id for c in cells]
+        if len(set(ids)) != len(ids):
+            raise ConfigError(f"{p}: cell ids repeat: {ids}")
+        return cls(raw["name"], raw["question"], raw["hypothesis"], raw["base"], list(raw["seeds"]), cells,
+                   raw.get("metric", "test/miou"), list(raw.get("overrides", [])), str(p), raw)
+
+    def config(self, cell: Cell, seed: int, out_dir: str = "runs/studies", export_dir: str = "results"):
+        return load_config(self.base, [*self.overrides, *cell.overrides, f"name={self.name}/{cell.id}",
+                                       f"seed={seed}", f"out_dir={out_dir}", f"export_dir={export_dir}",
+                                       f"wandb.group={self.name}"])
+
+
+def run_study(study: StudyFile, seeds: list[int] | None = None, cells: list[str] | None = None,
+              out_dir: str = "runs/studies", export_dir: str = "results") -> None:
+    from pointseg.train import fit
+
+    chosen = [c for c in study.cells if not cells or c.id in cells]
+    configs = [(s, c, study.config(c, s, out_dir, export_dir)) for s in (seeds or study.seeds) for c in chosen]
+    for seed, cell, cfg in configs:  # every config is checked before the first run starts
+        log.info("%s seed %d: %s", cell.id, seed, " ".join(cell.overrides))
+        res = fit(cfg)
+        print(f"{study.name}/{cell.id} seed {seed}: {study.metric} {res.final.get(study.metric, float('nan')):.4f}  "
+              f"test mIoU {res.final['test/miou']:.4f}", flush=True)
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("study", help="experiments/studies/<name>.yaml")
+    ap.add_argument("--seeds", nargs="+", type=int, help="default: the study's seeds")
+    ap.add_argument("--cells", nargs="+", help="only these cell ids")
+    ap.add_argument("--out-dir", default="runs/studies")
+    ap.add_argument("--export-dir", default="results")
+    args = ap.parse_args(argv)
+    run_study(StudyFile.load(args.study), args.seeds, args.cells, args.out_dir, args.export_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

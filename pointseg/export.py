@@ -1,0 +1,55 @@
+"""A finished run's small, committable record: what ran (config, seed, code version) and what it measured.
+
+``results/<name>/seed<k>.json`` holds the config, the git commit and whether the tree was dirty, the point budget,
+the selection rule, per-class IoU, the test confusion matrix in total and per test image (so a report can bootstrap
+over images and seeds), the val curve and the wall times. No checkpoint: a few kB per run. ``make report`` reads
+only these files, so a fresh clone rebuilds the report without training.
+"""
+
+from __future__ import annotations
+
+import functools
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from .io import write_json
+
+EXPORT_VERSION = 1
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> dict[str, Any]:
+    """{"commit": sha or None, "dirty": bool or None}: the git state of the package's checkout."""
+    here = Path(__file__).resolve().parent
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=here, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return {"commit": None, "dirty": None}
+    # results/ and runs/ change while studies run; they are outputs, not code
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ":(top)", ":(top,exclude)results",
+                 ":(top,exclude)report")
+    return {"commit": commit.strip(), "dirty": bool(status and status.strip())}
+
+
+def export_path(export_dir: str | Path, name: str, seed: int) -> Path:
+    return Path(export_dir) / name / f"seed{seed}.json"
+
+
+def export_run(path: Path, config: dict[str, Any], final: dict[str, Any], history: list[dict[str, Any]],
+               points_info: dict[str, Any], code: dict[str, Any]) -> Path:
+    record = {
+        "export_version": EXPORT_VERSION,
+        "name": config["name"], "seed": config["seed"], "code": code, "config": config,
+        "points": {k: v for k, v in points_info.items() if k != "images_without_points"},
+        "final": final, "history": history,
+    }
+    write_json(path, record)
+    return path
