@@ -1,0 +1,66 @@
+"""Read the committed run exports (results/<study>/<cell>/seed<k>.json) into tables and confusion arrays.
+
+Everything a report says is computed from these files; nothing here trains or reads a checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+RESULTS = Path("results")
+
+
+def load_records(study: str, root: str | Path = RESULTS) -> list[dict[str, Any]]:
+    """Every exported run of ``study`` (a folder under ``root``), sorted by cell and seed."""
+    base = Path(root) / study
+    recs = []
+    for path in sorted(base.glob("*/seed*.json")):
+        rec = json.loads(path.read_text())
+        rec["cell"] = path.parent.name
+        recs.append(rec)
+    return sorted(recs, key=lambda r: (r["cell"], r["seed"]))
+
+
+def frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per run: cell, seed, the scalar final metrics, and the config keys a study varies."""
+    rows = []
+    for r in records:
+        c = r["config"]
+        rows.append({"cell": r["cell"], "seed": r["seed"], "commit": (r["code"] or {}).get("commit"),
+                     "dirty": (r["code"] or {}).get("dirty"),
+                     "supervision": c["points"]["supervision"], "n_per_class": c["points"]["n_per_class"],
+                     "strategy": c["points"]["strategy"], "gamma": c["loss"]["gamma"],
+                     "steps": c["train"]["epochs"] * c["train"]["steps_per_epoch"],
+                     "lr": c["train"]["lr"], "batch_size": c["train"]["batch_size"],
+                     "select": c["eval"]["select"],
+                     **{k: v for k, v in r["final"].items() if isinstance(v, (int, float)) or v is None}})
+    return pd.DataFrame(rows)
+
+
+def histories(records: list[dict[str, Any]]) -> pd.DataFrame:
+    return pd.DataFrame([{"cell": r["cell"], "seed": r["seed"], **row} for r in records for row in r["history"]])
+
+
+def confusions(records: list[dict[str, Any]], cell: str, seeds: list[int] | None = None) -> np.ndarray:
+    """seeds × test images × C × C for one cell (images in name order, the same for every seed)."""
+    chosen = [r for r in records if r["cell"] == cell and (seeds is None or r["seed"] in seeds)]
+    chosen.sort(key=lambda r: r["seed"])
+    if not chosen:
+        raise KeyError(f"no exported run of cell {cell!r}")
+    names = sorted(chosen[0]["final"]["test/per_image_confusion"])
+    out = []
+    for r in chosen:
+        per = r["final"]["test/per_image_confusion"]
+        if sorted(per) != names:
+            raise ValueError(f"cell {cell}: seed {r['seed']} was tested on other images than seed {chosen[0]['seed']}")
+        out.append([per[n] for n in names])
+    return np.asarray(out, float)
+
+
+def seeds_of(records: list[dict[str, Any]], cell: str) -> list[int]:
+    return sorted(r["seed"] for r in records if r["cell"] == cell)

@@ -1,0 +1,63 @@
+"""A study's table from its exports: test mIoU per cell with a two-level bootstrap 95 % interval (seeds × test
+images), per test tile, and the paired ratio and difference against a reference cell on the seeds both have.
+
+    python -m analysis.summarize convergence --metric val/miou
+    python -m analysis.summarize label-efficiency --reference full
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import pandas as pd
+
+from .results import RESULTS, confusions, frame, load_records, seeds_of
+from .stats import bootstrap_miou, bootstrap_paired, fmt, holm, mean_ci
+
+
+def study_table(study: str, reference: str | None = None, metric: str = "test/miou", root=RESULTS,
+                n_boot: int = 2000) -> pd.DataFrame:
+    recs = load_records(study, root)
+    if not recs:
+        raise SystemExit(f"no exported runs under {root}/{study}: run the study first")
+    df = frame(recs)
+    rows = []
+    for cell, g in df.groupby("cell", sort=False):
+        m, h, n = mean_ci(g[metric].tolist())
+        row = {"cell": cell, "seeds": n, f"{metric} (t 95 % CI over seeds)": fmt(m, h, n), "_mean": m}
+        est, lo, hi = bootstrap_miou(confusions(recs, cell), n_boot)
+        row["test mIoU [bootstrap 95 %]"] = f"{est:.3f} [{lo:.3f}, {hi:.3f}]"
+        for col in sorted(c for c in g.columns if c.startswith("test/group/")):
+            row[f"tile {col.split('/')[2]}"] = f"{g[col].mean():.3f}"
+        row["min class IoU (test)"] = f"{g[[c for c in g.columns if c.startswith('test/iou/')]].min(axis=1).min():.3f}"
+        row["train min/run"] = f"{g['train/seconds'].mean() / 60:.1f}"
+        if reference and cell != reference and reference in set(df.cell):
+            both = sorted(set(seeds_of(recs, cell)) & set(seeds_of(recs, reference)))
+            if both:
+                a, b = confusions(recs, cell, both), confusions(recs, reference, both)
+                r = bootstrap_paired(a, b, n_boot, how="ratio")
+                d = bootstrap_paired(a, b, n_boot, how="diff")
+                row[f"÷ {reference} [95 %]"] = f"{r.estimate:.3f} [{r.lower:.3f}, {r.upper:.3f}]"
+                row[f"− {reference} [95 %]"] = f"{d.estimate:+.3f} [{d.lower:+.3f}, {d.upper:+.3f}]"
+                row["_p"] = d.p
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    if "_p" in out:
+        ok = out["_p"].notna()
+        out.loc[ok, "p (Holm)"] = [f"{p:.3f}" for p in holm(out.loc[ok, "_p"].tolist())]
+    return out.drop(columns=[c for c in out.columns if c.startswith("_")])
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("study")
+    ap.add_argument("--reference", help="cell the others are compared with, paired by seed")
+    ap.add_argument("--metric", default="test/miou")
+    ap.add_argument("--root", default=str(RESULTS))
+    args = ap.parse_args(argv)
+    print(study_table(args.study, args.reference, args.metric, args.root).to_markdown(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,71 @@
+"""The evaluation protocol: what selects the tested weights, the val clicks, per-image test matrices, exports."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from pointseg.config import ConfigError
+from pointseg.data.raster import IGNORE_INDEX
+from pointseg.metrics import scores
+from pointseg.train import fit, load_split, val_point_maps
+
+
+def test_points_arm_may_not_select_on_dense_val_masks(tiny_config):
+    with pytest.raises(ConfigError, match="val_dense"):
+        fit(tiny_config(extra=["name=dense-select", "eval.select=val_dense"]), progress=False)
+    # the ceiling may
+    res = fit(tiny_config(extra=["name=ceiling", "points.supervision=full", "eval.select=val_dense"]), progress=False)
+    best = max(res.history, key=lambda r: r["val/miou"])
+    assert res.final["best_epoch"] == best["epoch"] and res.final["select"] == "val_dense"
+
+
+def test_last_epoch_is_tested_by_default(tiny_config):
+    res = fit(tiny_config(extra=["name=last", "train.epochs=3"]), progress=False)
+    assert res.final["best_epoch"] == 3 and res.final["select"] == "last"
+    assert [r["selected"] for r in res.history] == [False, False, True]
+
+
+def test_val_points_selection_picks_the_best_epoch_on_clicks(tiny_config):
+    res = fit(tiny_config(extra=["name=vp", "train.epochs=3", "eval.select=val_points"]), progress=False)
+    scores_ = [r["val_points/miou"] for r in res.history]
+    assert res.final["best_epoch"] == int(np.argmax(scores_)) + 1  # first of the best (strictly better only)
+    assert res.final["val_points/miou"] == max(scores_)
+
+
+def test_val_every_validates_on_schedule_and_after_the_last_epoch(tiny_config):
+    res = fit(tiny_config(extra=["name=every", "train.epochs=3", "eval.val_every=2"]), progress=False)
+    assert ["val/miou" in r for r in res.history] == [False, True, True]
+
+
+def test_val_clicks_follow_the_training_budget_and_never_land_on_ignore(tiny_config):
+    cfg = tiny_config(extra=["points.n_per_class=3"])
+    scenes = load_split(cfg, "val")
+    maps = val_point_maps(cfg, scenes)
+    again = val_point_maps(cfg, scenes)
+    for s, m, m2 in zip(scenes, maps, again):
+        assert np.array_equal(m, m2)
+        labelled = m != IGNORE_INDEX
+        assert (s.mask[labelled] != IGNORE_INDEX).all() and (m[labelled] == s.mask[labelled]).all()
+        for c in np.unique(s.mask[s.mask != IGNORE_INDEX]):
+            assert (m == c).sum() == min(3, (s.mask == c).sum())
+
+
+def test_export_holds_what_a_report_needs_and_matches_the_run(tiny_config, tmp_path):
+    res = fit(tiny_config(extra=["name=study/cell"]), progress=False)
+    path = tmp_path / "results" / "study" / "cell" / "seed0.json"
+    rec = json.loads(path.read_text())
+    assert rec["config"]["name"] == "study/cell" and rec["seed"] == 0
+    assert set(rec["code"]) == {"commit", "dirty"}
+    assert rec["history"] == json.loads(json.dumps(res.history))
+    per_image = rec["final"]["test/per_image_confusion"]
+    scenes = load_split(tiny_config(), "test")
+    assert sorted(per_image) == sorted(s.name for s in scenes)
+    total = np.sum([np.asarray(m) for m in per_image.values()], axis=0)
+    assert total.tolist() == rec["final"]["test/confusion"]
+    assert scores(total)["miou"] == pytest.approx(rec["final"]["test/miou"])
+    # every test pixel that is not ignored is counted once
+    assert total.sum() == sum(int((s.full_mask != IGNORE_INDEX).sum()) for s in scenes)
+    assert f"test/group/{scenes[0].group}/miou" in rec["final"]
