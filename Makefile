@@ -6,9 +6,10 @@ TRIALS ?=
 STORAGE ?=
 WORKERS ?= 1
 SEEDS ?= 0 1 2
+FILE ?= experiments/studies/convergence.yaml
 PARTS ?=
 
-.PHONY: help setup data test test-all demo bench sweep report experiments ablations clean
+.PHONY: help setup data test test-all demo bench sweep report experiments study ablations clean
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
@@ -37,8 +38,12 @@ demo: setup data  ## the main job: train from 10 points per class on Dubai, eval
 bench: setup data  ## pfCE vs cross-entropy speed, trainer vs bare loop throughput
 	$(PY) -m analysis.bench
 
-experiments: setup data  ## points vs full masks, seeds $(SEEDS) (resumable)
+experiments: setup data  ## label-efficiency study: 1/5/10/20 clicks per class vs full masks, seeds $(SEEDS) (resumable)
 	$(PY) -m analysis.run_experiments --seeds $(SEEDS)
+
+study: setup data  ## any study file: make study FILE=experiments/studies/convergence.yaml (resumable)
+	$(PY) -m analysis.study $(FILE)
+	$(PY) -m analysis.summarize $$(basename $(FILE) .yaml)
 
 ablations: setup data  ## each framework feature vs the same runs without it (PARTS=costs first, on an idle machine)
 	$(PY) -m analysis.ablations --seeds $(SEEDS) $(if $(PARTS),--parts $(PARTS))

@@ -1,9 +1,14 @@
-"""`make bench`: speed goals, measured in one run, printed as a table (and saved to runs/bench.json).
+"""`make bench`: speed, measured in one run with both sides taking turns, printed as tables (runs/bench.json).
 
-1. partial focal CE forward+backward ÷ F.cross_entropy forward+backward, same tensors (goal ≤ 1.1);
-2. trainer throughput (pointseg.train.fit, real data, its train loop) ÷ a bare smp + CE loop on the same model
-   and batch shape (goal ≥ 0.9).
-Both sides of each ratio take turns (call by call for the loss, epoch by epoch for the trainer).
+1. Loss: partial focal CE forward+backward ÷ ``F.cross_entropy`` on the same tensors (goal ≤ 1.1).
+2. Step cost per change: one train step of the default model, each variant against the plain NCHW eager step
+   (channels_last, and the batch sizes a schedule could use), alternating call by call.
+3. The reference run (``experiments/full.yaml``, seed 0, the default schedule) against a bare smp + CE loop: after
+   every epoch of the run, a block of bare steps on the same batch shape; the run's whole wall time (data, train,
+   val, test) ÷ the time of 1200 bare steps (goal ≤ 0.66), its test mIoU on tile 8 (goal ≥ 0.64), and the time it
+   took to reach 0.99 of the converged val mIoU (the longest budget of the convergence study, from results/).
+
+    python -m analysis.bench [--parts loss steps reference] [--bare-steps 20]
 """
 
 from __future__ import annotations
@@ -20,90 +25,146 @@ from pointseg.config import load_config
 from pointseg.io import write_json
 from pointseg.losses import partial_focal_ce
 from pointseg.models import build_model
-from pointseg.train import fit
 
 from .timing import alternating
 
-
-def loss_ratio(labelled: float, gamma: float, repeats: int = 60) -> tuple[float, float, float]:
-    g = torch.Generator().manual_seed(0)
-    logits = torch.randn(16, 5, 128, 128, generator=g, requires_grad=True)
-    target = torch.randint(0, 5, (16, 128, 128), generator=g)
-    target[torch.rand(16, 128, 128, generator=g) > labelled] = 255
-
-    def ce():
-        logits.grad = None
-        F.cross_entropy(logits, target, ignore_index=255).backward()
-
-    def pfce():
-        logits.grad = None
-        partial_focal_ce(logits, target, gamma=gamma).backward()
-
-    t = alternating({"ce": ce, "pfce": pfce}, repeats, warmup=3)
-    return t["pfce"], t["ce"], t["pfce"] / t["ce"]
+REFERENCE_BARE_STEPS = 1200  # what the issue's pre-change converged run took: 1200 steps of today's loop
 
 
-def throughput(steps: int, epochs: int) -> tuple[float, float, float]:
-    """Trainer img/s ÷ bare-loop img/s, the bare loop running a block of the same length after every epoch."""
-    cfg = load_config("experiments/points.yaml", [f"train.epochs={epochs}", f"train.steps_per_epoch={steps}",
-                                                  "wandb.mode=disabled", "name=bench"])
-    # the same model (same weights) on a real batch of the same sampler, with torch's plain CE loss
-    from pointseg.data.crops import CropSampler
-    from pointseg.train import load_split, make_targets
+def loss_rows(repeats: int = 60) -> list[dict]:
+    rows = []
+    for labelled, gamma in ((0.01, 2.0), (0.01, 0.0), (1.0, 2.0), (1.0, 1.0), (1.0, 0.5)):
+        g = torch.Generator().manual_seed(0)
+        logits = torch.randn(16, 5, 128, 128, generator=g, requires_grad=True)
+        target = torch.randint(0, 5, (16, 128, 128), generator=g)
+        target[torch.rand(16, 128, 128, generator=g) > labelled] = 255
 
-    scenes = load_split(cfg, "train")
-    targets, _ = make_targets(cfg, scenes)
-    x, y = next(CropSampler([s.image for s in scenes], targets, cfg.train.crop_size, cfg.train.batch_size,
-                            cfg.seed).batches())
-    model = build_model(cfg.model.arch, cfg.model.encoder, 5, cfg.model.encoder_weights, cfg.model.decoder_channels)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    b = cfg.train.batch_size
-    model.train()
+        def ce():
+            logits.grad = None
+            F.cross_entropy(logits, target, ignore_index=255).backward()
+
+        def pfce():
+            logits.grad = None
+            partial_focal_ce(logits, target, gamma=gamma).backward()
+
+        t = alternating({"ce": ce, "pfce": pfce}, repeats, warmup=3)
+        r = t["pfce"] / t["ce"]
+        rows.append({"what": f"pfCE γ={gamma} ÷ CE, {labelled:.0%} labelled, 16×5×128×128", "a": t["pfce"] * 1e3,
+                     "b": t["ce"] * 1e3, "ratio": r, "goal": "≤ 1.1", "met": r <= 1.1, "unit": "ms"})
+    return rows
+
+
+def _model():
+    cfg = load_config("experiments/full.yaml")
+    return build_model(cfg.model.arch, cfg.model.encoder, 5, cfg.model.encoder_weights, cfg.model.decoder_channels)
+
+
+def _step_fn(batch: int, channels_last: bool):
+    torch.manual_seed(0)
+    model = _model().train()
+    x, y = torch.rand(batch, 3, 128, 128), torch.randint(0, 5, (batch, 128, 128))
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
 
     def step():
-        loss = F.cross_entropy(model(x), y, ignore_index=255)
+        loss = F.cross_entropy(model(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
+    return step
 
-    for _ in range(5):
-        step()
-    bare: list[float] = []
+
+def step_rows(repeats: int = 12) -> list[dict]:
+    """img/s of each variant ÷ the plain NCHW eager step at batch 16 (alternating)."""
+    variants = {"NCHW bs16": (16, False), "channels_last bs16": (16, True), "channels_last bs8": (8, True),
+                "channels_last bs32": (32, True)}
+    fns = {k: _step_fn(*v) for k, v in variants.items()}
+    t = alternating(fns, repeats, warmup=2)
+    base = 16 / t["NCHW bs16"]
+    return [{"what": f"train step, {k} (img/s, median of {repeats} alternating)", "a": variants[k][0] / t[k],
+             "b": base, "ratio": variants[k][0] / t[k] / base, "goal": "> 1 to keep", "met": None, "unit": "img/s"}
+            for k in variants if k != "NCHW bs16"]
+
+
+def converged_val_miou() -> tuple[float | None, str]:
+    """Mean final val mIoU of the longest budget of the convergence study, from its exports."""
+    from .results import frame, load_records
+
+    df = frame(load_records("convergence"))
+    if df.empty:
+        return None, "no convergence exports"
+    longest = df[df.steps == df.steps.max()]
+    return float(longest["val/miou"].mean()), f"{int(longest.steps.iloc[0])} steps, {len(longest)} seeds"
+
+
+def reference_rows(bare_steps: int) -> list[dict]:
+    cfg = load_config("experiments/full.yaml", ["wandb.mode=disabled", "name=bench", "export_dir=null"])
+    b = cfg.train.batch_size
+    bare = _step_fn(b, channels_last=False)  # the loop a user writes first: NCHW eager smp + CE
+    for _ in range(3):
+        bare()
+    per_step: list[float] = []
 
     def bare_block(epoch: int, row: dict) -> None:
         t0 = time.perf_counter()
-        for _ in range(steps):
-            step()
-        bare.append(steps * b / (time.perf_counter() - t0))
+        for _ in range(bare_steps):
+            bare()
+        per_step.append((time.perf_counter() - t0) / bare_steps)
+
+    from pointseg.train import fit
 
     with tempfile.TemporaryDirectory() as d:
-        history = fit(cfg, run_dir=d, callback=bare_block, progress=False).history
-    trainer = [r["train/img_per_s"] for r in history]
-    ratios = [a / c for a, c in zip(trainer, bare)]
-    return statistics.median(trainer), statistics.median(bare), statistics.median(ratios)
+        t0 = time.perf_counter()
+        res = fit(cfg, run_dir=d, callback=bare_block, progress=False)
+        wall = time.perf_counter() - t0 - len(per_step) * bare_steps * statistics.mean(per_step)
+    bare_1200 = REFERENCE_BARE_STEPS * statistics.median(per_step)
+    steps = cfg.train.epochs * cfg.train.steps_per_epoch
+    rows = [{"what": f"reference run ({steps} steps, whole fit) ÷ {REFERENCE_BARE_STEPS} bare NCHW smp+CE steps",
+             "a": wall, "b": bare_1200, "ratio": wall / bare_1200, "goal": "≤ 0.66", "met": wall / bare_1200 <= 0.66,
+             "unit": "s"},
+            {"what": "reference run: test mIoU on tile 8 (tiles 5+8 in brackets)", "a": res.final["test/group/8/miou"],
+             "b": res.final["test/miou"], "ratio": None, "goal": "≥ 0.64", "met": res.final["test/group/8/miou"] >= 0.64,
+             "unit": ""}]
+    target, source = converged_val_miou()
+    if target is not None:
+        elapsed, reached = 0.0, None
+        for row in res.history:
+            elapsed += row["train/seconds"] + row.get("val/seconds", 0.0)
+            if row.get("val/miou", -1) >= 0.99 * target:
+                reached = elapsed
+                break
+        rows.append({"what": f"time to 0.99 × converged val mIoU {target:.3f} ({source})",
+                     "a": reached if reached is not None else float("nan"), "b": bare_1200,
+                     "ratio": reached / bare_1200 if reached is not None else None, "goal": "—", "met": None,
+                     "unit": "s"})
+    return rows
+
+
+def _table(rows: list[dict]) -> str:
+    out = ["| measurement | ours | reference | ratio | goal | met |", "|---|---|---|---|---|---|"]
+    for x in rows:
+        ratio = "—" if x["ratio"] is None else f"{x['ratio']:.3f}"
+        met = "—" if x["met"] is None else ("yes" if x["met"] else "no")
+        out.append(f"| {x['what']} | {x['a']:.3f} {x['unit']} | {x['b']:.3f} {x['unit']} | {ratio} | {x['goal']} | {met} |")
+    return "\n".join(out)
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--epochs", type=int, default=4)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--parts", nargs="+", default=["loss", "steps", "reference"], choices=["loss", "steps", "reference"])
+    ap.add_argument("--bare-steps", type=int, default=20, help="bare steps timed after each epoch of the reference run")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
-    rows = []
-    for labelled, gamma in ((0.01, 2.0), (0.01, 0.0), (1.0, 2.0), (1.0, 1.0), (1.0, 0.5)):
-        a, b, r = loss_ratio(labelled, gamma)
-        rows.append({"what": f"pfCE γ={gamma} ÷ CE, {labelled:.0%} labelled, 16×5×128×128", "a": a * 1e3,
-                     "b": b * 1e3, "ratio": r, "goal": "≤ 1.1", "met": r <= 1.1, "unit": "ms"})
-    t, bare, r = throughput(args.steps, args.epochs)
-    rows.append({"what": f"trainer ÷ bare smp+CE loop (img/s, bs16, 128 px, median of {args.epochs} alternating "
-                         f"blocks of {args.steps} steps)",
-                 "a": t, "b": bare, "ratio": r, "goal": "≥ 0.9", "met": r >= 0.9, "unit": "img/s"})
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
-    print("| measurement | ours | reference | ratio | goal | met |\n|---|---|---|---|---|---|")
-    for x in rows:
-        print(f"| {x['what']} | {x['a']:.2f} {x['unit']} | {x['b']:.2f} {x['unit']} | {x['ratio']:.3f} | "
-              f"{x['goal']} | {'yes' if x['met'] else 'no'} |")
-    write_json("runs/bench.json", {"torch": torch.__version__, "threads": torch.get_num_threads(), "rows": rows})
+    rows: list[dict] = []
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n", flush=True)
+    for part, fn in (("loss", loss_rows), ("steps", step_rows), ("reference", lambda: reference_rows(args.bare_steps))):
+        if part in args.parts:
+            new = fn()
+            print(_table(new) + "\n", flush=True)
+            rows += new
+    write_json("results/bench.json", {"torch": torch.__version__, "threads": torch.get_num_threads(), "rows": rows})
     return 0
 
 

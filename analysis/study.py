@@ -12,6 +12,7 @@ the first seeds, which is what a paired comparison needs.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,7 @@ class StudyFile:
     cells: list[Cell]
     metric: str = "test/miou"
     overrides: list[str] = field(default_factory=list)
+    reference: str | None = None  # the cell others are compared with, paired by seed
     path: str = ""
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -64,12 +66,35 @@ class StudyFile:
         if len(set(ids)) != len(ids):
             raise ConfigError(f"{p}: cell ids repeat: {ids}")
         return cls(raw["name"], raw["question"], raw["hypothesis"], raw["base"], list(raw["seeds"]), cells,
-                   raw.get("metric", "test/miou"), list(raw.get("overrides", [])), str(p), raw)
+                   raw.get("metric", "test/miou"), list(raw.get("overrides", [])), raw.get("reference"), str(p), raw)
 
     def config(self, cell: Cell, seed: int, out_dir: str = "runs/studies", export_dir: str = "results"):
         return load_config(self.base, [*self.overrides, *cell.overrides, f"name={self.name}/{cell.id}",
                                        f"seed={seed}", f"out_dir={out_dir}", f"export_dir={export_dir}",
                                        f"wandb.group={self.name}"])
+
+
+def _reuse(study: StudyFile, cell: Cell, seed: int, cfg, export_dir: str) -> bool:
+    """A cell may name an identical cell of another study (``reuse: convergence/full-800``): when that study has
+    exported this seed with the same config (all but name and output paths), its record is copied, not retrained."""
+    src_name = cell.extra.get("reuse")
+    if not src_name:
+        return False
+    from pointseg.export import export_path
+    from pointseg.io import write_json
+    from pointseg.train import config_differences
+
+    src = export_path(export_dir, src_name, seed)
+    if not src.exists():
+        return False
+    rec = json.loads(src.read_text())
+    diff = config_differences(load_config(None, rec["config"]), cfg)
+    if diff:
+        raise ConfigError(f"{study.path}: cell {cell.id} reuses {src_name}, but seed {seed} there ran another "
+                          f"config ({', '.join(diff[:5])})")
+    write_json(export_path(export_dir, cfg.name, seed), {**rec, "reused_from": str(src)})
+    log.info("%s seed %d: reused %s", cell.id, seed, src)
+    return True
 
 
 def run_study(study: StudyFile, seeds: list[int] | None = None, cells: list[str] | None = None,
@@ -79,6 +104,8 @@ def run_study(study: StudyFile, seeds: list[int] | None = None, cells: list[str]
     chosen = [c for c in study.cells if not cells or c.id in cells]
     configs = [(s, c, study.config(c, s, out_dir, export_dir)) for s in (seeds or study.seeds) for c in chosen]
     for seed, cell, cfg in configs:  # every config is checked before the first run starts
+        if _reuse(study, cell, seed, cfg, export_dir):
+            continue
         log.info("%s seed %d: %s", cell.id, seed, " ".join(cell.overrides))
         res = fit(cfg)
         print(f"{study.name}/{cell.id} seed {seed}: {study.metric} {res.final.get(study.metric, float('nan')):.4f}  "

@@ -129,6 +129,17 @@ def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def config_differences(stored: Config, wanted: Config) -> list[str]:
+    """The keys (with both values) on which two configs would compute different runs."""
+    a, b = _flat(stored.to_dict()), _flat(wanted.to_dict())
+    for flat in (a, b):  # settings of a switched-off semi-supervised loss change nothing
+        if not flat.get("semi.weight"):
+            for k in [k for k in flat if k.startswith("semi.") and k != "semi.weight"]:
+                del flat[k]
+    return [f"{k}: {a.get(k)!r} there, {b.get(k)!r} now" for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k) and not k.startswith(_RESUMABLE_WITH_OTHER)]
+
+
 def check_same_run(cfg: Config, run_dir: Path) -> None:
     """Refuse to resume or return a run directory that holds a run of another config.
 
@@ -138,20 +149,13 @@ def check_same_run(cfg: Config, run_dir: Path) -> None:
     if not path.exists():
         return
     try:
-        stored = _flat(load_config(path).to_dict())
+        stored = load_config(path)
     except Exception as e:  # a config of an older, incompatible version, or a damaged file
         raise TrainingError(f"{run_dir} holds a run whose config.yaml cannot be read ({e}); "
                             "use another name or out_dir, or delete that directory") from None
-    wanted = _flat(cfg.to_dict())
-    for flat in (stored, wanted):  # settings of a switched-off semi-supervised loss change nothing
-        if not flat.get("semi.weight"):
-            for k in [k for k in flat if k.startswith("semi.") and k != "semi.weight"]:
-                del flat[k]
-    diff = sorted(k for k in set(stored) | set(wanted)
-                  if stored.get(k) != wanted.get(k) and not k.startswith(_RESUMABLE_WITH_OTHER))
+    diff = config_differences(stored, cfg)
     if diff:
-        shown = ", ".join(f"{k}: {stored.get(k)!r} there, {wanted.get(k)!r} now" for k in diff[:5])
-        raise TrainingError(f"{run_dir} already holds a run with another config ({shown}"
+        raise TrainingError(f"{run_dir} already holds a run with another config ({', '.join(diff[:5])}"
                             f"{', …' if len(diff) > 5 else ''}); use another name or out_dir, or delete that "
                             "directory to start over")
 

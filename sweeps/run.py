@@ -138,11 +138,13 @@ def make_objective(study: Study):
         finals, run_dirs = [], []
         for s in range(study.seeds_per_config):
             run_dir = Path(study.out_dir) / study.name / _slug(params) / f"seed{s}"
-            cfg = study.config_for(params, seed=s, extra=[f"name={study.name}", f"wandb.group={study.name}"])
+            # the name (hence the export results/<study>/<cell>/seed<k>.json) is the trial's cell
+            cfg = study.config_for(params, seed=s, extra=[f"name={study.name}/{_slug(params)}",
+                                                          f"wandb.group={study.name}"])
             cfg.wandb.tags = [study.name, f"trial-{trial.number}"]
 
             def report(epoch: int, row: dict, _first=(s == 0)) -> None:
-                if _first and study.pruner != "none":
+                if _first and study.pruner != "none" and study.objective in row:
                     trial.report(row[study.objective], epoch)
                     if trial.should_prune():
                         raise optuna.TrialPruned(f"pruned at epoch {epoch}")
@@ -152,7 +154,7 @@ def make_objective(study: Study):
             except TrainingError as e:
                 trial.set_user_attr("error", str(e))
                 raise
-            finals.append(result.final)
+            finals.append({k: v for k, v in result.final.items() if not isinstance(v, (dict, list))})
             run_dirs.append(str(run_dir))
             trial.set_user_attr("run_dirs", run_dirs)
             trial.set_user_attr("runs", finals)  # every metric of every seed: the study alone rebuilds the tables

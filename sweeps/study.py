@@ -29,7 +29,7 @@ class Study:
     overrides: list[str] = field(default_factory=list)
     sampler: str = "grid"  # grid (factor study: every cell once) | tpe (tuning)
     seed: int = 0
-    objective: str = "val/miou"
+    objective: str = "val_points/miou"  # the points arm selects on val clicks, never on dense masks
     direction: str = "maximize"
     seeds_per_config: int = 1
     trials: int | None = None  # budget; a grid defaults to its size
@@ -79,9 +79,12 @@ class Study:
                 except ConfigError as e:
                     raise SweepError(f"{where}: space.{key}={v!r} is not a valid trainer setting: {e}") from None
         try:
-            self.config_for({}, seed=0)
+            base = self.config_for({}, seed=0)
         except ConfigError as e:
             raise SweepError(f"{where}: base config / overrides: {e}") from None
+        if base.points.supervision == "points" and self.objective.startswith(("val/", "test/")):
+            raise SweepError(f"{where}: objective {self.objective!r} reads dense masks, which the points arm never "
+                             "sees (not even to select); use objective: val_points/miou (clicks on the val tile)")
 
     def config_for(self, params: dict[str, Any], seed: int, extra: list[str] = ()):
         ov = list(self.overrides) + [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"

@@ -41,3 +41,27 @@ def test_study_runs_export_and_summarise_paired(tmp_path, fake_dataset):
     # a second call trains nothing: every run is already finished
     run_study(study, out_dir=str(tmp_path / "runs"), export_dir=str(tmp_path / "results"))
     assert len(load_records("toy", tmp_path / "results")) == 4
+
+
+def test_a_cell_reuses_an_identical_run_of_another_study_and_refuses_a_different_one(tmp_path, fake_dataset,
+                                                                                     monkeypatch):
+    first = StudyFile.load(_study(tmp_path, fake_dataset, base="experiments/points.yaml", seeds=[0]))
+    run_study(first, out_dir=str(tmp_path / "runs"), export_dir=str(tmp_path / "results"))
+    import pointseg.train
+
+    def no_training(*a, **k):
+        raise AssertionError("a reused cell must not train")
+
+    monkeypatch.setattr(pointseg.train, "fit", no_training)
+    raw = yaml.safe_load((tmp_path / "toy.yaml").read_text())
+    raw.update(name="other", cells=[{"id": "ceiling", "overrides": ["points.supervision=full"], "reuse": "toy/full"}])
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(raw))
+    run_study(StudyFile.load(tmp_path / "other.yaml"), out_dir=str(tmp_path / "runs"),
+              export_dir=str(tmp_path / "results"))
+    (rec,) = load_records("other", tmp_path / "results")
+    assert rec["reused_from"].endswith("toy/full/seed0.json") and rec["config"]["points"]["supervision"] == "full"
+    raw["cells"][0]["overrides"].append("loss.gamma=0")
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match="loss.gamma"):
+        run_study(StudyFile.load(tmp_path / "other.yaml"), out_dir=str(tmp_path / "runs"),
+                  export_dir=str(tmp_path / "results"))

@@ -52,7 +52,7 @@ def test_tiny_study_end_to_end(tmp_path, fake_dataset):
     _assert_each_cell_once(study)
     for t in _trials(study):
         assert t.params["points.n_per_class"] in (1, 3)
-        assert 0 <= t.user_attrs["test/miou"] <= 1 and t.value == pytest.approx(t.user_attrs["val/miou"])
+        assert 0 <= t.user_attrs["test/miou"] <= 1 and t.value == pytest.approx(t.user_attrs["val_points/miou"])
         (run_dir,) = t.user_attrs["run_dirs"]
         final = json.loads((Path(run_dir) / "final.json").read_text())
         assert final["test/miou"] == t.user_attrs["runs"][0]["test/miou"]
