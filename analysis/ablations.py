@@ -45,8 +45,12 @@ def _run(name: str, seed: int, overrides: list[str], out_dir: str = str(OUT)) ->
     return fit(cfg).final
 
 
-def _baseline_dir(seed: int) -> Path:
-    return Path("runs/experiments/points") / f"seed{seed}"
+EXPERIMENTS = Path("runs/studies/label-efficiency")  # `make experiments`: its 10-click and full-mask cells
+_CELL = {"points": "points-10", "full": "full"}
+
+
+def _baseline_dir(seed: int, sup: str = "points") -> Path:
+    return EXPERIMENTS / _CELL[sup] / f"seed{seed}"
 
 
 def _shift(image: np.ndarray, kind: str) -> np.ndarray:
@@ -122,7 +126,7 @@ def part_style(seeds):
 def part_pretrained(seeds):
     rows = []
     for sup in ("points", "full"):
-        base = [json.loads((Path("runs/experiments") / sup / f"seed{s}" / "final.json").read_text()) for s in seeds]
+        base = [json.loads((_baseline_dir(s, sup) / "final.json").read_text()) for s in seeds]
         rand = [_run(f"{sup}-random-init", s, [f"points.supervision={sup}", "model.encoder_weights=none"])
                 for s in seeds]
         rows.append(_row(f"ImageNet encoder (offline), {sup}", [f["test/miou"] for f in base],

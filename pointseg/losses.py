@@ -9,6 +9,9 @@ for Dense Object Detection", ICCV 2017.
 
 from __future__ import annotations
 
+import logging
+import os
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -69,6 +72,59 @@ class _DenseFocal(torch.autograd.Function):
         return torch._log_softmax_backward_data(onehot, logp, 1, logp.dtype), None, None, None, None, None
 
 
+def _focal_terms(logp_t: torch.Tensor, gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Σ of the focal term and its per-pixel gradient factor g (see :class:`_DenseFocal`), in one expression so
+    that inductor fuses the dozen N×H×W elementwise passes into one loop. Unlabelled pixels carry log p_t = 0."""
+    p_t = logp_t.exp()
+    one_m = (1.0 - p_t).clamp_min(0.0)
+    w = one_m * one_m if gamma == 2.0 else (one_m if gamma == 1.0 else one_m.pow(gamma))
+    if gamma == 2.0:
+        g = 2.0 * one_m * p_t * logp_t - w
+    elif gamma == 1.0:
+        g = p_t * logp_t - w
+    else:  # γ (1-p)^(γ-1) p log p = γ w/(1-p) p log p; at p = 1 it is 0 (γ < 1: 0 · ∞ taken as 0)
+        g = torch.where(one_m > 0, gamma * w / one_m.clamp_min(1e-30) * p_t * logp_t, 0.0) - w
+    return -(w * logp_t).sum(), g
+
+
+class _FusedDenseFocal(torch.autograd.Function):
+    """:class:`_DenseFocal` without class weights, its elementwise part compiled into one kernel."""
+
+    @staticmethod
+    def forward(ctx, x, safe_t, unlabelled, denom, gamma):
+        logp = F.log_softmax(x, dim=1)
+        logp_t = logp.gather(1, safe_t.unsqueeze(1)).squeeze(1).masked_fill_(unlabelled, 0.0)
+        total, g = _compiled_terms()(logp_t, gamma)
+        ctx.save_for_backward(logp, safe_t, g, denom)
+        return total / denom
+
+    @staticmethod
+    def backward(ctx, grad):
+        logp, safe_t, g, denom = ctx.saved_tensors
+        onehot = torch.zeros_like(logp).scatter_(1, safe_t.unsqueeze(1), (g * (grad / denom)).unsqueeze(1))
+        return torch._log_softmax_backward_data(onehot, logp, 1, logp.dtype), None, None, None, None
+
+
+_COMPILED: dict[str, object] = {}
+_COMPILE_MIN_PIXELS = 65536  # smaller batches (tests, tiny crops) are not worth a compile of several seconds
+
+
+def _compiled_terms():
+    if "fn" not in _COMPILED:
+        _COMPILED["fn"] = torch.compile(_focal_terms, dynamic=False)
+    return _COMPILED["fn"]
+
+
+def _use_fused(x: torch.Tensor, weight) -> bool:
+    """The compiled path: CPU float32, no class weights, a batch big enough, a working compiler. A compiler that
+    fails (none installed, an unsupported platform) is reported once; the hand-written path takes over."""
+    if weight is not None or x.device.type != "cpu" or x[:, 0].numel() < _COMPILE_MIN_PIXELS:
+        return False
+    if os.environ.get("POINTSEG_COMPILE_LOSS", "1") == "0" or _COMPILED.get("failed"):
+        return False
+    return True
+
+
 _DENSE_FRACTION = 0.2  # above this share of labelled pixels, the whole-tensor path is the faster one
 
 
@@ -106,6 +162,15 @@ def partial_focal_ce(
             safe_t = target.masked_fill(unlabelled, 0)
             if w is None:
                 m, denom = None, torch.tensor(float(n_labelled), device=logits.device)
+                if _use_fused(logits, w):
+                    try:
+                        return _FusedDenseFocal.apply(logits.float(), safe_t, unlabelled, denom, float(gamma))
+                    except Exception as e:  # noqa: BLE001 — any compiler failure: fall back, say so once
+                        if "out of bounds" in str(e):
+                            raise
+                        _COMPILED["failed"] = True
+                        logging.getLogger("pointseg").warning(
+                            "torch.compile of the focal loss failed (%s); using the uncompiled form", str(e)[:200])
             else:
                 m = w[safe_t].masked_fill_(unlabelled, 0.0)
                 denom = m.sum().clamp_min(torch.finfo(m.dtype).tiny)

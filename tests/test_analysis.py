@@ -1,4 +1,4 @@
-"""The report reads its numbers from the runs: CIs, the significance column, REPORT.md from stored runs."""
+"""The report reads its numbers from the committed exports: CIs, the significance column, a REPORT.md a fresh\nclone rebuilds exactly."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from analysis.ablations import markdown
 from analysis.stats import fmt, mean_ci
 from analysis.timing import alternating
 from pointseg.train import fit
+
+from tests.conftest import ROOT
 
 
 def test_mean_ci_is_the_t_interval():
@@ -40,42 +42,45 @@ def test_interleaved_timing_measures_each_callable():
     assert calls == ["a", "a", "b", "b", "a", "b"]  # warm-up calls of each first, then the timed turns
 
 
-def test_each_study_table_shows_only_its_own_parameters(tmp_path):
-    import optuna
-
-    url = f"sqlite:///{tmp_path / 'studies.db'}"
-    for name, key in (("a", "loss.gamma"), ("b", "semi.weight")):
-        s = optuna.create_study(study_name=name, storage=url)
-        s.enqueue_trial({key: 1.0})
-        s.optimize(lambda t, key=key: (t.set_user_attr("val/miou", 0.5), t.set_user_attr("test/miou", 0.4),
-                                       t.suggest_float(key, 0.0, 2.0))[-1], n_trials=1)
-    runs = tmp_path / "runs"
-    (runs / "sweeps").mkdir(parents=True)
-    (tmp_path / "studies.db").rename(runs / "sweeps" / "studies.db")
-    assert report.main(["--runs", str(runs), "--out", str(tmp_path / "report")]) == 0
-    md = (tmp_path / "report" / "REPORT.md").read_text()
-    a = md[md.index("### a"):md.index("### b")]
-    assert "loss.gamma" in a and "semi.weight" not in a and "nan" not in a
+def test_committed_report_is_rebuilt_exactly_from_the_committed_exports(tmp_path):
+    """What a fresh clone's `make report` does: the same REPORT.md and the same figures, from results/ alone."""
+    committed = ROOT / "report"
+    md = report.build(tmp_path, ROOT / "experiments" / "studies", ROOT / "results")
+    assert md.read_text() == (committed / "REPORT.md").read_text(), "report/ is stale: run `make report` and commit"
+    for png in sorted(tmp_path.glob("*.png")):
+        assert png.read_bytes() == (committed / png.name).read_bytes(), f"{png.name} differs from the committed one"
+    figures = {p.name for p in committed.glob("*.png")}
+    assert figures == {p.name for p in tmp_path.glob("*.png")}, "report/ holds figures the report no longer makes"
 
 
-def test_report_is_built_from_the_stored_runs(tiny_config, tmp_path):
-    runs = tmp_path / "runs"
-    finals = {}
-    for sup in ("points", "full"):
-        cfg = tiny_config(extra=[f"name={sup}", f"points.supervision={sup}", "train.epochs=1"])
-        finals[sup] = fit(cfg, run_dir=runs / "experiments" / sup / "seed0", progress=False).final
-    (runs / "ablations").mkdir()
-    (runs / "ablations" / "table.json").write_text(json.dumps({"tta": [
-        {"feature": "TTA", "with": [0.5, 0.1, 3], "without": [0.4, 0.1, 3], "gain": [0.1, 0.05, 3], "cost": "x"}]}))
-    assert report.main(["--runs", str(runs), "--out", str(tmp_path / "report")]) == 0
-    md = (tmp_path / "report" / "REPORT.md").read_text()
-    for sup in ("points", "full"):
-        assert f"{finals[sup]['test/miou']:.3f} (n=1)" in md  # the number of the run, as stored
-    ratio = finals["points"]["test/miou"] / finals["full"]["test/miou"]
-    assert f"**{ratio:.3f}**" in md
-    assert "| TTA | 0.500 ± 0.100 (n=3) |" in md
-    for png in ("per_class_iou.png", "val_curves.png", "feature_gains.png"):
+def test_report_sections_follow_the_study_files_and_their_exports(tiny_config, tmp_path, fake_dataset):
+    import yaml
+
+    from analysis.study import StudyFile, run_study
+    from tests.conftest import tiny_overrides
+
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    raw = {"name": "label-efficiency", "question": "How close?", "hypothesis": "Close.", "base": "experiments/points.yaml",
+           "seeds": [0, 1], "reference": "full", "overrides": tiny_overrides(fake_dataset, tmp_path / "x"),
+           "cells": [{"id": "full", "overrides": ["points.supervision=full"]},
+                     {"id": "points-2", "overrides": ["points.n_per_class=2"]}]}
+    (studies / "label-efficiency.yaml").write_text(yaml.safe_dump(raw))
+    (studies / "pending.yaml").write_text(yaml.safe_dump({**raw, "name": "pending", "hypothesis": "Not yet run."}))
+    run_study(StudyFile.load(studies / "label-efficiency.yaml"), out_dir=str(tmp_path / "runs"),
+              export_dir=str(tmp_path / "results"))
+    md = report.build(tmp_path / "report", studies, tmp_path / "results").read_text()
+    section = md[md.index("## Study: label-efficiency"):md.index("## Study: pending")]
+    assert "**Hypothesis** (written before the runs). Close." in section and "4 of 4" in section
+    assert "÷ full [95 %]" in section and "pending: the study has not finished" in section
+    pending = md[md.index("## Study: pending"):]
+    assert "0 of 4" in pending and "No exports yet." in pending
+    for png in ("label-efficiency.png", "label-efficiency-per-class.png"):
         assert (tmp_path / "report" / png).stat().st_size > 1000
+    again = tmp_path / "again"
+    report.build(again, studies, tmp_path / "results")
+    assert (again / "REPORT.md").read_text() == md  # deterministic, seeded bootstrap
+    assert (again / "label-efficiency.png").read_bytes() == (tmp_path / "report" / "label-efficiency.png").read_bytes()
 
 
 def test_ablations_without_the_baseline_runs_say_what_to_run(tmp_path, monkeypatch, capsys):

@@ -139,3 +139,48 @@ def test_dense_path_is_finite_where_the_prediction_is_certain(gamma):
     loss = partial_focal_ce(logits, torch.zeros(1, 4, 4, dtype=torch.long), gamma=gamma)
     loss.backward()
     assert loss.item() == 0.0 and torch.equal(logits.grad, torch.zeros_like(logits))
+
+
+@pytest.mark.parametrize("gamma", [0.5, 2.0])
+def test_compiled_dense_path_matches_the_float64_reference(gamma):
+    import pointseg.losses as L
+
+    g = torch.Generator().manual_seed(4)
+    logits = torch.randn(1, 5, 256, 256, generator=g) * 3
+    target = torch.randint(0, 5, (1, 256, 256), generator=g)
+    target[torch.rand(1, 256, 256, generator=g) > 0.9] = 255
+    logits[0, :, :4, :4] = torch.tensor([60.0, -60, -60, -60, -60]).view(5, 1, 1)  # certain pixels (γ < 1 edge)
+    target[0, :4, :4] = 0
+    assert L._use_fused(logits, None)
+    a = logits.clone().requires_grad_(True)
+    out = L.partial_focal_ce(a, target, gamma=gamma)
+    out.backward()
+    assert "fn" in L._COMPILED and not L._COMPILED.get("failed")
+    b = logits.clone().double().requires_grad_(True)
+    m = (target != 255).double()
+    logp_t = F.log_softmax(b, 1).gather(1, torch.where(target != 255, target, 0)[:, None])[:, 0]
+    ref = (-((1 - logp_t.exp()) ** gamma) * logp_t * m).sum() / m.sum()
+    ref.backward()
+    assert out.item() == pytest.approx(ref.item(), rel=1e-5)
+    # autograd's own float64 gradient of (1-p)^0.5 is NaN at p = 1; the loss's gradient there is 0
+    ok = torch.isfinite(b.grad)
+    assert torch.isfinite(a.grad).all() and (a.grad[~ok] == 0).all()
+    assert torch.allclose(a.grad.double()[ok], b.grad[ok], atol=1e-7)
+
+
+def test_a_failing_compiler_falls_back_to_the_hand_written_path_and_says_so(monkeypatch, caplog):
+    import pointseg.losses as L
+
+    def broken(*a, **k):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(L, "_COMPILED", {"fn": broken})
+    g = torch.Generator().manual_seed(5)
+    logits = torch.randn(1, 5, 256, 256, generator=g)
+    target = torch.randint(0, 5, (1, 256, 256), generator=g)
+    with caplog.at_level("WARNING", logger="pointseg"):
+        out = L.partial_focal_ce(logits, target, gamma=2.0)
+        again = L.partial_focal_ce(logits, target, gamma=2.0)
+    assert L._COMPILED["failed"] and caplog.text.count("torch.compile of the focal loss failed") == 1
+    monkeypatch.setenv("POINTSEG_COMPILE_LOSS", "0")
+    assert out.item() == again.item() == pytest.approx(L.partial_focal_ce(logits, target, gamma=2.0).item())
