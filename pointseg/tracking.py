@@ -31,6 +31,13 @@ class Tracker:
         if self.run is not None:
             self.run.log({k: v for k, v in metrics.items() if v is not None}, step=step)
 
+    def images(self, key: str, panels: list[tuple[Any, str]], step: int | None = None) -> None:
+        """Log pictures (h×w×3 uint8 arrays) with captions, e.g. predictions with their clicks."""
+        if self.run is not None and panels:
+            import wandb
+
+            self.run.log({key: [wandb.Image(a, caption=c) for a, c in panels]}, step=step)
+
     def summary(self, metrics: dict[str, Any]) -> None:
         if self.run is not None:
             self.run.summary.update({k: v for k, v in metrics.items() if v is not None})

@@ -386,6 +386,22 @@ def _test(r: _Run, progress: bool) -> dict[str, Any]:
     return out
 
 
+def _val_panels(r: _Run, n: int = 2) -> list[tuple[np.ndarray, str]]:
+    """A few val images with their clicks, the prediction of the tested weights, the truth and the errors."""
+    from .infer import predict_probs
+    from .viz import prediction_panel
+
+    colors = [tuple(c) for c in r.spec.class_colors]
+    out = []
+    for s, pts in list(zip(r.val_scenes, r.val_points))[:n]:
+        image = r.style(s.image) if r.style is not None else s.image
+        pred = predict_probs(r.model, image, r.cfg.eval.window, r.cfg.eval.overlap, r.cfg.eval.batch_size,
+                             device=r.device).argmax(0).numpy()
+        out.append((prediction_panel(image, pts, pred, s.mask, colors),
+                    f"{s.name}: image + val clicks | prediction | truth | errors (red)"))
+    return out
+
+
 def fit(cfg: Config, run_dir: str | Path | None = None, callback: EpochCallback | None = None,
         progress: bool = True) -> RunResult:
     """Train, pick the weights by ``eval.select``, test them. Resumes a killed run; a finished one is returned."""
@@ -422,6 +438,7 @@ def fit(cfg: Config, run_dir: str | Path | None = None, callback: EpochCallback 
                        r.points_info, r.points_info["code"])
         if r.tracker:
             r.tracker.summary({k: v for k, v in final.items() if not isinstance(v, (dict, list))})
+            r.tracker.images("val/predictions", _val_panels(r), step=r.history[-1]["step"])
     except BaseException:
         if r.tracker:
             r.tracker.finish(exit_code=1)

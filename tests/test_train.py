@@ -82,10 +82,25 @@ def test_sparse_budget_trains_without_nan(tiny_config):
     assert all(np.isfinite(r["train/loss"]) for r in res.history)
 
 
-def test_wandb_offline_run_is_written(tiny_config):
-    res = fit(tiny_config(extra=["name=wb", "wandb.mode=offline", "train.epochs=1"]), progress=False)
+def test_wandb_offline_run_reads_back_with_config_summary_and_prediction_images(tiny_config):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    res = fit(tiny_config(extra=["name=wb", "wandb.mode=offline", "wandb.group=study-x", "train.epochs=1"]),
+              progress=False)
     runs = list((res.run_dir / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+    assert len(runs) == 1
+    log = next(runs[0].glob("*.wandb"))
+    wandb_cli = Path(sys.executable).with_name("wandb")
+    out = subprocess.run([str(wandb_cli), "leet", "inspect", "--json", str(log)], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    summary = {k: v for r in records if r.get("type") == "summary" for k, v in r["summary"].get("update", {}).items()}
+    assert summary["test/miou"] == pytest.approx(res.final["test/miou"])
+    assert "study-x" in out and '"n_per_class"' in out  # the group and the config are in the log
+    images = sorted((runs[0] / "files" / "media" / "images").rglob("predictions_*.png"))
+    assert len(images) == 2 and all(p.stat().st_size > 100 for p in images)
 
 
 def test_a_run_directory_of_another_config_is_refused(tiny_config):
