@@ -77,7 +77,8 @@ class TrainConfig:
     weight_decay: float = 1e-4
     warmup_steps: int = 50  # linear warm-up, then cosine decay to 0 over the run
     augment: bool = True  # D4 flips/rotations (moving the points) + brightness/contrast jitter
-    histogram_match: bool = False  # match every image's per-band histogram to the training style
+    histogram_match: bool = False  # match per-band histograms to the training style (stored in the checkpoint)
+    histogram_scope: Literal["group", "image"] = "group"  # a whole tile (acquisition) at once, or each image
     channels_last: bool = True  # NHWC activations: oneDNN's faster convolutions on this CPU (make bench)
     threads: int | None = None  # torch threads; None = torch's default
     device: str = "auto"  # auto = cuda when available, else cpu

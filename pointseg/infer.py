@@ -95,8 +95,8 @@ def scene_confusions(models, scenes, num_classes: int, window: int = 512, overla
     """One confusion matrix per scene at the masks' full resolution (rows = truth), and with ``point_maps``
     (sparse label maps at the working scale) one matrix over those clicks, from the same predictions."""
     dense, points = [], ConfusionMatrix(num_classes) if point_maps is not None else None
-    for i, s in enumerate(tqdm(scenes, desc=desc, leave=False, disable=not progress)):
-        image = style(s.image) if style is not None else s.image
+    images = style.restyle(scenes) if style is not None else [s.image for s in scenes]
+    for i, (s, image) in enumerate(zip(tqdm(scenes, desc=desc, leave=False, disable=not progress), images)):
         probs = predict_probs(models, image, window, overlap, batch_size, tta, device)
         cm = ConfusionMatrix(num_classes)
         cm.update(to_full_resolution(probs, s.full_mask.shape), torch.from_numpy(s.full_mask))

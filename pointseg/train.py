@@ -234,8 +234,8 @@ def _prepare(cfg: Config, run_dir: Path, progress: bool) -> _Run:
     if cfg.train.histogram_match:
         from .data.style import HistogramStyle
 
-        style = HistogramStyle.fit([s.image for s in train_scenes])
-    images = [style(s.image) if style else s.image for s in train_scenes]
+        style = HistogramStyle.fit([s.image for s in train_scenes], cfg.train.histogram_scope)
+    images = style.restyle(train_scenes) if style else [s.image for s in train_scenes]
     # the same supervised crops with or without the semi-supervised loss, so that its gain is measured paired;
     # it learns from the unlabelled pixels of these crops
     sampler = CropSampler(images, targets, cfg.train.crop_size, cfg.train.batch_size, cfg.seed,
@@ -278,7 +278,7 @@ def _resume(r: _Run) -> None:
     r.start_epoch, r.best = state["epoch"] + 1, state["best"]
     r.gen.set_state(state["generator"])
     r.history = read_jsonl(r.run_dir / "metrics.jsonl")[:r.start_epoch]
-    log.info("%s: resuming after epoch %d", r.run_dir, state["epoch"])
+    log.info("%s: resuming after epoch %d", r.run_dir, state["epoch"] + 1)
 
 
 def _train_step(r: _Run, x: torch.Tensor, y: torch.Tensor, global_step: int) -> tuple[float, float]:
@@ -393,8 +393,8 @@ def _val_panels(r: _Run, n: int = 2) -> list[tuple[np.ndarray, str]]:
 
     colors = [tuple(c) for c in r.spec.class_colors]
     out = []
-    for s, pts in list(zip(r.val_scenes, r.val_points))[:n]:
-        image = r.style(s.image) if r.style is not None else s.image
+    images = r.style.restyle(r.val_scenes) if r.style is not None else [s.image for s in r.val_scenes]
+    for s, pts, image in list(zip(r.val_scenes, r.val_points, images))[:n]:
         pred = predict_probs(r.model, image, r.cfg.eval.window, r.cfg.eval.overlap, r.cfg.eval.batch_size,
                              device=r.device).argmax(0).numpy()
         out.append((prediction_panel(image, pts, pred, s.mask, colors),

@@ -73,6 +73,26 @@ def test_histogram_matching_moves_an_image_to_the_reference_style():
     assert np.array_equal(again(dark), matched)
 
 
+def test_group_matching_moves_a_tile_to_the_reference_and_keeps_its_parts_apart():
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(1)
+    train = [rng.normal(120, 30, (40, 40, 3)).clip(0, 255).astype(np.uint8) for _ in range(3)]
+    style = HistogramStyle.fit(train, scope="group")
+    # one dark acquisition: a part that is mostly water (darker) and a part of the city (brighter)
+    water = (rng.normal(70, 10, (40, 40, 3)) * 0.5).clip(0, 255).astype(np.uint8)
+    city = (rng.normal(150, 10, (40, 40, 3)) * 0.5).clip(0, 255).astype(np.uint8)
+    scenes = [SimpleNamespace(image=water, group="9"), SimpleNamespace(image=city, group="9")]
+    out_w, out_c = style.restyle(scenes)
+    both = np.concatenate([out_w, out_c])
+    assert abs(both.mean() - np.mean(train)) < 6  # the tile as a whole takes the training style
+    assert out_c.mean() - out_w.mean() > 30  # its parts keep their own composition
+    per_image = HistogramStyle(style.reference, "image").restyle(scenes)
+    assert abs(per_image[1].mean() - per_image[0].mean()) < 6  # per image: both parts pushed to the same style
+    again = HistogramStyle.from_state(style.state())
+    assert again.scope == "group" and np.array_equal(again.restyle(scenes)[0], out_w)
+
+
 def test_mean_teacher_pseudo_labels_only_confident_unlabelled_pixels():
     student = _Probe()
     teacher = Teacher(student, SemiConfig(weight=1.0, threshold=0.9, ema=0.5, rampup_epochs=0))
