@@ -51,6 +51,8 @@ def _evaluate(args) -> int:
     models, cfg, style = _load_models(args.checkpoints, device)
     if args.root:
         cfg.data.root = args.root
+    if args.groups:  # e.g. one test tile of the split
+        setattr(cfg.data, f"{args.split}_groups", list(args.groups))
     spec = DatasetSpec.load(cfg.data.dataset)
     scenes = load_split(cfg, args.split)
     metrics = evaluate(models, scenes, spec.num_classes, list(spec.class_names), f"{args.split}/",
@@ -122,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "evaluate":
             e.add_argument("--split", default="test", choices=["train", "val", "test"])
             e.add_argument("--root", help="data folder (default: the one in the run's config)")
+            e.add_argument("--groups", nargs="+", help="only these groups (tiles) of the split, e.g. --groups 8")
             e.add_argument("--output", help="write the metrics as JSON here")
         else:
             e.add_argument("--inputs", nargs="+", required=True, help="image files (JPEG, PNG, GeoTIFF)")

@@ -59,12 +59,18 @@ class LossConfig:
 @dataclass
 class SemiConfig:
     weight: float = 0.0  # weight of the semi-supervised loss on unlabelled pixels; 0 = off
-    method: Literal["fixmatch", "mean_teacher"] = "fixmatch"  # who pseudo-labels: the student, or its EMA
+    # fixmatch / mean_teacher: pseudo-labels from the student itself or its EMA; gated_crf: a bilateral Potts
+    # regulariser on the student's own output (pointseg/regularizers.py), no teacher
+    method: Literal["fixmatch", "mean_teacher", "gated_crf"] = "fixmatch"
     threshold: float = 0.9  # teacher confidence needed for a pseudo-label
     ema: float = 0.99  # mean_teacher only: teacher = EMA of the student
     class_balance: bool = False  # weight pseudo-labels so that each predicted class counts equally
     strong_jitter: float = 0.3  # photometric jitter of the student's (strong) view; the teacher sees the clean crop
     rampup_epochs: int = 2  # the weight rises from 0 to `weight` over these epochs
+    crf_radius: int = 3  # gated_crf: window radius at the pooled resolution
+    crf_sigma_xy: float = 6.0  # gated_crf: spatial bandwidth, input pixels
+    crf_sigma_rgb: float = 0.1  # gated_crf: colour bandwidth, image in [0, 1]
+    crf_downsample: int = 2  # gated_crf: computed at 1/N resolution
 
 
 @dataclass

@@ -38,6 +38,8 @@ def rampup(progress_epochs: float, rampup_epochs: float) -> float:
 class Teacher:
     """The pseudo-labelling teacher; with ``method: fixmatch`` it is a copy of the student refreshed every step."""
 
+    strong_view = True  # the student learns the pseudo-labels on a strongly jittered copy
+
     def __init__(self, student: nn.Module, cfg: SemiConfig):
         if not 0 <= cfg.ema < 1:
             raise ValueError(f"semi.ema must be in [0, 1), got {cfg.ema}")

@@ -248,10 +248,15 @@ def _prepare(cfg: Config, run_dir: Path, progress: bool) -> _Run:
     total_steps = cfg.train.epochs * cfg.train.steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total_steps, cfg.train.warmup_steps))
     teacher = None
-    if cfg.semi.weight > 0:
-        from .semi import Teacher
+    if cfg.semi.weight > 0:  # one interface: loss(logits, clean crop, target, progress), update, state_dict
+        if cfg.semi.method == "gated_crf":
+            from .regularizers import GatedCRF
 
-        teacher = Teacher(model, cfg.semi)
+            teacher = GatedCRF(cfg.semi)
+        else:
+            from .semi import Teacher
+
+            teacher = Teacher(model, cfg.semi)
     r = _Run(cfg, run_dir, device, spec, model, PartialFocalCE(cfg.loss.gamma, IGNORE_INDEX,
              cfg.loss.class_weights).to(device), opt, sched, teacher, None, torch.Generator().manual_seed(cfg.seed),
              style, val_scenes, val_point_maps(cfg, val_scenes), test_scenes, points_info)
@@ -286,8 +291,9 @@ def _train_step(r: _Run, x: torch.Tensor, y: torch.Tensor, global_step: int) -> 
     cfg = r.cfg
     # with a teacher, the student's jitter is the strong view and the clean crop the weak one
     x_in = x
-    if cfg.train.augment or r.teacher is not None:
-        x_in = photometric_jitter(x, r.gen, cfg.semi.strong_jitter if r.teacher is not None else 0.1)
+    strong = r.teacher is not None and r.teacher.strong_view
+    if cfg.train.augment or strong:
+        x_in = photometric_jitter(x, r.gen, cfg.semi.strong_jitter if strong else 0.1)
     if cfg.train.channels_last:
         x_in = x_in.contiguous(memory_format=torch.channels_last)
     logits = r.model(x_in)

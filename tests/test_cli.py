@@ -1,8 +1,10 @@
 """End to end through the command line a user types."""
 
+import json
 import subprocess
 import sys
 
+import pytest
 import rasterio
 
 from tests.conftest import tiny_overrides
@@ -27,6 +29,11 @@ def test_train_evaluate_predict(fake_dataset, tmp_path):
     r = _cli("evaluate", str(run), str(run), "--split", "val", "--output", str(tmp_path / "m.json"))
     assert r.returncode == 0, r.stderr
     assert '"val/miou"' in r.stdout and (tmp_path / "m.json").exists()
+    # one test tile, recomputed from best.pt, equals the run's own per-tile number
+    r = _cli("evaluate", str(run), "--split", "test", "--groups", "3", "--output", str(tmp_path / "t.json"))
+    assert r.returncode == 0, r.stderr
+    final = json.loads((run / "final.json").read_text())
+    assert json.loads((tmp_path / "t.json").read_text())["test/miou"] == pytest.approx(final["test/group/3/miou"])
     image = fake_dataset.parent / "Tile 3" / "images" / "image_part_001.tif"
     r = _cli("predict", str(run), "--inputs", str(image), "--output", str(tmp_path / "pred"), "--tta")
     assert r.returncode == 0, r.stderr
