@@ -46,6 +46,7 @@ class Teacher:
         self.cfg = cfg
         self.model = copy.deepcopy(student)
         self.last_fraction = 0.0
+        self.last_pseudo: torch.Tensor | None = None
         for p in self.model.parameters():
             p.requires_grad_(False)
 
@@ -58,6 +59,7 @@ class Teacher:
         conf, pseudo = probs.max(1)
         use = (conf >= self.cfg.threshold) & (target == IGNORE_INDEX)
         pseudo = torch.where(use, pseudo, torch.full_like(pseudo, IGNORE_INDEX))
+        self.last_pseudo = pseudo  # for the logged precision/coverage diagnostics
         self.last_fraction = float(use.float().mean())  # share of the crop's pixels pseudo-labelled, for the logs
         if not use.any():
             return student_logits.sum() * 0.0

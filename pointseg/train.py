@@ -186,6 +186,7 @@ class _Run:
     best: float = -math.inf
     train_time: float = 0.0
     train_images: int = 0
+    last_logits: torch.Tensor | None = None
 
     @property
     def eval_kw(self) -> dict[str, Any]:
@@ -238,8 +239,11 @@ def _prepare(cfg: Config, run_dir: Path, progress: bool) -> _Run:
     images = style.restyle(train_scenes) if style else [s.image for s in train_scenes]
     # the same supervised crops with or without the semi-supervised loss, so that its gain is measured paired;
     # it learns from the unlabelled pixels of these crops
+    # with an unlabelled-pixel method on points, the dense masks ride along for logged diagnostics only
+    # (pseudo-label precision and coverage); they never reach a loss or the checkpoint selection
+    diagnostic = [s.mask for s in train_scenes] if (cfg.semi.weight > 0 and cfg.points.supervision == "points") else None
     sampler = CropSampler(images, targets, cfg.train.crop_size, cfg.train.batch_size, cfg.seed,
-                          augment=cfg.train.augment, skip_empty=True)
+                          augment=cfg.train.augment, skip_empty=True, diagnostic=diagnostic)
     model = build_model(cfg.model.arch, cfg.model.encoder, spec.num_classes, cfg.model.encoder_weights,
                         cfg.model.decoder_channels).to(device)
     if cfg.train.channels_last:
@@ -310,31 +314,50 @@ def _train_step(r: _Run, x: torch.Tensor, y: torch.Tensor, global_step: int) -> 
     r.sched.step()
     if r.teacher is not None:
         r.teacher.update(r.model, global_step)
+    r.last_logits = logits.detach()
     return loss.item(), sup.item()
+
+
+@torch.no_grad()
+def unlabelled_diagnostics(logits: torch.Tensor, target: torch.Tensor, dense: torch.Tensor,
+                           pseudo: torch.Tensor | None) -> dict[str, float]:
+    """Against the dense masks, on the pixels without a click: the student's accuracy, and the share of them the
+    teacher pseudo-labelled (coverage) and how many of those labels are right (precision). Logged, never used."""
+    free = (target == IGNORE_INDEX) & (dense != IGNORE_INDEX)
+    out = {"diag/unlabelled_acc": float((logits.argmax(1) == dense)[free].float().mean()) if free.any() else math.nan}
+    if pseudo is not None:
+        used = free & (pseudo != IGNORE_INDEX)
+        out["diag/pseudo_coverage"] = float(used.sum() / free.sum().clamp_min(1))
+        out["diag/pseudo_precision"] = float((pseudo == dense)[used].float().mean()) if used.any() else math.nan
+    return out
 
 
 def _train_epoch(r: _Run, epoch: int, progress: bool) -> dict[str, Any]:
     cfg = r.cfg
     r.model.train()
     _set_encoder_trainable(r.model, epoch >= cfg.model.freeze_encoder_epochs)
-    losses, sup_losses, pseudo = [], [], []
+    losses, sup_losses, pseudo, diags = [], [], [], []
     bar = tqdm(range(cfg.train.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
                disable=not progress)
     t0 = time.perf_counter()
     for step in bar:
-        x, y = next(r.batches)
+        x, y, *dense = next(r.batches)
         loss, sup = _train_step(r, x.to(r.device), y.to(r.device), epoch * cfg.train.steps_per_epoch + step)
         losses.append(loss)
         sup_losses.append(sup)
         if r.teacher is not None:
             pseudo.append(r.teacher.last_fraction)
+        if dense:
+            diags.append(unlabelled_diagnostics(r.last_logits, y.to(r.device), dense[0].to(r.device),
+                                                getattr(r.teacher, "last_pseudo", None)))
         bar.set_postfix(loss=f"{loss:.3f}")
     dt = time.perf_counter() - t0
     r.train_time += dt
     r.train_images += cfg.train.steps_per_epoch * cfg.train.batch_size
+    diag = {k: float(np.nanmean([d[k] for d in diags])) for k in diags[0]} if diags else {}
     return {"epoch": epoch + 1, "step": (epoch + 1) * cfg.train.steps_per_epoch,
             "train/loss": float(np.mean(losses)), "train/sup_loss": float(np.mean(sup_losses)),
-            **({"train/pseudo_fraction": float(np.mean(pseudo))} if pseudo else {}),
+            **({"train/pseudo_fraction": float(np.mean(pseudo))} if pseudo else {}), **diag,
             "train/lr": r.sched.get_last_lr()[0], "train/img_per_s": cfg.train.steps_per_epoch * cfg.train.batch_size / dt,
             "train/seconds": dt}
 

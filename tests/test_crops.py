@@ -43,7 +43,7 @@ def test_points_move_with_the_image_under_augmentation():
         for r, c in zip(*np.nonzero(t != 255)):
             lookup[tuple(img[r, c])] = t[r, c]
     checked = 0
-    for p, n, img, tgt in s.passes():
+    for p, n, (img, tgt) in s.passes():
         if p > 0:
             break
         for r, c in zip(*np.nonzero(tgt != 255)):
@@ -62,7 +62,7 @@ def test_passes_differ_and_are_reproducible():
     stream = b.passes()
     for _ in range(3):
         next(stream)
-    imgs = [next(stream)[2], next(stream)[2]]
+    imgs = [next(stream)[2][0], next(stream)[2][0]]
     assert torch.equal(xa, torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / 255)
 
 
@@ -80,3 +80,14 @@ def test_d4_and_padding():
     assert len({d4(a, k).tobytes() + bytes(d4(a, k).shape) for k in range(8)}) == 8
     out = crop_padded(a, -1, 2, 3, -7)
     assert out.tolist() == [[-7, -7, -7], [2, 3, -7], [6, 7, -7]]
+
+
+def test_diagnostic_masks_move_with_the_crops_and_change_nothing_else():
+    images, targets = _scenes()
+    dense = [np.where(t == 255, 3, t) for t in targets]  # any label map the size of its image
+    plain = CropSampler(images, targets, 40, 2, seed=3)
+    diag = CropSampler(images, targets, 40, 2, seed=3, diagnostic=dense)
+    for _, (x, y), (x2, y2, d) in zip(range(6), plain.batches(), diag.batches()):
+        assert torch.equal(x, x2) and torch.equal(y, y2)  # same crops, same targets, same order
+        labelled = y != 255
+        assert torch.equal(d[labelled], y[labelled])  # the dense crop lies under the points, moved alike

@@ -186,3 +186,25 @@ def test_encoder_weights_from_a_checkpoint_file(tiny_config, tmp_path):
     model = build_model("unet", "tu-tf_efficientnet_lite0", 5, str(res.run_dir / "best.pt"), [32, 16, 16, 8, 8])
     sd = torch.load(res.run_dir / "best.pt", weights_only=False)["model"]
     assert torch.equal(model.encoder.model.conv_stem.weight, sd["net.encoder.model.conv_stem.weight"])
+
+
+def test_pseudo_label_diagnostics_are_logged_and_never_change_training(tiny_config, monkeypatch):
+    import pointseg.train as train_mod
+
+    extra = ["semi.weight=1.0", "semi.rampup_epochs=0", "semi.threshold=0.0"]
+    real = fit(tiny_config(extra=["name=diag", *extra]), progress=False)
+    for row in real.history:
+        assert 0 <= row["diag/pseudo_precision"] <= 1 and row["diag/pseudo_coverage"] == pytest.approx(1.0)
+        assert 0 <= row["diag/unlabelled_acc"] <= 1
+
+    class Scrambled(train_mod.CropSampler):  # the same run with nonsense "dense masks"
+        def __init__(self, *a, diagnostic=None, **k):
+            rng = np.random.default_rng(0)
+            junk = None if diagnostic is None else [rng.integers(0, 5, m.shape) for m in diagnostic]
+            super().__init__(*a, diagnostic=junk, **k)
+
+    monkeypatch.setattr(train_mod, "CropSampler", Scrambled)
+    junk = fit(tiny_config(extra=["name=diag-junk", *extra]), progress=False)
+    assert [r["train/loss"] for r in junk.history] == [r["train/loss"] for r in real.history]
+    assert junk.final["test/miou"] == real.final["test/miou"]
+    assert [r["diag/pseudo_precision"] for r in junk.history] != [r["diag/pseudo_precision"] for r in real.history]

@@ -76,6 +76,8 @@ def test_tpe_study_with_pruning(tmp_path, fake_dataset):
 
 
 def test_bad_studies_fail_before_training(tmp_path, fake_dataset):
+    with pytest.raises(SweepError, match="val_points/miou"):  # the points arm never selects on dense masks
+        Study.load(_study_file(tmp_path, fake_dataset, name="dense", objective="val/miou"))
     with pytest.raises(SweepError, match="space.loss.gama"):
         Study.load(_study_file(tmp_path, fake_dataset, name="a", space={"loss.gama": {"choices": [1]}}))
     p = _study_file(tmp_path, fake_dataset, name="b")

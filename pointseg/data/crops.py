@@ -42,13 +42,18 @@ class CropSampler:
         targets: h×w int64 label maps (the fixed points, or the dense mask for full supervision).
         skip_empty: leave out windows without any labelled pixel (useless to a supervised loss; the points
             they would hold are none, so the per-pass budget is unchanged).
+        diagnostic: dense masks cut and moved like the targets, yielded as a third tensor for diagnostics that
+            are logged and never used; the crops, their order and the targets are the same with or without them.
     """
 
     def __init__(self, images: list[np.ndarray], targets: list[np.ndarray], crop_size: int, batch_size: int,
-                 seed: int, augment: bool = True, skip_empty: bool = True, ignore_index: int = IGNORE_INDEX):
+                 seed: int, augment: bool = True, skip_empty: bool = True, ignore_index: int = IGNORE_INDEX,
+                 diagnostic: list[np.ndarray] | None = None):
         if len(images) != len(targets) or not images:
             raise ValueError(f"need as many targets as images, got {len(images)} images, {len(targets)} targets")
         self.images, self.targets = images, targets
+        # dense masks cut like the targets, for logged diagnostics only (pseudo-label precision); never a target
+        self.diagnostic = diagnostic
         self.crop, self.batch_size, self.seed = crop_size, batch_size, seed
         self.augment, self.skip_empty, self.ignore_index = augment, skip_empty, ignore_index
         self.labelled_total = int(sum((t != ignore_index).sum() for t in targets))
@@ -70,16 +75,18 @@ class CropSampler:
         order = rng.permutation(len(out))
         return [out[j] for j in order]
 
-    def sample(self, pass_index: int, n: int, window: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    def sample(self, pass_index: int, n: int, window: tuple[int, int, int]) -> tuple[np.ndarray, ...]:
         i, y, x = window
-        img = crop_padded(self.images[i], y, x, self.crop, 0)
-        tgt = crop_padded(self.targets[i], y, x, self.crop, self.ignore_index)
+        arrays = [crop_padded(self.images[i], y, x, self.crop, 0),
+                  crop_padded(self.targets[i], y, x, self.crop, self.ignore_index)]
+        if self.diagnostic is not None:
+            arrays.append(crop_padded(self.diagnostic[i], y, x, self.crop, self.ignore_index))
         if self.augment:
             k = int(np.random.default_rng([self.seed, pass_index, n]).integers(0, 8))
-            img, tgt = d4(img, k), d4(tgt, k)
-        return img, tgt
+            arrays = [d4(a, k) for a in arrays]
+        return tuple(arrays)
 
-    def passes(self, skip_samples: int = 0) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+    def passes(self, skip_samples: int = 0) -> Iterator[tuple[int, int, tuple[np.ndarray, ...]]]:
         """Endless crops, pass after pass; ``skip_samples`` fast-forwards (to resume a run where it stopped)."""
         p = 0
         while True:
@@ -88,21 +95,21 @@ class CropSampler:
                 skip_samples -= len(wins)
             else:
                 for n in range(skip_samples, len(wins)):
-                    img, tgt = self.sample(p, n, wins[n])
-                    yield p, n, img, tgt
+                    yield p, n, self.sample(p, n, wins[n])
                 skip_samples = 0
             p += 1
 
-    def batches(self, skip_samples: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Endless (N×3×H×W float in [0, 1], N×H×W int64) batches; a batch may straddle two passes."""
-        imgs, tgts = [], []
-        for p, n, img, tgt in self.passes(skip_samples):
-            imgs.append(img)
-            tgts.append(tgt)
-            if len(imgs) == self.batch_size:
-                x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float().div_(255)
-                yield x, torch.from_numpy(np.stack(tgts))
-                imgs, tgts = [], []
+    def batches(self, skip_samples: int = 0) -> Iterator[tuple[torch.Tensor, ...]]:
+        """Endless (N×3×H×W float in [0, 1], N×H×W int64[, N×H×W dense diagnostic]) batches; a batch may
+        straddle two passes."""
+        items: list[tuple[np.ndarray, ...]] = []
+        for p, n, arrays in self.passes(skip_samples):
+            items.append(arrays)
+            if len(items) == self.batch_size:
+                cols = list(zip(*items))
+                x = torch.from_numpy(np.stack(cols[0])).permute(0, 3, 1, 2).float().div_(255)
+                yield (x, *(torch.from_numpy(np.stack(c).astype(np.int64, copy=False)) for c in cols[1:]))
+                items = []
 
 
 def photometric_jitter(x: torch.Tensor, generator: torch.Generator, strength: float = 0.1) -> torch.Tensor:
