@@ -61,10 +61,7 @@ def _save(fig, out: Path, name: str) -> str:
     return name
 
 
-def convergence_figure(study: StudyFile, out: Path, root: Path) -> str | None:
-    recs = load_records(study.name, root)
-    if not recs:
-        return None
+def convergence_figure(study: StudyFile, recs: list[dict], out: Path) -> str:
     df = frame(recs)
     h = histories(recs)
     steps = dict(zip(df.cell, df.steps))
@@ -80,10 +77,7 @@ def convergence_figure(study: StudyFile, out: Path, root: Path) -> str | None:
     return _save(fig, out, f"{study.name}.png")
 
 
-def budget_figure(study: StudyFile, out: Path, root: Path) -> str | None:
-    recs = load_records(study.name, root)
-    if not recs:
-        return None
+def budget_figure(study: StudyFile, recs: list[dict], out: Path) -> str:
     df = frame(recs)
     pts = df[df.supervision == "points"]
     full = df[df.supervision == "full"]
@@ -104,10 +98,7 @@ def budget_figure(study: StudyFile, out: Path, root: Path) -> str | None:
     return _save(fig, out, f"{study.name}.png")
 
 
-def per_class_figure(study: StudyFile, out: Path, root: Path) -> str | None:
-    recs = load_records(study.name, root)
-    if not recs:
-        return None
+def per_class_figure(study: StudyFile, recs: list[dict], out: Path) -> str:
     df = frame(recs)
     cols = [c for c in df.columns if c.startswith("test/iou/")]
     long = df.melt(id_vars=["cell", "seed"], value_vars=cols, var_name="class", value_name="IoU")
@@ -142,9 +133,7 @@ def study_section(study: StudyFile, out: Path, root: Path) -> list[str]:
            "**Results.**", "",
            study_table(study.name, study.reference, study.metric, root).to_markdown(index=False), ""]
     for fig in FIGURES.get(study.name, []):
-        name = fig(study, out, root)
-        if name:
-            md += [f"![{study.name}]({name})", ""]
+        md += [f"![{study.name}]({fig(study, recs, out)})", ""]
     verdict = study.raw.get("verdict")
     md += ["**Verdict.** " + (verdict.strip() if verdict else
                               "pending: the study has not finished all its runs (see the count above)."), ""]
