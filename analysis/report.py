@@ -135,9 +135,29 @@ def study_section(study: StudyFile, out: Path, root: Path) -> list[str]:
     for fig in FIGURES.get(study.name, []):
         md += [f"![{study.name}]({fig(study, recs, out)})", ""]
     verdict = study.raw.get("verdict")
-    md += ["**Verdict.** " + (verdict.strip() if verdict else
+    md += ["**Verdict.** " + (fill_numbers(verdict.strip(), frame(recs)) if verdict else
                               "pending: the study has not finished all its runs (see the count above)."), ""]
     return md
+
+
+def fill_numbers(text: str, df) -> str:
+    """A verdict names numbers as ``{cell:metric}`` (mean over the cell's seeds, 3 decimals) or
+    ``{cell-a:metric - cell-b:metric}`` (difference of the means): they are read from the exports, never typed."""
+    import re
+
+    def mean(ref: str) -> float:
+        cell, metric = ref.strip().split(":", 1)
+        values = df.loc[df.cell == cell, metric]
+        if values.empty:
+            raise KeyError(f"verdict names {ref!r}, but the study has no export of cell {cell!r}")
+        return float(values.mean())
+
+    def sub(m: re.Match) -> str:
+        parts = m.group(1).split(" - ")
+        value = mean(parts[0]) - (mean(parts[1]) if len(parts) > 1 else 0.0)
+        return f"{value:+.3f}" if len(parts) > 1 else f"{value:.3f}"
+
+    return re.sub(r"\{([^{}]+:[^{}]+)\}", sub, text)
 
 
 def bench_section(path: Path) -> list[str]:

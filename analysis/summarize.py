@@ -30,7 +30,7 @@ def study_table(study: str, reference: str | None = None, metric: str = "test/mi
         for col in sorted(c for c in g.columns if c.startswith("test/group/")):
             row[f"tile {col.split('/')[2]}"] = f"{g[col].mean():.3f}"
         row["min class IoU (test)"] = f"{g[[c for c in g.columns if c.startswith('test/iou/')]].min(axis=1).min():.3f}"
-        row["train min/run"] = f"{g['train/seconds'].mean() / 60:.1f}"
+        row["train min/run (shared CPU)"] = f"{g['train/seconds'].mean() / 60:.1f}"
         if reference and cell != reference and reference in set(df.cell):
             both = sorted(set(seeds_of(recs, cell)) & set(seeds_of(recs, reference)))
             if both:
@@ -44,8 +44,11 @@ def study_table(study: str, reference: str | None = None, metric: str = "test/mi
     out = pd.DataFrame(rows)
     if "_p" in out:
         ok = out["_p"].notna()
-        out.loc[ok, "p (Holm)"] = [f"{p:.3f}" for p in holm(out.loc[ok, "_p"].tolist())]
-    return out.drop(columns=[c for c in out.columns if c.startswith("_")])
+        # a bootstrap p of 0 means no draw crossed "no difference": below 1 / n_boot, not 0
+        out.loc[ok, "p (Holm)"] = [f"{p:.3f}" if p >= 1 / n_boot else f"< {1 / n_boot:.4f}"
+                                   for p in holm(out.loc[ok, "_p"].tolist())]
+    out = out.drop(columns=[c for c in out.columns if c.startswith("_")])
+    return out.fillna("—")
 
 
 def main(argv=None) -> int:

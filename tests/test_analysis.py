@@ -90,3 +90,13 @@ def test_ablations_without_the_baseline_runs_say_what_to_run(tmp_path, monkeypat
     assert ablations.main(["--parts", "tta", "--seeds", "0"]) == 2
     assert "make experiments" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()  # nothing half-made
+
+
+def test_verdict_numbers_are_read_from_the_exports_never_typed():
+    import pandas as pd
+
+    df = pd.DataFrame({"cell": ["a", "a", "b"], "val/miou": [0.4, 0.6, 0.45]})
+    text = report.fill_numbers("a is {a:val/miou}, b − a is {b:val/miou - a:val/miou}.", df)
+    assert text == "a is 0.500, b − a is -0.050."
+    with pytest.raises(KeyError, match="no export of cell 'c'"):
+        report.fill_numbers("{c:val/miou}", df)
