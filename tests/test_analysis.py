@@ -42,10 +42,13 @@ def test_interleaved_timing_measures_each_callable():
     assert calls == ["a", "a", "b", "b", "a", "b"]  # warm-up calls of each first, then the timed turns
 
 
-def test_committed_report_is_rebuilt_exactly_from_the_committed_exports(tmp_path):
+def test_committed_report_is_rebuilt_exactly_from_the_committed_exports(tmp_path, monkeypatch):
     """What a fresh clone's `make report` does: the same REPORT.md and the same figures, from results/ alone."""
+    from pathlib import Path
+
     committed = ROOT / "report"
-    md = report.build(tmp_path, ROOT / "experiments" / "studies", ROOT / "results")
+    monkeypatch.chdir(ROOT)  # as `make report` runs: paths in the report are relative to the repository
+    md = report.build(tmp_path, Path("experiments/studies"), Path("results"))
     assert md.read_text() == (committed / "REPORT.md").read_text(), "report/ is stale: run `make report` and commit"
     for png in sorted(tmp_path.glob("*.png")):
         assert png.read_bytes() == (committed / png.name).read_bytes(), f"{png.name} differs from the committed one"
