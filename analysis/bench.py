@@ -142,7 +142,8 @@ def reference_rows(bare_steps: int) -> list[dict]:
     return rows
 
 
-def _table(rows: list[dict]) -> str:
+def markdown_table(rows: list[dict]) -> str:
+    """The bench rows as a Markdown table (also the report's speed section)."""
     out = ["| measurement | ours | reference | ratio | goal | met |", "|---|---|---|---|---|---|"]
     for x in rows:
         ratio = "—" if x["ratio"] is None else f"{x['ratio']:.3f}"
@@ -162,7 +163,7 @@ def main(argv=None) -> int:
     for part, fn in (("loss", loss_rows), ("steps", step_rows), ("reference", lambda: reference_rows(args.bare_steps))):
         if part in args.parts:
             new = fn()
-            print(_table(new) + "\n", flush=True)
+            print(markdown_table(new) + "\n", flush=True)
             rows += new
     write_json("results/bench.json", {"torch": torch.__version__, "threads": torch.get_num_threads(), "rows": rows})
     return 0

@@ -164,13 +164,9 @@ def bench_section(path: Path) -> list[str]:
     if not path.exists():
         return []
     b = json.loads(path.read_text())
-    md = [f"## Speed (`make bench`, torch {b['torch']}, {b['threads']} threads)", "",
-          "| measurement | ours | reference | ratio | goal | met |", "|---|---|---|---|---|---|"]
-    for x in b["rows"]:
-        ratio = "—" if x["ratio"] is None else f"{x['ratio']:.3f}"
-        met = "—" if x["met"] is None else ("yes" if x["met"] else "no")
-        md.append(f"| {x['what']} | {x['a']:.3f} {x['unit']} | {x['b']:.3f} {x['unit']} | {ratio} | {x['goal']} | {met} |")
-    return md + [""]
+    from .bench import markdown_table
+
+    return [f"## Speed (`make bench`, torch {b['torch']}, {b['threads']} threads)", "", markdown_table(b["rows"]), ""]
 
 
 LIMITATIONS = [
