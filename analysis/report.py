@@ -67,7 +67,7 @@ def convergence_figure(study: StudyFile, recs: list[dict], out: Path) -> str:
     steps = dict(zip(df.cell, df.steps))
     h["budget"] = h.cell.map(lambda c: f"{steps[c]} steps")
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    sns.lineplot(df, x="steps", y="val/miou", marker="o", errorbar=("ci", 95), ax=axes[0])
+    sns.lineplot(df, x="steps", y="val/miou", marker="o", errorbar=("ci", 95), seed=0, ax=axes[0])
     axes[0].set(xscale="log", xlabel="training steps (log)", ylabel="val mIoU (tile 4, dense)",
                 title="Final val mIoU by budget (95 % CI over seeds)")
     axes[0].set_xticks(sorted(df.steps.unique()), [str(s) for s in sorted(df.steps.unique())])
@@ -87,7 +87,7 @@ def budget_figure(study: StudyFile, recs: list[dict], out: Path) -> str:
         ax.axhspan(m - s, m + s, color="grey", alpha=0.25, label=f"full masks (mean ± sd, n={len(full)})")
         ax.axhline(m, color="grey")
     if not pts.empty:
-        sns.lineplot(pts, x="n_per_class", y="test/miou", marker="o", errorbar=("ci", 95), ax=ax,
+        sns.lineplot(pts, x="n_per_class", y="test/miou", marker="o", errorbar=("ci", 95), seed=0, ax=ax,
                      label="points (95 % CI over seeds)")
         ticks = sorted(pts.n_per_class.unique())
         ax.set_xscale("log")
@@ -104,7 +104,7 @@ def per_class_figure(study: StudyFile, recs: list[dict], out: Path) -> str:
     long = df.melt(id_vars=["cell", "seed"], value_vars=cols, var_name="class", value_name="IoU")
     long["class"] = long["class"].str.removeprefix("test/iou/")
     fig, ax = plt.subplots(figsize=(8, 3.6))
-    sns.barplot(long, x="class", y="IoU", hue="cell", errorbar=("ci", 95), ax=ax)
+    sns.barplot(long, x="class", y="IoU", hue="cell", errorbar=("ci", 95), seed=0, ax=ax)
     ax.set(xlabel="", ylabel="test IoU", title="Test IoU per class (whiskers: 95 % CI over seeds)")
     ax.legend(title="", bbox_to_anchor=(1.01, 1), loc="upper left")
     return _save(fig, out, f"{study.name}-per-class.png")
