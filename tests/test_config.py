@@ -27,6 +27,13 @@ def test_unknown_key_in_yaml_names_the_file(tmp_path):
         load_config(p)
 
 
+def test_exponent_without_a_dot_is_a_number():
+    # YAML 1.1 reads 4e-3 as a string; a learning rate written that way must still be the number
+    assert load_config(None, ["train.lr=4e-3"]).train.lr == 4e-3
+    with pytest.raises(ConfigError, match="train.lr: expected a number"):
+        load_config(None, ["train.lr=fast"])
+
+
 def test_wrong_types_and_choices():
     with pytest.raises(ConfigError, match="train.epochs: expected an integer"):
         load_config(None, ["train.epochs=abc"])
