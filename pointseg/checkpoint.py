@@ -24,6 +24,8 @@ def load_model(path: str | Path, device="cpu") -> tuple[SegmentationModel, Confi
     p = checkpoint_path(path)
     ckpt = torch.load(p, map_location=device, weights_only=False)
     cfg = config_from_dict(ckpt["config"])
-    model = build_model(cfg.model.arch, cfg.model.encoder, ckpt["num_classes"], "none", cfg.model.decoder_channels)
+    in_channels = (ckpt.get("data") or {}).get("in_channels", 3)
+    model = build_model(cfg.model.arch, cfg.model.encoder, ckpt["num_classes"], "none", cfg.model.decoder_channels,
+                        in_channels=in_channels)
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), cfg, ckpt

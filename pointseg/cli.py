@@ -29,16 +29,23 @@ def _train(args) -> int:
 
 
 def _load_models(paths, device):
+    """The models of one or more checkpoints (an ensemble), the first one's config, style and raw checkpoint;
+    an ensemble must share the class table and the input bands."""
     from .checkpoint import load_model
     from .data.style import HistogramStyle
 
-    models, cfg, style = [], None, None
+    models, cfg, style, first = [], None, None, None
     for p in paths:
         m, c, ckpt = load_model(p, device)
+        if first is not None:
+            for key in ("class_names", "data"):
+                if ckpt.get(key) != first.get(key):
+                    raise DataError(f"{p}: its {key.replace('_', ' ')} differ from those of {paths[0]}; an "
+                                    "ensemble needs checkpoints of one class table and one band layout")
         models.append(m)
-        cfg = cfg or c
+        cfg, first = cfg or c, first or ckpt
         style = style or HistogramStyle.from_state(ckpt.get("style"))
-    return models, cfg, style
+    return models, cfg, style, first
 
 
 def _evaluate(args) -> int:
@@ -48,13 +55,16 @@ def _evaluate(args) -> int:
     from .train import load_split, resolve_device
 
     device = resolve_device(args.device)
-    models, cfg, style = _load_models(args.checkpoints, device)
+    models, cfg, style, ckpt = _load_models(args.checkpoints, device)
     if args.root:
         cfg.data.root = args.root
     if args.groups:  # e.g. one test tile of the split
         setattr(cfg.data, f"{args.split}_groups", list(args.groups))
     spec = DatasetSpec.load(cfg.data.dataset)
-    scenes = load_split(cfg, args.split)
+    from .data.bands import BandNorm
+
+    data = ckpt.get("data") or {}
+    scenes = load_split(cfg, args.split, BandNorm.from_state(data.get("norm"), data.get("in_channels", 3)))
     metrics = evaluate(models, scenes, spec.num_classes, list(spec.class_names), f"{args.split}/",
                        window=cfg.eval.window, overlap=cfg.eval.overlap, batch_size=cfg.eval.batch_size,
                        tta=args.tta, device=device, style=style)
@@ -65,29 +75,24 @@ def _evaluate(args) -> int:
 
 
 def _predict(args) -> int:
-    import torch
-
-    from .data.dataset import DatasetSpec, resize_image, scaled_size
-    from .data.raster import read_image, write_label_raster
-    from .infer import predict_probs, to_full_resolution
+    from .data.dataset import DatasetSpec
+    from .scene import SceneInput, predict_scene
     from .train import resolve_device
 
     device = resolve_device(args.device)
-    models, cfg, style = _load_models(args.checkpoints, device)
-    colors = [tuple(c) for c in DatasetSpec.load(cfg.data.dataset).class_colors]
+    models, cfg, _, ckpt = _load_models(args.checkpoints, device)
+    colors = None if (ckpt.get("data") or {}).get("colors") else DatasetSpec.load(cfg.data.dataset).display_colors()
+    inp = SceneInput.from_checkpoint(ckpt, cfg, colors)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     for path in args.inputs:
-        image = read_image(path)
-        small = resize_image(image, scaled_size(image.shape[:2], cfg.data.scale))
-        if style is not None:
-            small = style(small)
-        probs = predict_probs(models, small, cfg.eval.window, cfg.eval.overlap, cfg.eval.batch_size,
-                              args.tta, device)
-        labels = to_full_resolution(probs, image.shape[:2]).to(torch.uint8).numpy()
         dst = out / (Path(path).stem + ".tif")
-        write_label_raster(dst, labels, like=path, colors=colors)
-        print(dst)
+        probs = out / (Path(path).stem + ".probs.tif") if args.probs else None
+        info = predict_scene(models, path, dst, inp, cfg.eval.window, cfg.eval.overlap, cfg.eval.batch_size,
+                             args.tta, device, chunk=args.chunk, probs_path=probs, overwrite=args.overwrite)
+        mpx = info["pixels"] / 1e6
+        print(f"{dst}  ({mpx:.1f} Mpx in {info['seconds']:.1f} s, {mpx / info['seconds']:.2f} Mpx/s; "
+              f"{info['blocks_skipped']} no-data block(s) skipped)")
     return 0
 
 
@@ -129,6 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             e.add_argument("--inputs", nargs="+", required=True, help="image files (JPEG, PNG, GeoTIFF)")
             e.add_argument("--output", required=True, help="folder for the .tif predictions")
+            e.add_argument("--probs", action="store_true", help="also write <name>.probs.tif: a uint8 band "
+                           "per class (probability × 255)")
+            e.add_argument("--chunk", type=int, default=2048, help="block size in pixels: memory is set by this, "
+                           "not by the scene (default 2048)")
+            e.add_argument("--overwrite", action="store_true", help="replace existing output files")
         e.set_defaults(func=func)
     s = sub.add_parser("points", help="print the simulated clicks of one mask as CSV")
     s.add_argument("mask")

@@ -37,8 +37,8 @@ class SegmentationModel(nn.Module):
     def __init__(self, net: nn.Module, mean, std):
         super().__init__()
         self.net = net
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
 
     @property
     def encoder(self) -> nn.Module:
@@ -49,8 +49,13 @@ class SegmentationModel(nn.Module):
 
 
 def build_model(arch: str, encoder: str, num_classes: int, encoder_weights: str = "none",
-                decoder_channels: list[int] | None = None) -> SegmentationModel:
-    """An smp network; ``encoder_weights`` is ``none``, ``imagenet`` (hub), ``imagenet-offline`` or a file."""
+                decoder_channels: list[int] | None = None, in_channels: int = 3) -> SegmentationModel:
+    """An smp network; ``encoder_weights`` is ``none``, ``imagenet`` (hub), ``imagenet-offline`` or a file.
+
+    ``in_channels`` ≠ 3 (e.g. RGB + near-infrared): the pretrained first convolution is adapted as timm does it
+    (its RGB filters repeated over the bands and scaled by 3 / bands, so a band's response keeps its size), and
+    the input statistics are repeated the same way.
+    """
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}")
     kwargs = {}
@@ -58,7 +63,8 @@ def build_model(arch: str, encoder: str, num_classes: int, encoder_weights: str 
         kwargs["decoder_channels"] = list(decoder_channels)
     hub = "imagenet" if encoder_weights == "imagenet" else None
     try:
-        net = ARCHITECTURES[arch](encoder_name=encoder, encoder_weights=hub, classes=num_classes, **kwargs)
+        net = ARCHITECTURES[arch](encoder_name=encoder, encoder_weights=hub, classes=num_classes,
+                                  in_channels=in_channels, **kwargs)
     except KeyError as e:
         raise ValueError(f"unknown encoder {encoder!r} for smp ({e}); see smp.encoders.get_encoder_names() "
                          f"or use a timm model as 'tu-<name>'") from e
@@ -66,8 +72,8 @@ def build_model(arch: str, encoder: str, num_classes: int, encoder_weights: str 
         load_offline_imagenet(net.encoder, encoder)
     elif encoder_weights not in ("none", "imagenet"):
         load_encoder_file(net.encoder, encoder_weights)
-    stats = _TF_INCEPTION if encoder.startswith("tu-tf_") else _IMAGENET
-    return SegmentationModel(net, *stats)
+    mean, std = _TF_INCEPTION if encoder.startswith("tu-tf_") else _IMAGENET
+    return SegmentationModel(net, [mean[i % 3] for i in range(in_channels)], [std[i % 3] for i in range(in_channels)])
 
 
 def offline_weight_file(encoder: str) -> Path:
@@ -116,7 +122,13 @@ def load_offline_imagenet(encoder_module: nn.Module, encoder: str) -> None:
     missing = [k for k in wanted if k not in full]
     if missing:
         raise ValueError(f"offline weights for {encoder} lack encoder tensors {missing[:5]}")
-    features.load_state_dict({k: full[k] for k in wanted}, strict=True)
+    chosen = {k: full[k] for k in wanted}
+    for k, v in wanted.items():  # the stem of a model with other than 3 input bands
+        if v.ndim == 4 and chosen[k].ndim == 4 and v.shape[1] != chosen[k].shape[1] and v.shape[0] == chosen[k].shape[0]:
+            from timm.models._manipulate import adapt_input_conv
+
+            chosen[k] = adapt_input_conv(v.shape[1], chosen[k])
+    features.load_state_dict(chosen, strict=True)
 
 
 def load_encoder_file(encoder_module: nn.Module, path: str) -> None:

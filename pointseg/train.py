@@ -30,7 +30,8 @@ from tqdm.auto import tqdm
 
 from .config import Config, ConfigError, load_config, save_config
 from .data.crops import CropSampler, photometric_jitter
-from .data.dataset import DatasetSpec, Scene, load_scenes
+from .data.bands import BandNorm
+from .data.dataset import DatasetSpec, Scene, fit_band_norm, load_scenes
 from .data.raster import IGNORE_INDEX
 from .export import code_version, export_path, export_run
 from .infer import scene_confusions
@@ -68,17 +69,28 @@ def default_run_dir(cfg: Config) -> Path:
 
 @functools.lru_cache(maxsize=8)
 def _cached_scenes(dataset: str, root: str | None, groups: tuple[str, ...], scale: float,
-                   max_scenes: int | None) -> tuple[Scene, ...]:
+                   max_scenes: int | None, norm: BandNorm) -> tuple[Scene, ...]:
     spec = DatasetSpec.load(dataset)
-    scenes = load_scenes(spec, list(groups), scale, root, desc=f"reading tiles {','.join(groups)}")
+    scenes = load_scenes(spec, list(groups), scale, root, desc=f"reading tiles {','.join(groups)}", norm=norm)
     return tuple(scenes[:max_scenes] if max_scenes else scenes)
 
 
-def load_split(cfg: Config, split: str) -> list[Scene]:
-    """The scenes of ``train``/``val``/``test``, read once per process (sweep trials share them)."""
+@functools.lru_cache(maxsize=8)
+def _cached_norm(dataset: str, root: str | None, train_groups: tuple[str, ...]) -> BandNorm:
+    return fit_band_norm(DatasetSpec.load(dataset), list(train_groups), root)
+
+
+def band_norm(cfg: Config) -> BandNorm:
+    """The stretch of the bands to 8 bits, from the training split's pixels (identity for 8-bit data)."""
+    return _cached_norm(cfg.data.dataset, cfg.data.root, tuple(cfg.data.train_groups))
+
+
+def load_split(cfg: Config, split: str, norm: BandNorm | None = None) -> list[Scene]:
+    """The scenes of ``train``/``val``/``test``, read once per process (sweep trials share them); ``norm``:
+    a checkpoint's stored stretch (default: the one fitted on this config's training split)."""
     d = cfg.data
     groups = {"train": d.train_groups, "val": d.val_groups, "test": d.test_groups}[split]
-    return list(_cached_scenes(d.dataset, d.root, tuple(groups), d.scale, d.max_scenes))
+    return list(_cached_scenes(d.dataset, d.root, tuple(groups), d.scale, d.max_scenes, norm or band_norm(cfg)))
 
 
 def make_targets(cfg: Config, scenes: list[Scene]) -> tuple[list[np.ndarray], dict[str, Any]]:
@@ -187,6 +199,14 @@ class _Run:
     train_time: float = 0.0
     train_images: int = 0
     last_logits: torch.Tensor | None = None
+    norm: BandNorm | None = None
+
+    def data_record(self) -> dict[str, Any]:
+        """What predict needs to read a new scene as training read its own (stored in best.pt)."""
+        s = self.spec
+        return {"bands": list(s.bands) if s.bands else None, "in_channels": s.num_bands,
+                "image_nodata": list(s.image_nodata) if s.image_nodata else None,
+                "norm": (self.norm or BandNorm.identity(s.num_bands)).state(), "colors": s.display_colors()}
 
     @property
     def eval_kw(self) -> dict[str, Any]:
@@ -245,7 +265,7 @@ def _prepare(cfg: Config, run_dir: Path, progress: bool) -> _Run:
     sampler = CropSampler(images, targets, cfg.train.crop_size, cfg.train.batch_size, cfg.seed,
                           augment=cfg.train.augment, skip_empty=True, diagnostic=diagnostic)
     model = build_model(cfg.model.arch, cfg.model.encoder, spec.num_classes, cfg.model.encoder_weights,
-                        cfg.model.decoder_channels).to(device)
+                        cfg.model.decoder_channels, in_channels=spec.num_bands).to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
@@ -263,7 +283,7 @@ def _prepare(cfg: Config, run_dir: Path, progress: bool) -> _Run:
             teacher = Teacher(model, cfg.semi)
     r = _Run(cfg, run_dir, device, spec, model, PartialFocalCE(cfg.loss.gamma, IGNORE_INDEX,
              cfg.loss.class_weights).to(device), opt, sched, teacher, None, torch.Generator().manual_seed(cfg.seed),
-             style, val_scenes, val_point_maps(cfg, val_scenes), test_scenes, points_info)
+             style, val_scenes, val_point_maps(cfg, val_scenes), test_scenes, points_info, norm=band_norm(cfg))
     _resume(r)
     r.batches = sampler.batches(skip_samples=r.start_epoch * cfg.train.steps_per_epoch * cfg.train.batch_size)
     if cfg.wandb.mode != "disabled":
@@ -383,7 +403,8 @@ def _end_epoch(r: _Run, epoch: int, row: dict[str, Any]) -> None:
         atomic_torch_save({"model": r.model.state_dict(), "config": cfg.to_dict(), "epoch": epoch + 1,
                            "select": cfg.eval.select, "selected_by": r.best, "num_classes": r.spec.num_classes,
                            "class_names": list(r.spec.class_names),
-                           "style": r.style.state() if r.style else None}, r.run_dir / "best.pt")
+                           "style": r.style.state() if r.style else None, "data": r.data_record()},
+                          r.run_dir / "best.pt")
     row["selected"] = bool(improved)
     r.history.append(row)
     write_jsonl(r.run_dir / "metrics.jsonl", r.history)
@@ -420,7 +441,7 @@ def _val_panels(r: _Run, n: int = 2) -> list[tuple[np.ndarray, str]]:
     from .infer import predict_probs
     from .viz import prediction_panel
 
-    colors = [tuple(c) for c in r.spec.class_colors]
+    colors = r.spec.display_colors()
     out = []
     images = r.style.restyle(r.val_scenes) if r.style is not None else [s.image for s in r.val_scenes]
     for s, pts, image in list(zip(r.val_scenes, r.val_points, images))[:n]:

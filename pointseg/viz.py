@@ -16,8 +16,9 @@ def colorize(labels: np.ndarray, colors: list[tuple[int, int, int]], ignore_rgb=
 
 
 def draw_points(image: np.ndarray, points: np.ndarray, colors: list[tuple[int, int, int]], radius: int = 3) -> np.ndarray:
-    """The image with each click drawn as a dot of its class colour on a white ring (visible on any background)."""
-    out = image.copy()
+    """The image with each click drawn as a dot of its class colour on a white ring (visible on any background).
+    An image of other than 3 bands is shown by its first band(s) as RGB."""
+    out = np.ascontiguousarray(image[..., [0, 1, 2]] if image.shape[2] >= 3 else np.repeat(image[..., :1], 3, axis=2))
     h, w = points.shape
     rows, cols = np.nonzero(points != IGNORE_INDEX)
     yy, xx = np.mgrid[-radius - 1:radius + 2, -radius - 1:radius + 2]

@@ -108,3 +108,46 @@ def tiny_config(fake_dataset, tmp_path):
 
 requires_real_data = pytest.mark.skipif(not (REAL_DATA / "Tile 1").is_dir(),
                                         reason="real Dubai data not under data/ (run `make data`)")
+
+
+GEO_CRS = "EPSG:32640"  # UTM 40N (Dubai): a real projected CRS
+GEO_ORIGIN = (300000.0, 2800000.0)
+
+
+def write_geotiff(path: Path, arr: np.ndarray, nodata=None, res: float = 0.5, origin=GEO_ORIGIN) -> Path:
+    """An H×W×C (or H×W) array as a georeferenced GeoTIFF in UTM 40N."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = arr[..., None] if arr.ndim == 2 else arr
+    with rasterio.open(path, "w", driver="GTiff", height=arr.shape[0], width=arr.shape[1], count=arr.shape[2],
+                       dtype=arr.dtype, crs=GEO_CRS, transform=from_origin(*origin, res, res), nodata=nodata) as d:
+        d.write(arr.transpose(2, 0, 1))
+    return path
+
+
+def make_multiband_dataset(root: Path, n: int = 6, size=(80, 96), seed: int = 0) -> Path:
+    """4-band uint16 GeoTIFFs (values in the thousands, like a 12-bit sensor) with index masks (0 = background,
+    1 = road, 2 = roof; 9 = unlabelled) and a no-data border (all bands 0, the raster's own nodata). Split by file
+    lists. Returns the dataset YAML."""
+    rng = np.random.default_rng(seed)
+    names = []
+    for i in range(n):
+        lab = np.kron(rng.integers(0, 3, size=(size[0] // 16 + 1, size[1] // 16 + 1)), np.ones((16, 16), int))
+        lab = lab[:size[0], :size[1]]
+        img = (1000 + 900 * lab[..., None] * np.array([1, 2, 3, 1])[None, None] + rng.integers(0, 400, size + (4,)))
+        img = img.astype(np.uint16)
+        img[:, :6] = 0  # no-data border
+        mask = lab.astype(np.uint8)
+        mask[:2, -2:] = 9
+        name = f"scene_{i}.tif"
+        write_geotiff(root / "images" / name, img, nodata=0)
+        write_geotiff(root / "masks" / name, mask)
+        names.append(f"images/{name}")
+    desc = {
+        "name": "multiband", "root": ".", "images": "images/*.tif", "mask_suffix": ".tif",
+        "classes": [{"name": "background", "value": 0}, {"name": "road", "value": 1}, {"name": "roof", "value": 2}],
+        "ignore_values": [9], "bands": [1, 2, 3, 4], "normalize": {"method": "percentile", "low": 1, "high": 99},
+        "groups": {"a": names[:3], "b": names[3:5], "c": names[5:]},
+    }
+    path = root / "multiband.yaml"
+    path.write_text(yaml.safe_dump(desc))
+    return path

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+from rasterio.enums import MaskFlags
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
 IGNORE_INDEX = 255
@@ -52,6 +53,71 @@ def read_image(path: str | Path) -> np.ndarray:
     if data.dtype != np.uint8:
         raise DataError(f"{path}: expected 8-bit bands, found {data.dtype}")
     return np.ascontiguousarray(data.transpose(1, 2, 0))
+
+
+def read_bands(path: str | Path, bands: list[int] | None = None, nodata: float | list[float] | None = None,
+               window=None) -> tuple[np.ndarray, np.ndarray]:
+    """(H×W×C array in the raster's own dtype, H×W bool valid) for 1-based ``bands`` (None: the first three, a
+    single band repeated to three).
+
+    No-data: a pixel is invalid where the raster's own nodata or mask says so, or where every band equals
+    ``nodata`` (a number, or one value per band, e.g. white borders [255, 255, 255]). ``window`` is a rasterio
+    Window: only that part is read (whole-scene prediction reads a scene window by window).
+    """
+    with _open(path) as src:
+        chosen = list(bands) if bands else list(range(1, min(src.count, 3) + 1))
+        bad = [b for b in chosen if not 1 <= b <= src.count]
+        if bad:
+            raise DataError(f"{path}: has {src.count} band(s); the dataset asks for band(s) {bad} (1-based)")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                data = src.read(indexes=chosen, window=window)
+                # the raster's own no-data (nodata value, alpha band or internal mask): 0 = invalid
+                own = None
+                if any(flags != [MaskFlags.all_valid] for flags in src.mask_flag_enums):
+                    own = src.dataset_mask(window=window) > 0
+        except RasterioIOError as e:
+            raise DataError(f"{path}: corrupt raster data ({e})") from e
+    if not bands and data.shape[0] == 1:
+        data = np.repeat(data, 3, axis=0)
+    img = np.ascontiguousarray(data.transpose(1, 2, 0))
+    valid = np.ones(img.shape[:2], bool) if own is None else own
+    if nodata is not None:
+        value = np.broadcast_to(np.asarray(nodata, dtype=np.float64), (img.shape[2],))
+        valid &= ~(img == value.astype(img.dtype)).all(axis=2)
+    return img, valid
+
+
+def decode_index_mask(path: str | Path, values: list[int], ignore_values: list[int] = (),
+                      ignore_index: int = IGNORE_INDEX) -> np.ndarray:
+    """A single-band mask of index values (0/1, 0/255, 1..n) → H×W uint8 class ids through the value table.
+
+    ``values[i]`` is the mask value of class i; ``ignore_values`` and the raster's own nodata become
+    ``ignore_index``. A value in neither table raises :class:`DataError` naming the file, the value and its count.
+    """
+    path = Path(path)
+    with _open(path) as src:
+        try:
+            data = src.read(1)
+        except RasterioIOError as e:
+            raise DataError(f"{path}: corrupt raster data ({e})") from e
+        own_nodata = src.nodata
+    table = dict.fromkeys(ignore_values, ignore_index)
+    if own_nodata is not None:
+        table[own_nodata] = ignore_index
+    table.update({v: i for i, v in enumerate(values)})
+    keys = np.array(sorted(table), dtype=np.float64)
+    mapped = np.array([table[k] for k in sorted(table)], np.uint8)
+    flat = data.astype(np.float64)
+    pos = np.clip(np.searchsorted(keys, flat), 0, len(keys) - 1)
+    unknown = keys[pos] != flat
+    if unknown.any():
+        bad, counts = np.unique(data[unknown], return_counts=True)
+        shown = ", ".join(f"{b} on {c} px" for b, c in zip(bad[:5].tolist(), counts[:5].tolist()))
+        raise DataError(f"{path}: {len(bad)} mask value(s) not in the class table: {shown}. Class values: "
+                        f"{list(values)}, ignored: {list(ignore_values)}")
+    return mapped[pos]
 
 
 def _read_rgb_mask(path: Path) -> np.ndarray:

@@ -23,7 +23,7 @@ class HistogramStyle:
     def __init__(self, reference: np.ndarray, scope: str = "group"):
         if scope not in ("group", "image"):
             raise ValueError(f"histogram matching scope must be group or image, got {scope!r}")
-        self.reference = np.asarray(reference, np.uint8)  # 1×Q×3: a tiny image with the training histogram
+        self.reference = np.asarray(reference, np.uint8)  # 1×Q×bands: a tiny image with the training histogram
         self.scope = scope
 
     @classmethod
@@ -31,16 +31,18 @@ class HistogramStyle:
         q = np.linspace(0, 1, _QUANTILES)
         # subsample pixels: the quantiles of 1e6 pixels are the quantiles of 1e8 to within a grey level
         rng = np.random.default_rng(0)
-        pix = np.concatenate([im.reshape(-1, 3) for im in images])
+        bands = images[0].shape[2]
+        pix = np.concatenate([im.reshape(-1, bands) for im in images])
         pix = pix[rng.choice(len(pix), size=min(len(pix), 1_000_000), replace=False)]
-        ref = np.stack([np.quantile(pix[:, b], q) for b in range(3)], axis=-1)
+        ref = np.stack([np.quantile(pix[:, b], q) for b in range(bands)], axis=-1)
         return cls(ref.round().astype(np.uint8)[None], scope)
 
     def lut(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        """3×256 uint8: each band's value → the reference value at the same quantile of the pooled ``images``."""
+        """bands×256 uint8: each band's value → the reference value at the same quantile of the pooled ``images``."""
         levels = np.linspace(0, 1, self.reference.shape[1])
-        out = np.empty((3, 256), np.uint8)
-        for b in range(3):
+        bands = self.reference.shape[2]
+        out = np.empty((bands, 256), np.uint8)
+        for b in range(bands):
             hist = sum(np.bincount(im[..., b].ravel(), minlength=256) for im in images)
             cdf = np.cumsum(hist) / hist.sum()
             out[b] = np.interp(cdf, levels, self.reference[0, :, b]).round().clip(0, 255)
@@ -48,7 +50,7 @@ class HistogramStyle:
 
     @staticmethod
     def apply(image: np.ndarray, lut: np.ndarray) -> np.ndarray:
-        return np.stack([lut[b][image[..., b]] for b in range(3)], axis=-1)
+        return np.stack([lut[b][image[..., b]] for b in range(lut.shape[0])], axis=-1)
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """One image matched on its own (a whole scene given to ``predict``)."""

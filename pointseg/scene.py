@@ -1,0 +1,174 @@
+"""Whole-scene prediction with bounded memory: read, predict and write a raster window by window.
+
+A scene is cut into ``chunk``×``chunk`` blocks (full-resolution pixels). Each block is read with a ``halo`` of
+context on every side (rasterio windows), stretched to 8 bits with the checkpoint's band statistics, resized to
+the working scale, predicted by overlapping sliding windows (:func:`pointseg.infer.predict_probs`), brought back
+to full resolution, and only its centre is written. The halo gives every written pixel the context a one-window
+prediction would give it, so blocks meet without seams (the tests compare against one big window). Memory is set
+by the block and the model, never by the scene. Blocks that hold only no-data are not predicted.
+
+The class map is a tiled, compressed GeoTIFF with the input's CRS and transform, a colour table, and nodata = 255
+where the input is no-data; ``probs_path`` adds one uint8 band per class (probability × 255).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import torch
+import torch.nn.functional as F
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.windows import Window
+from tqdm.auto import tqdm
+
+from .data.bands import BandNorm
+from .data.dataset import resize_image, scaled_size
+from .data.raster import IGNORE_INDEX, DataError, _open, read_bands
+from .infer import predict_probs
+
+NODATA = IGNORE_INDEX  # written where the input is no-data
+
+
+@dataclass
+class SceneInput:
+    """How a checkpoint reads a scene: bands, no-data, the stretch to 8 bits, the histogram style, the scale."""
+
+    bands: list[int] | None
+    image_nodata: list[float] | None
+    norm: BandNorm
+    scale: float
+    colors: list[tuple[int, int, int]]
+    style: object | None = None
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict, cfg, spec_colors=None) -> "SceneInput":
+        from .data.style import HistogramStyle
+
+        data = ckpt.get("data") or {}  # checkpoints from before any-band data held 8-bit RGB
+        in_ch = data.get("in_channels", 3)
+        return cls(data.get("bands"), data.get("image_nodata"), BandNorm.from_state(data.get("norm"), in_ch),
+                   cfg.data.scale, [tuple(c) for c in (data.get("colors") or spec_colors or [])],
+                   HistogramStyle.from_state(ckpt.get("style")))
+
+
+def blocks(height: int, width: int, chunk: int) -> list[Window]:
+    return [Window(c, r, min(chunk, width - c), min(chunk, height - r))
+            for r in range(0, height, chunk) for c in range(0, width, chunk)]
+
+
+def _haloed(win: Window, halo: int, height: int, width: int) -> Window:
+    r0, c0 = max(0, win.row_off - halo), max(0, win.col_off - halo)
+    r1, c1 = min(height, win.row_off + win.height + halo), min(width, win.col_off + win.width + halo)
+    return Window(c0, r0, c1 - c0, r1 - r0)
+
+
+def _scene_luts(path: Path, inp: SceneInput, chunk: int, height: int, width: int) -> np.ndarray | None:
+    """Histogram matching of the whole scene (one look-up table per band from its pooled histogram), by blocks."""
+    if inp.style is None:
+        return None
+    hist = None
+    for win in blocks(height, width, chunk):
+        raw, valid = read_bands(path, inp.bands, inp.image_nodata, window=win)
+        img = inp.norm.to_uint8(raw, str(path))[valid]
+        h = np.stack([np.bincount(img[:, b], minlength=256) for b in range(img.shape[1])])
+        hist = h if hist is None else hist + h
+    levels = np.linspace(0, 1, inp.style.reference.shape[1])
+    cdf = np.cumsum(hist, axis=1) / np.maximum(hist.sum(1, keepdims=True), 1)
+    return np.stack([np.interp(cdf[b], levels, inp.style.reference[0, :, b]) for b in range(hist.shape[0])]
+                    ).round().clip(0, 255).astype(np.uint8)
+
+
+def _profile(src, count: int, block: int) -> dict:
+    profile = {"driver": "GTiff", "height": src.height, "width": src.width, "count": count, "dtype": "uint8",
+               "compress": "deflate", "tiled": True, "blockxsize": block, "blockysize": block, "nodata": NODATA,
+               "BIGTIFF": "IF_SAFER"}
+    if src.crs is not None:
+        profile.update(crs=src.crs, transform=src.transform)
+    return profile
+
+
+def predict_scene(models, src_path: str | Path, dst_path: str | Path, inp: SceneInput, window: int = 512,
+                  overlap: float = 0.25, batch_size: int = 4, tta: bool = False, device="cpu", chunk: int = 2048,
+                  halo: int | None = None, probs_path: str | Path | None = None, overwrite: bool = False,
+                  progress: bool = True) -> dict:
+    """Write the class map of ``src_path`` to ``dst_path`` (GeoTIFF); returns pixels, blocks and seconds."""
+    import time
+
+    src_path, dst_path = Path(src_path), Path(dst_path)
+    outs = [p for p in (dst_path, Path(probs_path) if probs_path else None) if p is not None]
+    for p in outs:
+        if p.exists() and not overwrite:
+            raise DataError(f"{p}: exists; pass --overwrite to replace it")
+    # context around a block: half a sliding window at the working scale, in full-resolution pixels
+    halo = math.ceil(window / 4 / inp.scale) if halo is None else halo
+    # blocks start on the working-scale pixel grid (at scale 0.5, on even pixels), so a block's resize lines up
+    # with the one of the whole scene
+    step = round(1 / inp.scale) if inp.scale < 1 and abs(1 / inp.scale - round(1 / inp.scale)) < 1e-6 else 1
+    chunk, halo = -(-chunk // step) * step, -(-halo // step) * step
+    t0 = time.perf_counter()
+    with _open(src_path) as src:
+        height, width = src.height, src.width
+        profile = _profile(src, 1, 512 if min(height, width) >= 512 else 16)
+        probs_profile = {**_profile(src, 0, 512 if min(height, width) >= 512 else 16)}
+    luts = _scene_luts(src_path, inp, chunk, height, width)
+    # write beside the target and rename at the end: a killed predict leaves no half-written map
+    tmps = [p.with_name(f".{p.name}.{os.getpid()}.tmp") for p in outs]
+    n_classes = None
+    done = skipped = 0
+    dst = probs_dst = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            dst = rasterio.open(tmps[0], "w", **profile)
+            if inp.colors:
+                dst.write_colormap(1, {i: tuple(c) + (255,) for i, c in enumerate(inp.colors)})
+            wins = blocks(height, width, chunk)
+            for win in tqdm(wins, desc=f"predict {src_path.name}", leave=False, disable=not progress):
+                big = _haloed(win, halo, height, width)
+                raw, valid = read_bands(src_path, inp.bands, inp.image_nodata, window=big)
+                inner = (slice(win.row_off - big.row_off, win.row_off - big.row_off + win.height),
+                         slice(win.col_off - big.col_off, win.col_off - big.col_off + win.width))
+                if not valid[inner].any():
+                    dst.write(np.full((win.height, win.width), NODATA, np.uint8), 1, window=win)
+                    skipped += 1
+                    continue
+                img = inp.norm.to_uint8(raw, str(src_path))
+                if luts is not None:
+                    img = np.stack([luts[b][img[..., b]] for b in range(img.shape[2])], axis=-1)
+                small = resize_image(img, scaled_size(img.shape[:2], inp.scale))
+                probs = predict_probs(models, small, window, overlap, batch_size, tta, device)
+                if tuple(probs.shape[1:]) != img.shape[:2]:
+                    probs = F.interpolate(probs[None], size=img.shape[:2], mode="bilinear", align_corners=False)[0]
+                probs = probs[:, inner[0], inner[1]]
+                labels = probs.permute(1, 2, 0).contiguous().argmax(-1).to(torch.uint8).numpy()
+                labels[~valid[inner]] = NODATA
+                dst.write(labels, 1, window=win)
+                if probs_path:
+                    if probs_dst is None:
+                        n_classes = probs.shape[0]
+                        probs_dst = rasterio.open(tmps[1], "w", **{**probs_profile, "count": n_classes})
+                    q = (probs.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+                    q[:, ~valid[inner]] = NODATA
+                    probs_dst.write(q, window=win)
+                done += 1
+        dst.close()
+        if probs_dst is not None:
+            probs_dst.close()
+        elif probs_path:  # a scene with no valid pixel: its probability raster holds only no-data
+            with rasterio.open(tmps[1], "w", **{**probs_profile, "count": 1}) as p:
+                p.write(np.full((height, width), NODATA, np.uint8), 1)
+        for tmp, p in zip(tmps, outs):
+            tmp.replace(p)
+    finally:
+        for f in (dst, probs_dst):
+            if f is not None and not f.closed:
+                f.close()
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)
+    return {"pixels": height * width, "blocks": done, "blocks_skipped": skipped, "seconds": time.perf_counter() - t0}

@@ -1,0 +1,110 @@
+"""Bring-your-own data (index masks, 4-band uint16, no-data, file-list splits) and whole-scene prediction."""
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+from pointseg.config import load_config
+from pointseg.data.bands import BandNorm
+from pointseg.data.dataset import DatasetSpec, load_scenes
+from pointseg.data.raster import DataError, read_bands
+from pointseg.infer import predict_probs
+from pointseg.models import build_model
+from pointseg.scene import SceneInput, predict_scene
+from tests.conftest import make_multiband_dataset, tiny_overrides, write_geotiff
+
+
+@pytest.fixture(scope="module")
+def multiband(tmp_path_factory):
+    return make_multiband_dataset(tmp_path_factory.mktemp("multiband"))
+
+
+def test_index_masks_bands_nodata_and_file_lists(multiband):
+    spec = DatasetSpec.load(str(multiband))
+    assert spec.mask_kind == "index" and spec.num_bands == 4 and [g for g, _ in spec.groups] == ["a", "b", "c"]
+    scenes = load_scenes(spec, ["a"], norm=BandNorm.fit(*zip(*[read_bands(i, [1, 2, 3, 4])
+                                                                for i, _, g in spec.list_samples() if g == "a"])))
+    s = scenes[0]
+    assert s.image.dtype == np.uint8 and s.image.shape[2] == 4
+    assert (s.full_mask[:, :6] == 255).all()  # the raster's own nodata (0) is ignored in the mask
+    assert s.full_mask[0, -1] == 255  # ignore value 9
+    assert set(np.unique(s.full_mask)) <= {0, 1, 2, 255}
+
+
+def test_unknown_mask_value_and_missing_band_are_named(tmp_path):
+    yaml_path = make_multiband_dataset(tmp_path)
+    write_geotiff(tmp_path / "masks" / "scene_0.tif", np.full((80, 96), 7, np.uint8))
+    spec = DatasetSpec.load(str(yaml_path))
+    with pytest.raises(DataError, match=r"scene_0\.tif: 1 mask value\(s\) not in the class table: 7 on 7680 px"):
+        load_scenes(spec, ["a"], norm=BandNorm((0.0,) * 4, (5000.0,) * 4, "percentile"))
+    with pytest.raises(DataError, match=r"scene_1\.tif: has 4 band\(s\); the dataset asks for band\(s\) \[5\]"):
+        read_bands(tmp_path / "images" / "scene_1.tif", [1, 5])
+    with pytest.raises(DataError, match="uint16 bands need a stretch"):
+        load_scenes(spec, ["b"], norm=BandNorm.identity(4))
+
+
+def _train(multiband, tmp_path, *extra):
+    from pointseg.train import fit
+
+    cfg = load_config("experiments/points.yaml", tiny_overrides(multiband, tmp_path / "runs") + [
+        "data.train_groups=['a']", "data.val_groups=['b']", "data.test_groups=['c']", "points.n_per_class=5",
+        *extra])
+    return fit(cfg, progress=False)
+
+
+def test_multiband_uint16_trains_and_predicts_whole_scenes(multiband, tmp_path):
+    res = _train(multiband, tmp_path)
+    ckpt = torch.load(res.run_dir / "best.pt", weights_only=False)
+    data = ckpt["data"]
+    assert data["in_channels"] == 4 and data["norm"]["method"] == "percentile" and len(data["norm"]["lo"]) == 4
+    from pointseg.checkpoint import load_model
+
+    model, cfg, ckpt = load_model(res.run_dir)
+    inp = SceneInput.from_checkpoint(ckpt, cfg)
+    src = multiband.parent / "images" / "scene_5.tif"
+    dst = tmp_path / "pred.tif"
+    info = predict_scene([model], src, dst, inp, window=128, batch_size=2, chunk=32, progress=False)
+    assert info["blocks"] > 4
+    with rasterio.open(dst) as d, rasterio.open(src) as s:
+        assert d.crs == s.crs and d.transform == s.transform and (d.height, d.width) == (s.height, s.width)
+        labels = d.read(1)
+    assert (labels[:, :6] == 255).all() and labels[:, 6:].max() <= 2  # no-data stays no-data
+    # the stored stretch is the one applied: the same model on the stretched array gives the same classes
+    raw, valid = read_bands(src, [1, 2, 3, 4])
+    direct = predict_probs(model, inp.norm.to_uint8(raw), 128, 0.25, 2).argmax(0).numpy()
+    agree = (direct == labels)[valid].mean()
+    assert agree > 0.97, agree
+    # an output that exists is refused, and nothing is written over it
+    with pytest.raises(DataError, match="pred.tif: exists; pass --overwrite"):
+        predict_scene([model], src, dst, inp, window=128, chunk=32, progress=False)
+    # a raster with fewer bands than the checkpoint reads is an error naming it
+    rgb = write_geotiff(tmp_path / "rgb.tif", np.zeros((40, 40, 3), np.uint16))
+    with pytest.raises(DataError, match=r"rgb\.tif: has 3 band\(s\)"):
+        predict_scene([model], rgb, tmp_path / "rgb_pred.tif", inp, window=128, chunk=32, progress=False)
+    assert not (tmp_path / "rgb_pred.tif").exists()
+
+
+def test_blocks_meet_without_seams(tmp_path):
+    """A per-pixel model (1×1 convolution) at working scale 0.5: cutting the scene into blocks with a halo must
+    give the classes of one big block (the offsets, halo crops and resizes line up), and the probability raster
+    holds one band per class summing to 255."""
+    model = torch.nn.Conv2d(3, 3, 1)
+    with torch.no_grad():
+        model.weight.copy_(torch.eye(3)[..., None, None] * 20)
+        model.bias.zero_()
+    rng = np.random.default_rng(0)
+    lab = np.kron(rng.integers(0, 3, size=(13, 13)), np.ones((24, 24), int))[:300, :300]
+    img = (np.eye(3)[lab] * 200 + rng.integers(0, 50, (300, 300, 3))).astype(np.uint8)
+    src = write_geotiff(tmp_path / "scene.tif", img)
+    inp = SceneInput(None, None, BandNorm.identity(3), 0.5, [(0, 0, 0), (255, 0, 0), (0, 255, 0)])
+    predict_scene([model], src, tmp_path / "one.tif", inp, window=128, chunk=4096, progress=False)
+    predict_scene([model], src, tmp_path / "many.tif", inp, window=128, chunk=50, progress=False,
+                  probs_path=tmp_path / "many.probs.tif")
+    with rasterio.open(tmp_path / "one.tif") as a, rasterio.open(tmp_path / "many.tif") as b:
+        one, many = a.read(1), b.read(1)
+    assert (one == many).mean() > 0.999
+    assert (one == lab).mean() > 0.95  # and the classes are the right ones
+    with rasterio.open(tmp_path / "many.probs.tif") as p:
+        probs = p.read()
+    assert probs.shape == (3, 300, 300) and np.abs(probs.astype(int).sum(0) - 255).max() <= 3
