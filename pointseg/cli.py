@@ -98,12 +98,17 @@ def _predict(args) -> int:
 
 def _points(args) -> int:
     from .data.dataset import DatasetSpec
-    from .data.raster import decode_mask
     from .points import image_seed, sample_points
 
     spec = DatasetSpec.load(args.dataset)
-    mask = decode_mask(args.mask, list(spec.class_colors), list(spec.ignore_colors))
+    mask = spec.decode_mask(Path(args.mask))
     pts = sample_points(mask, args.n_per_class, args.strategy, image_seed(args.seed, Path(args.mask).name))
+    if args.geojson:  # to look at them in QGIS, over the image they were clicked on
+        from .annotations import write_geojson
+
+        n = write_geojson(args.geojson, pts, list(spec.class_names), args.like or args.mask)
+        print(f"{args.geojson}: {n} points", file=sys.stderr)
+        return 0
     rows, cols = (pts != 255).nonzero()
     print("row,col,class")
     for r, c in zip(rows, cols):
@@ -146,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n-per-class", type=int, default=10)
     s.add_argument("--strategy", default="class_balanced")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--geojson", help="write the clicks as GeoJSON points here (for QGIS) instead of CSV")
+    s.add_argument("--like", help="the image the clicks belong to, for its CRS and transform (default: the mask)")
     s.set_defaults(func=_points)
     return p
 

@@ -39,6 +39,12 @@ class PointsConfig:
     n_per_class: int = 10  # clicks per class present in each image
     strategy: Literal["uniform", "class_balanced", "interior"] = "class_balanced"
     seed: int | None = None  # None = the run seed
+    # simulated: drawn from the dense masks; file: real clicks from points.file (GeoJSON or CSV, see
+    # pointseg/annotations.py); the masks are then used for metrics only
+    source: Literal["simulated", "file"] = "simulated"
+    file: str | None = None
+    crs: str | None = None  # the CRS of a CSV's x,y columns (e.g. EPSG:32640)
+    class_property: str = "class"  # the GeoJSON property holding a point's class (name or 0-based index)
 
 
 @dataclass

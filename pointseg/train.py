@@ -32,7 +32,7 @@ from .config import Config, ConfigError, load_config, save_config
 from .data.crops import CropSampler, photometric_jitter
 from .data.bands import BandNorm
 from .data.dataset import DatasetSpec, Scene, fit_band_norm, load_scenes
-from .data.raster import IGNORE_INDEX
+from .data.raster import IGNORE_INDEX, DataError
 from .export import code_version, export_path, export_run
 from .infer import scene_confusions
 from .io import atomic_torch_save, read_jsonl, write_json, write_jsonl
@@ -226,6 +226,30 @@ def check_protocol(cfg: Config) -> None:
         raise ConfigError(f"eval.val_every must be >= 1, got {cfg.eval.val_every}")
 
 
+def file_targets(cfg: Config, train: list[Scene], val: list[Scene], test: list[Scene]):
+    """Real clicks from ``points.file``: (train label maps, val label maps, record, one row per input click)."""
+    from .annotations import place, read_clicks
+
+    p = cfg.points
+    if not p.file:
+        raise ConfigError("points.source=file needs points.file (a .geojson or .csv of clicked points)")
+    spec = DatasetSpec.load(cfg.data.dataset)
+    clicks = read_clicks(p.file, list(spec.class_names), p.crs, p.class_property)
+    maps, rows, counts = place(clicks, {"train": train, "val": val, "test": test}, p.file)
+    used = counts.get("train", 0)
+    if used == 0:
+        raise DataError(f"{p.file}: none of its {len(clicks)} points lands on a training image ({counts})")
+    unused = {k: v for k, v in counts.items() if k != "train"}
+    if unused:
+        log.warning("%s: %d of %d points are not trained on: %s (the run's points.csv lists each)", p.file,
+                    len(clicks) - used, len(clicks), unused)
+    if cfg.eval.select == "val_points" and not counts.get("val"):
+        raise ConfigError(f"eval.select=val_points needs clicks on the val images, and {p.file} has none there")
+    info = {"supervision": "points", "source": "file", "file": str(p.file), "clicks": len(clicks),
+            "status": counts, "points_total": used, "images": len(train)}
+    return maps["train"], maps["val"], info, rows
+
+
 def val_point_maps(cfg: Config, scenes: list[Scene]) -> list[np.ndarray]:
     """Clicks on the val tile, drawn like the training points (same budget and strategy, their own seed)."""
     p = cfg.points
@@ -242,13 +266,21 @@ def _prepare(cfg: Config, run_dir: Path, progress: bool) -> _Run:
     spec = DatasetSpec.load(cfg.data.dataset)
     # read (and check) the data before creating the run directory: bad input leaves no half-made run behind
     train_scenes, val_scenes, test_scenes = (load_split(cfg, s) for s in ("train", "val", "test"))
+    from_file = cfg.points.source == "file" and cfg.points.supervision == "points"
+    if from_file:  # read and place the clicks before the run directory exists, too
+        targets, val_maps, points_info, click_rows = file_targets(cfg, train_scenes, val_scenes, test_scenes)
+    else:
+        targets, points_info = make_targets(cfg, train_scenes)
+        val_maps = val_point_maps(cfg, val_scenes)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
-
-    targets, points_info = make_targets(cfg, train_scenes)
     points_info["code"] = code_version()
     write_json(run_dir / "points.json", points_info)
-    if points_info["supervision"] == "points":
+    if from_file:
+        from .annotations import save_click_table
+
+        save_click_table(run_dir / "points.csv", click_rows)
+    elif points_info["supervision"] == "points":
         save_points(run_dir / "points.csv", [s.name for s in train_scenes], targets)
 
     style = None
@@ -283,7 +315,7 @@ def _prepare(cfg: Config, run_dir: Path, progress: bool) -> _Run:
             teacher = Teacher(model, cfg.semi)
     r = _Run(cfg, run_dir, device, spec, model, PartialFocalCE(cfg.loss.gamma, IGNORE_INDEX,
              cfg.loss.class_weights).to(device), opt, sched, teacher, None, torch.Generator().manual_seed(cfg.seed),
-             style, val_scenes, val_point_maps(cfg, val_scenes), test_scenes, points_info, norm=band_norm(cfg))
+             style, val_scenes, val_maps, test_scenes, points_info, norm=band_norm(cfg))
     _resume(r)
     r.batches = sampler.batches(skip_samples=r.start_epoch * cfg.train.steps_per_epoch * cfg.train.batch_size)
     if cfg.wandb.mode != "disabled":

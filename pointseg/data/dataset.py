@@ -190,6 +190,7 @@ class Scene:
     mask: np.ndarray  # h×w uint8 class ids at the working scale (nearest neighbour)
     full_mask: np.ndarray = field(repr=False)  # H×W uint8 at the original resolution
     points: np.ndarray | None = None  # h×w int64 sparse label map, set by the point sampler
+    valid: np.ndarray | None = None  # h×w bool at the working scale, False on no-data; None = all valid
 
 
 def _group_lists(raw: Any, path: Path) -> tuple[tuple[str, tuple[str, ...]], ...]:
@@ -252,6 +253,7 @@ def load_scene(spec: DatasetSpec, image: Path, mask: Path, group: str, scale: fl
         image=resize_image(img, size),
         mask=resize_nearest(full, size),
         full_mask=full,
+        valid=None if valid.all() else resize_nearest(valid, size),
     )
 
 
