@@ -100,3 +100,20 @@ def test_every_real_mask_decodes_with_the_source_table():
     share = counts[:5] / counts.sum()
     assert counts.sum() == 99_032_243
     assert share[1] == pytest.approx(0.524, abs=0.002)  # Land (unpaved), 52.4 % in SOURCE.md
+
+
+ROADS = REAL_DATA.parent / "massachusetts-roads-sample"
+
+
+@pytest.mark.skipif(not (ROADS / "images").is_dir(), reason="roads sample not under data/ (make data links it)")
+def test_roads_sample_reads_through_its_dataset_yaml_alone():
+    """The second data set (binary 0/255 masks, white no-data, a file-list split): every mask decodes through the
+    value table, the split is 20/5/5, and white borders are ignored, not learned as background."""
+    spec = DatasetSpec.load("massachusetts-roads")
+    samples = spec.list_samples(ROADS)
+    assert [sum(g == s for *_, g in samples) for s in ("train", "val", "test")] == [20, 5, 5]
+    for _, mask, _ in samples:
+        assert set(np.unique(spec.decode_mask(mask))) <= {0, 1}
+    scene = load_scenes(spec, ["val"], root=ROADS)[0]
+    white = (scene.image == 255).all(axis=2)
+    assert white.any() and (scene.full_mask[white] == 255).all()

@@ -1,6 +1,7 @@
-"""`make data`: put the Dubai aerial data set under data/dubai-aerial.
+"""`make data`: put the Dubai aerial data set under data/dubai-aerial (and, when a shared copy exists, the
+Massachusetts roads sample under data/massachusetts-roads-sample, the second, optional data set).
 
-Where a shared copy exists (../shared/data/dubai-aerial, or $POINTSEG_DATA), link it; otherwise say how to get
+Where a shared copy exists (../shared/data/<name>, or $POINTSEG_DATA for Dubai), link it; otherwise say how to get
 the public download (Kaggle requires a login, so it is not fetched behind the user's back).
 """
 
@@ -14,7 +15,20 @@ NAME = "dubai-aerial"
 URL = "https://www.kaggle.com/datasets/humansintheloop/semantic-segmentation-of-aerial-imagery"
 
 
+ROADS = "massachusetts-roads-sample"
+
+
+def link_optional(name: str, marker: str) -> None:
+    """Link ../shared/data/<name> when it is there; say nothing otherwise (the data set is optional)."""
+    target, shared = Path("data") / name, Path("..") / "shared" / "data" / name
+    if not target.exists() and (shared / marker).is_dir():
+        target.parent.mkdir(exist_ok=True)
+        target.symlink_to(shared.resolve(), target_is_directory=True)
+        print(f"{target} -> {shared.resolve()}")
+
+
 def main() -> int:
+    link_optional(ROADS, "images")
     target = Path("data") / NAME
     if target.exists():
         print(f"{target}: present")
