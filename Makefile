@@ -9,7 +9,7 @@ SEEDS ?= 0 1 2
 FILE ?= experiments/studies/convergence.yaml
 PARTS ?=
 
-.PHONY: help setup data test test-all demo bench sweep report experiments study ablations clean
+.PHONY: help setup data test test-all demo bench bench-predict sweep report experiments study ablations clean
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
@@ -37,6 +37,9 @@ demo: setup data  ## the main job: train from 10 points per class on Dubai, eval
 
 bench: setup data  ## pfCE vs cross-entropy speed, trainer vs bare loop throughput
 	$(PY) -m analysis.bench
+
+bench-predict: setup  ## whole-scene predict on 16 and 100 Mpx scenes: time, Mpx/s, peak memory
+	$(PY) -m analysis.bench_predict
 
 experiments: setup data  ## label-efficiency study: 1/5/10/20 clicks per class vs full masks, seeds $(SEEDS) (resumable)
 	$(PY) -m analysis.run_experiments --seeds $(SEEDS)

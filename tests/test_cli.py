@@ -35,11 +35,16 @@ def test_train_evaluate_predict(fake_dataset, tmp_path):
     final = json.loads((run / "final.json").read_text())
     assert json.loads((tmp_path / "t.json").read_text())["test/miou"] == pytest.approx(final["test/group/3/miou"])
     image = fake_dataset.parent / "Tile 3" / "images" / "image_part_001.tif"
-    r = _cli("predict", str(run), "--inputs", str(image), "--output", str(tmp_path / "pred"), "--tta")
+    r = _cli("predict", str(run), "--inputs", str(image), "--output", str(tmp_path / "pred"), "--tta", "--probs")
     assert r.returncode == 0, r.stderr
+    assert "ERROR" not in r.stderr  # no stray GDAL error line on a clean run
     with rasterio.open(tmp_path / "pred" / "image_part_001.tif") as d, rasterio.open(image) as s:
-        assert (d.height, d.width) == (s.height, s.width) and d.crs == s.crs
+        assert (d.height, d.width) == (s.height, s.width) and d.crs == s.crs and d.transform == s.transform
         assert d.read(1).max() < 5
+    with rasterio.open(tmp_path / "pred" / "image_part_001.probs.tif") as p:
+        assert p.count == 5
+    r = _cli("predict", str(run), "--inputs", str(image), "--output", str(tmp_path / "pred"))
+    assert r.returncode == 2 and "exists; pass --overwrite" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_bad_key_is_one_clear_error():
@@ -62,3 +67,10 @@ def test_points_command_prints_the_clicks(fake_dataset):
     assert rows[0] == "row,col,class" and 2 <= len(rows) - 1 <= 10  # up to 2 per class present, 5 classes
     assert r.stdout == _cli("points", str(mask), "--dataset", str(fake_dataset), "--n-per-class", "2",
                             "--seed", "3").stdout  # same seed, same clicks
+    image = fake_dataset.parent / "Tile 3" / "images" / "image_part_001.tif"  # georeferenced
+    mask3 = fake_dataset.parent / "Tile 3" / "masks" / "image_part_001.png"
+    r = _cli("points", str(mask3), "--dataset", str(fake_dataset), "--n-per-class", "2", "--geojson",
+             str(mask.parent.parent.parent / "clicks.geojson"), "--like", str(image))
+    assert r.returncode == 0, r.stderr
+    doc = json.loads((mask.parent.parent.parent / "clicks.geojson").read_text())
+    assert doc["crs"]["properties"]["name"] == "EPSG:32640" and doc["features"][0]["geometry"]["type"] == "Point"
