@@ -183,7 +183,7 @@ def partial_focal_ce(
     # Work on the labelled pixels only (M×C, classes on the contiguous last axis): with point labels M is a
     # tiny fraction of N·H·W, so the loss costs less than a dense cross-entropy over the whole batch.
     if n_labelled == 0:
-        return logits.sum() * 0.0  # no labelled pixel: 0 with a graph (zero gradients), never 0/0 = NaN
+        return logits.float().sum() * 0.0  # no labelled pixel: 0 (float32, like any other value) with a graph
     n, _, h, w_ = logits.shape
     pos = labelled.reshape(-1).nonzero().squeeze(1)  # once: boolean indexing would search again in backward
     x = logits.reshape(n, n_classes, h * w_)[pos // (h * w_), :, pos % (h * w_)].float()  # M×C, float32
