@@ -7,6 +7,8 @@ from pathlib import Path
 import torch
 
 from .config import Config, config_from_dict
+from .data.raster import DataError
+from .io import CorruptFileError, load_checkpoint_file
 from .models import SegmentationModel, build_model
 
 
@@ -22,7 +24,10 @@ def checkpoint_path(path: str | Path) -> Path:
 def load_model(path: str | Path, device="cpu") -> tuple[SegmentationModel, Config, dict]:
     """(model, its config, the raw checkpoint) — weights are not downloaded again: the checkpoint has them."""
     p = checkpoint_path(path)
-    ckpt = torch.load(p, map_location=device, weights_only=False)
+    try:
+        ckpt = load_checkpoint_file(p, device)
+    except CorruptFileError as e:
+        raise DataError(str(e)) from None
     cfg = config_from_dict(ckpt["config"])
     in_channels = (ckpt.get("data") or {}).get("in_channels", 3)
     model = build_model(cfg.model.arch, cfg.model.encoder, ckpt["num_classes"], "none", cfg.model.decoder_channels,

@@ -12,15 +12,27 @@ from typing import Any
 import torch
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    path = Path(path)
+def _replace_atomically(path: Path, write) -> None:
+    """``write(tmp)`` then rename over ``path``; a failed write (full disk, read-only) removes its temp file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _write_text(tmp: Path, text: str) -> None:
     with open(tmp, "w") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
-    tmp.replace(path)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    _replace_atomically(Path(path), lambda tmp: _write_text(tmp, text))
 
 
 def _jsonable(obj: Any) -> Any:
@@ -47,7 +59,19 @@ def read_jsonl(path: str | Path) -> list[dict]:
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+    _replace_atomically(Path(path), lambda tmp: torch.save(obj, tmp))
+
+
+def load_checkpoint_file(path: str | Path, map_location="cpu") -> dict:
+    """torch.load with one clear error for a truncated or corrupt file (a full disk, a copy cut short)."""
+    import pickle
+    import zipfile
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as e:
+        raise CorruptFileError(f"{path}: truncated or corrupt checkpoint ({str(e)[:120]})") from e
+
+
+class CorruptFileError(ValueError):
+    """A stored file that cannot be read back; the message names it."""

@@ -14,6 +14,7 @@ and, with ``export_dir`` set, a small committable copy of what it measured: <exp
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import logging
@@ -35,11 +36,12 @@ from .data.dataset import DatasetSpec, Scene, fit_band_norm, load_scenes
 from .data.raster import IGNORE_INDEX, DataError
 from .export import code_version, export_path, export_run
 from .infer import scene_confusions
-from .io import atomic_torch_save, read_jsonl, write_json, write_jsonl
+from .io import CorruptFileError, atomic_torch_save, load_checkpoint_file, read_jsonl, write_json, write_jsonl
 from .losses import PartialFocalCE
 from .metrics import scores
 from .models import build_model
 from .points import image_seed, sample_points, save_points
+from .runlock import RunLock, RunLockedError
 
 log = logging.getLogger("pointseg")
 
@@ -200,6 +202,7 @@ class _Run:
     train_images: int = 0
     last_logits: torch.Tensor | None = None
     norm: BandNorm | None = None
+    lock: Any = None
 
     def data_record(self) -> dict[str, Any]:
         """What predict needs to read a new scene as training read its own (stored in best.pt)."""
@@ -273,6 +276,18 @@ def _prepare(cfg: Config, run_dir: Path, progress: bool) -> _Run:
         targets, points_info = make_targets(cfg, train_scenes)
         val_maps = val_point_maps(cfg, val_scenes)
     run_dir.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(run_dir).acquire()  # the same run launched twice: the second stops here, writing nothing
+    try:
+        return _prepare_locked(cfg, run_dir, progress, spec, device, train_scenes, val_scenes, test_scenes,
+                               targets, val_maps, points_info, click_rows if from_file else None, lock)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _prepare_locked(cfg, run_dir, progress, spec, device, train_scenes, val_scenes, test_scenes, targets,
+                    val_maps, points_info, click_rows, lock) -> _Run:
+    from_file = click_rows is not None
     save_config(cfg, run_dir / "config.yaml")
     points_info["code"] = code_version()
     write_json(run_dir / "points.json", points_info)
@@ -315,7 +330,7 @@ def _prepare(cfg: Config, run_dir: Path, progress: bool) -> _Run:
             teacher = Teacher(model, cfg.semi)
     r = _Run(cfg, run_dir, device, spec, model, PartialFocalCE(cfg.loss.gamma, IGNORE_INDEX,
              cfg.loss.class_weights).to(device), opt, sched, teacher, None, torch.Generator().manual_seed(cfg.seed),
-             style, val_scenes, val_maps, test_scenes, points_info, norm=band_norm(cfg))
+             style, val_scenes, val_maps, test_scenes, points_info, norm=band_norm(cfg), lock=lock)
     _resume(r)
     r.batches = sampler.batches(skip_samples=r.start_epoch * cfg.train.steps_per_epoch * cfg.train.batch_size)
     if cfg.wandb.mode != "disabled":
@@ -330,7 +345,11 @@ def _resume(r: _Run) -> None:
     last_path = r.run_dir / "last.pt"
     if not last_path.exists():
         return
-    state = torch.load(last_path, map_location=r.device, weights_only=False)
+    try:
+        state = load_checkpoint_file(last_path, r.device)
+    except CorruptFileError as e:
+        raise TrainingError(f"{e}. It is the state to resume from; delete it to train this run again from the "
+                            "start (the finished epochs' metrics.jsonl is kept)") from None
     r.model.load_state_dict(state["model"])
     r.opt.load_state_dict(state["optimizer"])
     r.sched.load_state_dict(state["scheduler"])
@@ -484,10 +503,27 @@ def _val_panels(r: _Run, n: int = 2) -> list[tuple[np.ndarray, str]]:
     return out
 
 
+# a full disk, a read-only or foreign folder: the user's to fix, then the same command resumes
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
+
+
 def fit(cfg: Config, run_dir: str | Path | None = None, callback: EpochCallback | None = None,
         progress: bool = True) -> RunResult:
     """Train, pick the weights by ``eval.select``, test them. Resumes a killed run; a finished one is returned."""
     run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
+    try:
+        return _fit(cfg, run_dir, callback, progress)
+    except RunLockedError as e:
+        raise TrainingError(str(e)) from None
+    except OSError as e:
+        if e.errno not in _STORAGE_ERRNOS:
+            raise
+        raise TrainingError(f"{e.filename or run_dir}: cannot write ({e.strerror}). Every file is written whole or "
+                            "not at all, and what finished is kept: free space or fix the permissions, then run "
+                            "the same command again to resume") from e
+
+
+def _fit(cfg: Config, run_dir: Path, callback: EpochCallback | None, progress: bool) -> RunResult:
     final_path = run_dir / "final.json"
     check_protocol(cfg)
     check_same_run(cfg, run_dir)
@@ -525,6 +561,8 @@ def fit(cfg: Config, run_dir: str | Path | None = None, callback: EpochCallback 
         if r.tracker:
             r.tracker.finish(exit_code=1)
         raise
+    finally:
+        r.lock.release()
     if r.tracker:
         r.tracker.finish()
     return RunResult(run_dir, final, r.history)
