@@ -82,7 +82,7 @@ def make_storage(study: Study) -> RDBStorage:
         try:
             with _schema_lock(url), _experimental_ok():
                 return RDBStorage(url, heartbeat_interval=study.heartbeat_interval, grace_period=study.grace_period,
-                                  heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
+                                  heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=study.max_retry),
                                   engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None)
         except Exception as e:  # sqlalchemy's OperationalError and friends: name the URL, not a stack
             if _schema_race(e) and attempt < 4:

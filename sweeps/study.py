@@ -18,7 +18,7 @@ class SweepError(ValueError):
 
 
 _STUDY_KEYS = {"name", "base_config", "overrides", "sampler", "seed", "objective", "direction", "seeds_per_config",
-               "trials", "pruner", "space", "storage", "heartbeat_interval", "grace_period", "out_dir"}
+               "trials", "pruner", "space", "storage", "heartbeat_interval", "grace_period", "max_retry", "out_dir"}
 
 
 @dataclass
@@ -37,6 +37,7 @@ class Study:
     storage: str | None = None
     heartbeat_interval: int = 30
     grace_period: int = 120
+    max_retry: int = 1  # a trial whose worker died is retried this many times (its run resumes where it stopped)
     out_dir: str = "runs/sweeps"
 
     @classmethod

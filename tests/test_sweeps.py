@@ -214,3 +214,69 @@ def test_workers_creating_the_schema_at_once(tmp_path, fake_dataset, postgres):
     for p in procs:
         p.join(timeout=60)
     assert results == ["ok"] * 6, results
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def _cell_table(study: Study) -> dict[str, float]:
+    """cell → its objective and its test mIoU (flat, for pytest.approx)."""
+    done = [t for t in _trials(study) if t.state == TrialState.COMPLETE]
+    table = {f"{t.user_attrs['grid_cell']} value": t.value for t in done}
+    table.update({f"{t.user_attrs['grid_cell']} test": t.user_attrs["test/miou"] for t in done})
+    return table
+
+
+def test_chaos_random_sigkills_of_workers(tmp_path, fake_dataset):
+    """8 short trials, 2 workers on SQLite; a watchdog SIGKILLs a random worker (the driver included) three times
+    and the sweep is launched again until it ends. Every cell completes exactly once, every run directory is whole,
+    and the table equals an undisturbed run's."""
+    import random
+
+    space = {"points.n_per_class": {"choices": [1, 2, 3, 4]}, "loss.gamma": {"choices": [0.0, 2.0]}}
+    (tmp_path / "calm").mkdir()
+    (tmp_path / "chaos").mkdir()
+    calm = _study_file(tmp_path / "calm", fake_dataset, name="calm", space=space)
+    chaos = _study_file(tmp_path / "chaos", fake_dataset, name="chaos", space=space, heartbeat_interval=1,
+                        grace_period=3, max_retry=4)
+    p = _run_sweep(calm, "--workers", "2")
+    out, _ = p.communicate(timeout=600)
+    assert p.returncode == 0, out
+    rng = random.Random(0)
+    groups, kills, deadline = [], 0, time.time() + 600
+    p = _run_sweep(chaos, "--workers", "2")
+    groups.append(p.pid)
+    while kills < 3 and p.poll() is None and time.time() < deadline:
+        time.sleep(rng.uniform(3, 8))
+        kids = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True, text=True).stdout.split()
+        victim = rng.choice([p.pid, *map(int, kids)])
+        try:
+            os.kill(victim, signal.SIGKILL)
+            kills += 1
+        except ProcessLookupError:
+            pass
+        if victim == p.pid:  # the driver died (its other worker may run on, orphaned): launch the sweep again
+            p.wait()
+            p = _run_sweep(chaos, "--workers", "2")
+            groups.append(p.pid)
+    while True:  # relaunch until a driver finishes the study
+        out, _ = p.communicate(timeout=max(1, deadline - time.time()))
+        if p.returncode == 0:
+            break
+        p = _run_sweep(chaos, "--workers", "2")
+        groups.append(p.pid)
+    while any(_group_alive(g) for g in groups) and time.time() < deadline:  # orphaned workers end on their own
+        time.sleep(0.5)
+    assert kills == 3
+    calm_s, chaos_s = Study.load(calm), Study.load(chaos)
+    _assert_each_cell_once(chaos_s)
+    assert _cell_table(chaos_s) == pytest.approx(_cell_table(calm_s))
+    run_dirs = glob.glob(str(tmp_path / "chaos" / "sweeps" / "chaos" / "*" / "seed0"))
+    assert len(run_dirs) == 8
+    for d in run_dirs:
+        assert (Path(d) / "final.json").exists() and not glob.glob(f"{d}/**/*.tmp", recursive=True)
