@@ -15,6 +15,7 @@ on 2 cores, any other job running at the same time distorts them several-fold.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import sys
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pointseg.checkpoint import load_model
+from pointseg.checkpoint import checkpoint_path, load_model
 from pointseg.config import load_config
 from pointseg.data.dataset import DatasetSpec
 from pointseg.data.style import HistogramStyle
@@ -65,17 +66,30 @@ def _shift(image: np.ndarray, kind: str) -> np.ndarray:
     return np.clip(x, 0, 255).astype(np.uint8)
 
 
-def _eval(key: str, run_dirs: list[Path], tta: bool = False, shift: str | None = None) -> dict:
-    """Test metrics of one checkpoint (or an ensemble), cached under runs/ablations/evals/<key>.json."""
-    path = OUT / "evals" / f"{key}.json"
-    if path.exists():
-        return json.loads(path.read_text())
+def eval_cache_key(name: str, run_dirs: list[Path], settings: dict) -> str:
+    """``<name>-<sha256 of the checkpoints' bytes and the eval settings>``: a retrained checkpoint or another
+    setting (TTA, window, test tiles, a style shift) never returns a stale number cached under the same name."""
+    h = hashlib.sha256()
+    for d in run_dirs:
+        h.update(hashlib.sha256(checkpoint_path(d).read_bytes()).digest())
+    h.update(json.dumps(settings, sort_keys=True).encode())
+    return f"{name}-{h.hexdigest()[:16]}"
+
+
+def _eval(name: str, run_dirs: list[Path], tta: bool = False, shift: str | None = None) -> dict:
+    """Test metrics of one checkpoint (or an ensemble), cached under runs/ablations/evals/<name>-<digest>.json."""
     models, style, cfg = [], None, None
     for d in run_dirs:
         m, c, ckpt = load_model(d)
         models.append(m)
         cfg = cfg or c
         style = style or HistogramStyle.from_state(ckpt.get("style"))
+    e = cfg.eval
+    settings = {"tta": tta, "shift": shift, "window": e.window, "overlap": e.overlap, "test": cfg.data.test_groups,
+                "scale": cfg.data.scale, "dataset": cfg.data.dataset}
+    path = OUT / "evals" / f"{eval_cache_key(name, run_dirs, settings)}.json"
+    if path.exists():
+        return json.loads(path.read_text())
     spec = DatasetSpec.load(cfg.data.dataset)
     scenes = load_split(cfg, "test")
     if shift:

@@ -103,3 +103,16 @@ def test_verdict_numbers_are_read_from_the_exports_never_typed():
     assert text == "a is 0.500, b − a is -0.050."
     with pytest.raises(KeyError, match="no export of cell 'c'"):
         report.fill_numbers("{c:val/miou}", df)
+
+
+def test_eval_cache_key_follows_the_checkpoint_bytes_and_the_settings(tmp_path):
+    from analysis.ablations import eval_cache_key
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.pt").write_bytes(b"weights v1")
+    k1 = eval_cache_key("plain-s0", [run], {"tta": False})
+    assert k1.startswith("plain-s0-") and k1 == eval_cache_key("plain-s0", [run], {"tta": False})
+    assert eval_cache_key("plain-s0", [run], {"tta": True}) != k1  # another setting, another entry
+    (run / "best.pt").write_bytes(b"weights v2")  # retrained under the same name
+    assert eval_cache_key("plain-s0", [run], {"tta": False}) != k1
