@@ -110,7 +110,45 @@ def per_class_figure(study: StudyFile, recs: list[dict], out: Path) -> str:
     return _save(fig, out, f"{study.name}-per-class.png")
 
 
-FIGURES = {"convergence": [convergence_figure], "label-efficiency": [budget_figure, per_class_figure]}
+def cells_figure(study: StudyFile, recs: list[dict], out: Path) -> str:
+    """The study's metric per cell: one dot per seed and the mean with a 95 % bootstrap interval over seeds."""
+    df = frame(recs)
+    labels = {c.id: c.label for c in study.cells}
+    df["cell label"] = df.cell.map(labels).fillna(df.cell)
+    order = [labels[c.id] for c in study.cells if c.id in set(df.cell)]
+    name = {"test/miou": "test mIoU (tiles " + "+".join(Config().data.test_groups) + ")", "val/miou": "val mIoU (dense)"}
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(order)), 3.6))
+    sns.pointplot(df, x="cell label", y=study.metric, order=order, errorbar=("ci", 95), seed=0, linestyle="none",
+                  capsize=0.15, color="0.2", ax=ax)
+    sns.stripplot(df, x="cell label", y=study.metric, order=order, hue="seed", palette="tab10", size=6, ax=ax)
+    ax.set(xlabel="", ylabel=name.get(study.metric, study.metric),
+           title=f"{study.name}: each seed (dots) and the mean with its 95 % interval")
+    ax.legend(title="seed", bbox_to_anchor=(1.01, 1), loc="upper left")
+    ax.tick_params(axis="x", labelrotation=15)
+    return _save(fig, out, f"{study.name}-cells.png")
+
+
+def confusion_figure(study: StudyFile, recs: list[dict], out: Path) -> str:
+    """Row-normalised test confusion matrix (all seeds and test images pooled) of the reference and of the
+    cell compared with it last in the study file."""
+    from .results import confusions
+
+    cells = [c for c in study.cells if any(r["cell"] == c.id for r in recs)]
+    shown = [c for c in cells if c.id == study.reference] + [c for c in cells if c.id != study.reference][-1:]
+    names = [k.removeprefix("test/iou/") for k in recs[0]["final"] if k.startswith("test/iou/")]
+    fig, axes = plt.subplots(1, len(shown), figsize=(5.4 * len(shown), 4.2), squeeze=False,
+                             gridspec_kw={"wspace": 0.45})
+    for ax, c in zip(axes[0], shown):
+        mat = confusions(recs, c.id).sum(axis=(0, 1))
+        norm = mat / np.maximum(mat.sum(1, keepdims=True), 1)
+        sns.heatmap(norm, annot=True, fmt=".2f", cmap="Blues", vmin=0, vmax=1, cbar=False, ax=ax,
+                    xticklabels=names, yticklabels=names)
+        ax.set(title=c.label, xlabel="predicted", ylabel="true")
+    fig.suptitle("Test confusion (rows sum to 1; all seeds and test images)", y=1.02)
+    return _save(fig, out, f"{study.name}-confusion.png")
+
+
+FIGURES = {"convergence": [convergence_figure], "label-efficiency": [budget_figure, per_class_figure, confusion_figure]}
 
 
 def study_section(study: StudyFile, out: Path, root: Path) -> list[str]:
@@ -132,7 +170,7 @@ def study_section(study: StudyFile, out: Path, root: Path) -> list[str]:
     md += [f"Code versions of these runs: {', '.join(f'`{c}`' for c in commits)}.", "",
            "**Results.**", "",
            study_table(study.name, study.reference, study.metric, root).to_markdown(index=False), ""]
-    for fig in FIGURES.get(study.name, []):
+    for fig in FIGURES.get(study.name, [cells_figure]):
         md += [f"![{study.name}]({fig(study, recs, out)})", ""]
     verdict = study.raw.get("verdict")
     md += ["**Verdict.** " + (fill_numbers(verdict.strip(), frame(recs)) if verdict else
