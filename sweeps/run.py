@@ -180,6 +180,9 @@ def _counts(s: optuna.Study, grid: bool) -> dict[str, int]:
 
 def worker(study: Study, progress: bool = True) -> None:
     """Run trials until the study's budget is spent (grid: every cell finished)."""
+    if study.seeds_per_config < 2:
+        log.warning("%s: seeds_per_config=%d: each trial's value rests on one seed; set 3 for a result to report",
+                    study.name, study.seeds_per_config)
     storage = make_storage(study)
     s = open_study(study, storage)
     objective = make_objective(study)
