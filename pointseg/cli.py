@@ -56,11 +56,16 @@ def _evaluate(args) -> int:
 
     device = resolve_device(args.device)
     models, cfg, style, ckpt = _load_models(args.checkpoints, device)
+    if args.dataset:  # another data set (YAML) than the one trained on, e.g. a new region with the same classes
+        cfg.data.dataset = args.dataset
     if args.root:
         cfg.data.root = args.root
     if args.groups:  # e.g. one test tile of the split
         setattr(cfg.data, f"{args.split}_groups", list(args.groups))
     spec = DatasetSpec.load(cfg.data.dataset)
+    if ckpt.get("class_names") and list(ckpt["class_names"]) != list(spec.class_names):
+        raise DataError(f"{args.checkpoints[0]}: trained on classes {ckpt['class_names']}, but the data set "
+                        f"{cfg.data.dataset} now has {list(spec.class_names)}; its numbers would be wrong")
     from .data.bands import BandNorm
 
     data = ckpt.get("data") or {}
@@ -133,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         e.add_argument("--device", default="auto")
         if name == "evaluate":
             e.add_argument("--split", default="test", choices=["train", "val", "test"])
+            e.add_argument("--dataset", help="dataset YAML (default: the one trained on); its classes must match")
             e.add_argument("--root", help="data folder (default: the one in the run's config)")
             e.add_argument("--groups", nargs="+", help="only these groups (tiles) of the split, e.g. --groups 8")
             e.add_argument("--output", help="write the metrics as JSON here")

@@ -53,7 +53,7 @@ def _train(multiband, tmp_path, *extra):
     return fit(cfg, progress=False)
 
 
-def test_multiband_uint16_trains_and_predicts_whole_scenes(multiband, tmp_path):
+def test_multiband_uint16_trains_and_predicts_whole_scenes(multiband, tmp_path, capsys):
     res = _train(multiband, tmp_path)
     ckpt = torch.load(res.run_dir / "best.pt", weights_only=False)
     data = ckpt["data"]
@@ -75,6 +75,13 @@ def test_multiband_uint16_trains_and_predicts_whole_scenes(multiband, tmp_path):
     direct = predict_probs(model, inp.norm.to_uint8(raw), 128, 0.25, 2).argmax(0).numpy()
     agree = (direct == labels)[valid].mean()
     assert agree > 0.97, agree
+    # evaluating it on a data set of another class table is refused, naming the checkpoint
+    from pointseg.cli import main
+
+    fake = tmp_path / "other.yaml"
+    fake.write_text(multiband.read_text().replace("name: roof", "name: tree"))
+    assert main(["evaluate", str(res.run_dir), "--dataset", str(fake), "--root", str(multiband.parent)]) == 2
+    assert "trained on classes ['background', 'road', 'roof']" in capsys.readouterr().err
     # an output that exists is refused, and nothing is written over it
     with pytest.raises(DataError, match="pred.tif: exists; pass --overwrite"):
         predict_scene([model], src, dst, inp, window=128, chunk=32, progress=False)
