@@ -207,6 +207,36 @@ def bench_section(path: Path) -> list[str]:
     return [f"## Speed (`make bench`, torch {b['torch']}, {b['threads']} threads)", "", markdown_table(b["rows"]), ""]
 
 
+def byo_section(root: Path) -> list[str]:
+    """The bring-your-own runs (exports outside any study, e.g. results/roads/seed0.json) and the predict bench."""
+    md = []
+    runs = sorted(root.glob("*/seed*.json"))  # a study's runs sit one folder deeper: <study>/<cell>/seed<k>.json
+    if runs:
+        md += ["## Bring your own data", "",
+               "Runs on other data sets than Dubai, each described by its dataset YAML alone (exports outside the "
+               "studies):", "", "| run | data set | supervision | test mIoU | per class | test images |",
+               "|---|---|---|---|---|---|"]
+        for p in runs:
+            r = json.loads(p.read_text())
+            f, c = r["final"], r["config"]
+            sup = c["points"]["supervision"]
+            sup = f"{c['points']['n_per_class']} clicks/class/image" if sup == "points" else "full masks"
+            per = ", ".join(f"{k.removeprefix('test/iou/')} {v:.3f}" for k, v in f.items()
+                            if k.startswith("test/iou/") and v is not None)
+            md.append(f"| `{r['name']}` seed {r['seed']} | `{c['data']['dataset']}` | {sup} | {f['test/miou']:.3f} | "
+                      f"{per} | {len(f.get('test/per_image_confusion') or {})} |")
+        md += ["", "One seed each: an example of the path, not a study.", ""]
+    bench = root / "bench_predict.json"
+    if bench.exists():
+        from .bench_predict import markdown_table as predict_table
+
+        b = json.loads(bench.read_text())
+        md += ["## Whole-scene prediction (`make bench-predict`)", "",
+               "Each scene predicted in a fresh process, by blocks of "
+               f"{b['rows'][0]['chunk']} px; peak RSS is that process's own.", "", predict_table(b["rows"]), ""]
+    return md
+
+
 LIMITATIONS = [
     "## Limitations and threats to validity", "",
     "* One data set (Dubai aerial, 8 tiles); tiles differ in acquisition and style, so two test tiles are still a "
@@ -231,11 +261,14 @@ def build(out: Path, studies_dir: Path = Path("experiments/studies"), root: Path
     for path in sorted(studies_dir.glob("*.yaml"), key=lambda p: (p.stem != "convergence", p.stem)):
         md += study_section(StudyFile.load(path), out, root)
     md += bench_section(root / "bench.json")
+    md += byo_section(root)
     md += LIMITATIONS
     md += ["## Reproduce", "", "| what | command |", "|---|---|"]
     for path in sorted(studies_dir.glob("*.yaml")):
         md.append(f"| study `{path.stem}` | `python -m analysis.study {path}` |")
-    md += ["| speed table | `make bench` |", "| this report | `make report` |", ""]
+    md += ["| speed table | `make bench` |", "| whole-scene prediction table | `make bench-predict` |",
+           "| the roads run | `python -m pointseg train --config experiments/roads.yaml` |",
+           "| this report | `make report` |", ""]
     report = out / "REPORT.md"
     report.write_text("\n".join(md))
     return report

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -116,3 +117,20 @@ def test_eval_cache_key_follows_the_checkpoint_bytes_and_the_settings(tmp_path):
     assert eval_cache_key("plain-s0", [run], {"tta": True}) != k1  # another setting, another entry
     (run / "best.pt").write_bytes(b"weights v2")  # retrained under the same name
     assert eval_cache_key("plain-s0", [run], {"tta": False}) != k1
+
+
+def test_report_lists_runs_outside_studies_and_the_predict_bench(tmp_path):
+    import json
+    import shutil
+
+    from analysis.report import byo_section
+
+    src = next(Path("results").glob("*/*/seed0.json"))  # any committed export
+    (tmp_path / "roads").mkdir()
+    shutil.copy(src, tmp_path / "roads" / "seed0.json")
+    (tmp_path / "bench_predict.json").write_text(json.dumps({"rows": [
+        {"size": 4000, "mpx": 16.0, "seconds": 64.0, "mpx_per_s": 0.25, "peak_rss_mb": 1500.0, "chunk": 2048}]}))
+    text = "\n".join(byo_section(tmp_path))
+    rec = json.loads(src.read_text())
+    assert f"`{rec['name']}` seed 0" in text and f"{rec['final']['test/miou']:.3f}" in text
+    assert "| 4000×4000 | 16 | 64 | 0.25 | 1500 |" in text
