@@ -117,7 +117,10 @@ def main(argv=None) -> int:
     from pointseg.export import code_version
     from pointseg.io import write_json
 
-    write_json(args.out, {"rows": rows, "code": code_version()})
+    import os
+
+    threads = os.environ.get("OMP_NUM_THREADS") or str(os.cpu_count())
+    write_json(args.out, {"rows": rows, "threads": threads, "code": code_version()})
     print(markdown_table(rows))
     return 0
 
