@@ -170,12 +170,22 @@ def study_section(study: StudyFile, out: Path, root: Path) -> list[str]:
     md += [f"Code versions of these runs: {', '.join(f'`{c}`' for c in commits)}.", "",
            "**Results.**", "",
            study_table(study.name, study.reference, study.metric, root).to_markdown(index=False), ""]
+    ceiling = study.raw.get("ceiling")
+    if ceiling and ceiling in done_cells(recs):
+        table = study_table(study.name, ceiling, study.metric, root)
+        cols = ["cell", "seeds"] + [c for c in table.columns if c.startswith(("÷", "−"))]
+        md += [f"Against the ceiling (`{ceiling}`), paired by seed and test image:", "",
+               table[cols].to_markdown(index=False), ""]
     for fig in FIGURES.get(study.name, [cells_figure]):
         md += [f"![{study.name}]({fig(study, recs, out)})", ""]
     verdict = study.raw.get("verdict")
     md += ["**Verdict.** " + (fill_numbers(verdict.strip(), frame(recs)) if verdict else
                               "pending: the study has not finished all its runs (see the count above)."), ""]
     return md
+
+
+def done_cells(recs: list[dict]) -> set[str]:
+    return {r["cell"] for r in recs}
 
 
 def fill_numbers(text: str, df) -> str:
