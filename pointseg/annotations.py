@@ -216,13 +216,15 @@ def place(clicks: list[Click], splits: dict[str, list], path: str | Path) -> tup
 
 def save_click_table(path: str | Path, rows: list[dict]) -> None:
     """The run's points.csv for clicks from a file: every input click, where it landed and whether it was used."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["index", "image", "row", "col", "class", "status"])
-        w.writeheader()
-        w.writerows(rows)
-    tmp.replace(path)
+    import io
+
+    from .io import atomic_write_text
+
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=["index", "image", "row", "col", "class", "status"])
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
 
 
 def write_geojson(path: str | Path, points: np.ndarray, names: list[str], like: str | Path,

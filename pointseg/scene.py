@@ -78,10 +78,7 @@ def _scene_luts(path: Path, inp: SceneInput, chunk: int, height: int, width: int
         img = inp.norm.to_uint8(raw, str(path))[valid]
         h = np.stack([np.bincount(img[:, b], minlength=256) for b in range(img.shape[1])])
         hist = h if hist is None else hist + h
-    levels = np.linspace(0, 1, inp.style.reference.shape[1])
-    cdf = np.cumsum(hist, axis=1) / np.maximum(hist.sum(1, keepdims=True), 1)
-    return np.stack([np.interp(cdf[b], levels, inp.style.reference[0, :, b]) for b in range(hist.shape[0])]
-                    ).round().clip(0, 255).astype(np.uint8)
+    return inp.style.lut_from_histogram(hist)
 
 
 def _profile(src, count: int, block: int) -> dict:
@@ -115,7 +112,7 @@ def predict_scene(models, src_path: str | Path, dst_path: str | Path, inp: Scene
     with _open(src_path) as src:
         height, width = src.height, src.width
         profile = _profile(src, 1, 512 if min(height, width) >= 512 else 16)
-        probs_profile = {**_profile(src, 0, 512 if min(height, width) >= 512 else 16)}
+    probs_profile = dict(profile)  # its band count is set once the number of classes is known
     luts = _scene_luts(src_path, inp, chunk, height, width)
     # write beside the target and rename at the end: a killed predict leaves no half-written map
     tmps = [p.with_name(f".{p.name}.{os.getpid()}.tmp") for p in outs]
@@ -140,7 +137,7 @@ def predict_scene(models, src_path: str | Path, dst_path: str | Path, inp: Scene
                     continue
                 img = inp.norm.to_uint8(raw, str(src_path))
                 if luts is not None:
-                    img = np.stack([luts[b][img[..., b]] for b in range(img.shape[2])], axis=-1)
+                    img = inp.style.apply(img, luts)
                 small = resize_image(img, scaled_size(img.shape[:2], inp.scale))
                 probs = predict_probs(models, small, window, overlap, batch_size, tta, device)
                 if tuple(probs.shape[1:]) != img.shape[:2]:

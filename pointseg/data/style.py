@@ -39,14 +39,16 @@ class HistogramStyle:
 
     def lut(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """bands×256 uint8: each band's value → the reference value at the same quantile of the pooled ``images``."""
-        levels = np.linspace(0, 1, self.reference.shape[1])
         bands = self.reference.shape[2]
-        out = np.empty((bands, 256), np.uint8)
-        for b in range(bands):
-            hist = sum(np.bincount(im[..., b].ravel(), minlength=256) for im in images)
-            cdf = np.cumsum(hist) / hist.sum()
-            out[b] = np.interp(cdf, levels, self.reference[0, :, b]).round().clip(0, 255)
-        return out
+        return self.lut_from_histogram(np.stack([sum(np.bincount(im[..., b].ravel(), minlength=256) for im in images)
+                                                 for b in range(bands)]))
+
+    def lut_from_histogram(self, hist: np.ndarray) -> np.ndarray:
+        """bands×256 uint8 from pooled bands×256 pixel counts (a scene read block by block pools them itself)."""
+        levels = np.linspace(0, 1, self.reference.shape[1])
+        cdf = np.cumsum(hist, axis=1) / np.maximum(hist.sum(1, keepdims=True), 1)
+        return np.stack([np.interp(cdf[b], levels, self.reference[0, :, b]) for b in range(hist.shape[0])]
+                        ).round().clip(0, 255).astype(np.uint8)
 
     @staticmethod
     def apply(image: np.ndarray, lut: np.ndarray) -> np.ndarray:
