@@ -9,7 +9,7 @@ SEEDS ?= 0 1 2
 FILE ?= experiments/studies/convergence.yaml
 PARTS ?=
 
-.PHONY: help setup data test test-all demo bench bench-predict sweep report experiments study ablations clean
+.PHONY: help setup data test test-explore test-all demo bench bench-predict sweep report experiments study ablations clean
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
@@ -28,6 +28,9 @@ data:  ## make the Dubai data set available under data/ (link to ../shared, else
 test: setup  ## set up and run the test suite (what CI runs); tests on the real data skip without it
 	-@python3 pointseg/data/fetch.py
 	$(PY) -m pytest -q
+
+test-explore: setup  ## the property tests on new random cases (600 each) instead of CI's fixed draw
+	HYPOTHESIS_PROFILE=explore $(PY) -m pytest -q tests/test_properties.py
 
 test-all: setup data  ## also the slow end-to-end tests
 	$(PY) -m pytest -q -m ""

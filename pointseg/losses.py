@@ -197,7 +197,9 @@ def partial_focal_ce(
         focal = F.cross_entropy(x, t, reduction="none")
     else:
         logp_t = F.log_softmax(x, dim=1).gather(1, t.unsqueeze(1)).squeeze(1)
-        focal = -((1.0 - logp_t.exp()).clamp_min(0.0) ** gamma) * logp_t
+        # 1-p_t is floored above 0: for γ < 1 the derivative of (1-p)^γ at 1-p = 0 is ∞, and autograd's ∞ · 0
+        # would give NaN where the true gradient is 0 (p_t rounds to 1 for a confidently right logit)
+        focal = -((1.0 - logp_t.exp()).clamp_min(1e-30) ** gamma) * logp_t
     if w is None:
         return focal.mean()
     return (focal * w).sum() / w.sum()

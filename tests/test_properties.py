@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from pointseg.config import load_config, save_config
@@ -18,7 +18,14 @@ from pointseg.metrics import ConfusionMatrix, scores
 from pointseg.points import STRATEGIES, sample_points
 
 IGNORE = 255
-SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Two profiles: "ci" (the default) draws the same cases on every run, so a red CI is a regression and never a new
+# draw's luck; "explore" (HYPOTHESIS_PROFILE=explore, `make test-explore`) draws new random cases, many more.
+# Cases that explore found once are pinned below with @example.
+settings.register_profile("ci", max_examples=60, derandomize=True, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("explore", max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(__import__("os").environ.get("HYPOTHESIS_PROFILE", "ci"))
+SETTINGS = settings()
 
 
 def focal_reference(logits: torch.Tensor, target: torch.Tensor, gamma: float, weight=None) -> float:
@@ -71,8 +78,16 @@ def test_half_precision_logits_give_the_definition_of_their_rounded_values(case,
                                                          abs=1e-5)
 
 
+# Found by a random draw: γ = 0.5 and one labelled pixel whose p_t rounds to 1 gave ∞ · 0 = NaN in the gradient.
+_CONFIDENT_FRACTIONAL_GAMMA = (
+    torch.tensor([[[[-29.4002, -49.7354, -1.7150], [-10.2256, 62.9747, 26.8913]],
+                   [[10.1372, -6.2609, -28.1729], [-35.4301, -18.8517, -29.4773]]]]),
+    torch.tensor([[[255, 1, 255], [255, 255, 255]]]), 0.5, None)
+
+
 @SETTINGS
 @given(loss_cases())
+@example(_CONFIDENT_FRACTIONAL_GAMMA)
 def test_gradient_flows_only_through_labelled_pixels(case):
     logits, target, gamma, weight = case
     logits = logits.clone().requires_grad_(True)
@@ -82,7 +97,7 @@ def test_gradient_flows_only_through_labelled_pixels(case):
     unlabelled = (target == IGNORE).unsqueeze(1).expand_as(logits)
     assert (logits.grad[unlabelled] == 0).all()
     if not (target != IGNORE).any():
-        assert float(loss) == 0.0
+        assert float(loss.detach()) == 0.0
 
 
 @st.composite
