@@ -164,7 +164,58 @@ def confusion_figure(study: StudyFile, recs: list[dict], out: Path) -> str:
     return _save(fig, out, f"{study.name}-confusion.png")
 
 
-FIGURES = {"convergence": [convergence_figure], "label-efficiency": [budget_figure, per_class_figure, confusion_figure]}
+def qualitative_figure(study: StudyFile, recs: list[dict], out: Path) -> str | None:
+    """Image | truth | each cell's prediction | errors of the last cell, for the sample images the exports carry
+    (pointseg/samples.py), all cells at one seed: the smallest seed every sampled cell has. None: no samples."""
+    from matplotlib.patches import Patch
+
+    from pointseg.samples import decode
+    from pointseg.viz import colorize, draw_points
+
+    by = {(r["cell"], r["seed"]): r["samples"] for r in recs if r.get("samples")}
+    cells = [c for c in study.cells if any(k[0] == c.id for k in by)]
+    seeds = sorted({s for (_, s) in by if all((c.id, s) in by for c in cells)})
+    if not cells or not seeds:
+        return None
+    seed, ref = seeds[0], by[(cells[0].id, seeds[0])]
+    colors = [tuple(c) for c in ref["colors"]]
+    points_cells = [c for c in cells if any(im.get("clicks") for im in by[(c.id, seed)]["images"])]
+    rows = ref["images"]
+    # the error map of the last cell that is not the ceiling (the method the study is about)
+    shown = max(i for i, c in enumerate(cells) if c.id != study.raw.get("ceiling") or i == 0)
+    aspect = max(decode(im["truth"]).shape[0] / decode(im["truth"]).shape[1] for im in rows)
+    fig, axes = plt.subplots(len(rows), len(cells) + 3, figsize=(2.3 * (len(cells) + 3), (2.3 * aspect + 0.3) * len(rows)),
+                             squeeze=False, gridspec_kw={"hspace": 0.08, "wspace": 0.05})
+    for i, im in enumerate(rows):
+        clicks = next((x for c in points_cells for x in by[(c.id, seed)]["images"]
+                       if x["name"] == im["name"] and x.get("clicks")), None)
+        image, truth = decode(im["image"]), decode(im["truth"])
+        if clicks is not None:
+            image = draw_points(image, decode(clicks["clicks"]), colors, radius=1)
+        preds = [decode(next(x for x in by[(c.id, seed)]["images"] if x["name"] == im["name"])["pred"])
+                 for c in cells]
+        err = np.full(truth.shape + (3,), 255, np.uint8)
+        err[preds[shown] != truth] = (220, 30, 30)
+        err[truth == 255] = 0
+        tiles = [image, colorize(truth, colors), *(colorize(p, colors) for p in preds), err]
+        titles = ["image" + (" + its clicks" if clicks else ""), "truth", *(c.label for c in cells),
+                  f"errors: {cells[shown].label}"]
+        for j, (ax, tile) in enumerate(zip(axes[i], tiles)):
+            ax.imshow(tile, interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+            if i == 0:
+                ax.set_title(titles[j], fontsize=9)
+        axes[i, 0].set_ylabel(f"{Path(im['name']).name}\n({im['split']}, tile {im['group']})", fontsize=8)
+    handles = [Patch(color=np.asarray(c) / 255, label=n) for n, c in zip(ref["classes"], colors)]
+    handles.append(Patch(facecolor=(0.86, 0.12, 0.12), label="wrong"))
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, bbox_to_anchor=(0.5, -0.04))
+    fig.suptitle(f"Predictions of seed {seed} (thumbnails; black = no label); the train row shows the clicks "
+                 "the points arm learned from", y=1.0, fontsize=10)
+    return _save(fig, out, f"{study.name}-panel.png")
+
+
+FIGURES = {"convergence": [convergence_figure], "label-efficiency": [budget_figure, per_class_figure, confusion_figure],
+           "unlabelled": [cells_figure, qualitative_figure]}
 
 
 def study_section(study: StudyFile, out: Path, root: Path) -> list[str]:
@@ -193,7 +244,9 @@ def study_section(study: StudyFile, out: Path, root: Path) -> list[str]:
         md += [f"Against the ceiling (`{ceiling}`), paired by seed and test image:", "",
                table[cols].to_markdown(index=False), ""]
     for fig in FIGURES.get(study.name, [cells_figure]):
-        md += [f"![{study.name}]({fig(study, recs, out)})", ""]
+        name = fig(study, recs, out)
+        if name:
+            md += [f"![{study.name}]({name})", ""]
     verdict = study.raw.get("verdict")
     md += ["**Verdict.** " + (fill_numbers(verdict.strip(), frame(recs)) if verdict else
                               "pending: the study has not finished all its runs (see the count above)."), ""]

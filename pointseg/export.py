@@ -2,7 +2,8 @@
 
 ``results/<name>/seed<k>.json`` holds the config, the git commit and whether the tree was dirty, the point budget,
 the selection rule, per-class IoU, the test confusion matrix in total and per test image (so a report can bootstrap
-over images and seeds), the val curve and the wall times. No checkpoint: a few kB per run. ``make report`` reads
+over images and seeds), the val curve, the wall times and thumbnails of a few predictions. No checkpoint: a few
+tens of kB per run. ``make report`` reads
 only these files, so a fresh clone rebuilds the report without training.
 """
 
@@ -44,12 +45,14 @@ def export_path(export_dir: str | Path, name: str, seed: int) -> Path:
 
 
 def export_run(path: Path, config: dict[str, Any], final: dict[str, Any], history: list[dict[str, Any]],
-               points_info: dict[str, Any], code: dict[str, Any]) -> Path:
+               points_info: dict[str, Any], code: dict[str, Any], samples: dict[str, Any] | None = None) -> Path:
     record = {
         "export_version": EXPORT_VERSION,
         "name": config["name"], "seed": config["seed"], "code": code, "config": config,
         "points": {k: v for k, v in points_info.items() if k != "images_without_points"},
         "final": final, "history": history,
     }
+    if samples is not None:  # thumbnails of a few predictions (pointseg/samples.py), for the report's panel
+        record["samples"] = samples
     write_json(path, record)
     return path

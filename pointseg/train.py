@@ -203,6 +203,7 @@ class _Run:
     last_logits: torch.Tensor | None = None
     norm: BandNorm | None = None
     lock: Any = None
+    click_example: tuple[Scene, np.ndarray | None] | None = None  # drawn in the export's samples
 
     def data_record(self) -> dict[str, Any]:
         """What predict needs to read a new scene as training read its own (stored in best.pt)."""
@@ -331,6 +332,8 @@ def _prepare_locked(cfg, run_dir, progress, spec, device, train_scenes, val_scen
     r = _Run(cfg, run_dir, device, spec, model, PartialFocalCE(cfg.loss.gamma, IGNORE_INDEX,
              cfg.loss.class_weights).to(device), opt, sched, teacher, None, torch.Generator().manual_seed(cfg.seed),
              style, val_scenes, val_maps, test_scenes, points_info, norm=band_norm(cfg), lock=lock)
+    first = min(range(len(train_scenes)), key=lambda i: train_scenes[i].name)
+    r.click_example = (train_scenes[first], targets[first] if cfg.points.supervision == "points" else None)
     _resume(r)
     r.batches = sampler.batches(skip_samples=r.start_epoch * cfg.train.steps_per_epoch * cfg.train.batch_size)
     if cfg.wandb.mode != "disabled":
@@ -487,6 +490,19 @@ def _test(r: _Run, progress: bool) -> dict[str, Any]:
     return out
 
 
+def _samples(r: _Run) -> dict[str, Any] | None:
+    """Thumbnails of a few predictions for the export (the report's qualitative panel). A picture is not worth a
+    lost run: a failure here is logged and the export is written without it."""
+    from .samples import make_samples
+
+    try:
+        return make_samples(r.model, r.test_scenes, r.eval_kw, list(r.spec.class_names), r.spec.display_colors(),
+                            r.click_example)
+    except Exception as e:  # noqa: BLE001
+        log.warning("%s: no sample predictions in the export (%s: %s)", r.run_dir, type(e).__name__, e)
+        return None
+
+
 def _val_panels(r: _Run, n: int = 2) -> list[tuple[np.ndarray, str]]:
     """A few val images with their clicks, the prediction of the tested weights, the truth and the errors."""
     from .infer import predict_probs
@@ -553,7 +569,7 @@ def _fit(cfg: Config, run_dir: Path, callback: EpochCallback | None, progress: b
         (run_dir / "last.pt").unlink(missing_ok=True)  # the run is done; best.pt is what remains useful
         if cfg.export_dir:
             export_run(export_path(cfg.export_dir, cfg.name, cfg.seed), cfg.to_dict(), final, r.history,
-                       r.points_info, r.points_info["code"])
+                       r.points_info, r.points_info["code"], _samples(r))
         if r.tracker:
             r.tracker.summary({k: v for k, v in final.items() if not isinstance(v, (dict, list))})
             r.tracker.images("val/predictions", _val_panels(r), step=r.history[-1]["step"])

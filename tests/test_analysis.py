@@ -81,6 +81,13 @@ def test_report_sections_follow_the_study_files_and_their_exports(tiny_config, t
     assert "0 of 4" in pending and "No exports yet." in pending
     for png in ("label-efficiency.png", "label-efficiency-per-class.png"):
         assert (tmp_path / "report" / png).stat().st_size > 1000
+    from analysis.results import load_records
+
+    recs = load_records("label-efficiency", tmp_path / "results")
+    panel = report.qualitative_figure(StudyFile.load(studies / "label-efficiency.yaml"), recs, tmp_path / "report")
+    assert panel and (tmp_path / "report" / panel).stat().st_size > 1000  # the exports alone draw the panel
+    assert report.qualitative_figure(StudyFile.load(studies / "label-efficiency.yaml"),
+                                     [{k: v for k, v in r.items() if k != "samples"} for r in recs], tmp_path) is None
     again = tmp_path / "again"
     report.build(again, studies, tmp_path / "results")
     assert (again / "REPORT.md").read_text() == md  # deterministic, seeded bootstrap

@@ -69,3 +69,45 @@ def test_export_holds_what_a_report_needs_and_matches_the_run(tiny_config, tmp_p
     # every test pixel that is not ignored is counted once
     assert total.sum() == sum(int((s.full_mask != IGNORE_INDEX).sum()) for s in scenes)
     assert f"test/group/{scenes[0].group}/miou" in rec["final"]
+
+
+def test_export_carries_thumbnails_of_the_tested_predictions_and_the_clicks(tiny_config, tmp_path):
+    from pointseg.checkpoint import load_model
+    from pointseg.infer import predict_probs
+    from pointseg.samples import decode, stride
+
+    cfg = tiny_config(extra=["name=study/cell"])
+    res = fit(cfg, progress=False)
+    samples = json.loads((tmp_path / "results" / "study" / "cell" / "seed0.json").read_text())["samples"]
+    test = load_split(cfg, "test")
+    picked = [im for im in samples["images"] if im["split"] == "test"]
+    assert sorted(im["group"] for im in picked) == sorted({s.group for s in test})  # one image per test tile
+    model, _, _ = load_model(res.run_dir)
+    for im in picked:
+        scene = next(s for s in test if s.name == im["name"])
+        k = stride(scene.mask.shape)
+        pred = predict_probs(model, scene.image, cfg.eval.window, cfg.eval.overlap, cfg.eval.batch_size).argmax(0)
+        assert (decode(im["pred"]) == pred.numpy()[::k, ::k]).all()  # the tested weights' prediction, exactly
+        assert (decode(im["truth"]) == scene.mask[::k, ::k]).all()
+        assert decode(im["image"]).shape == scene.image[::k, ::k].shape
+    train_row = next(im for im in samples["images"] if im["split"] == "train")
+    clicks = decode(train_row["clicks"])
+    assert (clicks != IGNORE_INDEX).sum() > 0
+    assert (clicks[clicks != IGNORE_INDEX] == decode(train_row["truth"])[clicks != IGNORE_INDEX]).mean() > 0.5
+
+
+def test_thumbnail_clicks_keep_every_class_and_sit_on_their_pixel():
+    from pointseg.samples import decode, sample_record
+
+    mask = np.zeros((300, 200), np.uint8)
+    mask[:, 100:] = 1
+    clicks = np.full(mask.shape, IGNORE_INDEX, np.int64)
+    clicks[7, 13], clicks[299, 199] = 0, 1  # off the stride grid, and the last pixel
+    image = np.random.default_rng(0).integers(0, 255, (300, 200, 3), dtype=np.uint8)
+    rec = sample_record("a", "g", "train", image, mask, mask, clicks)
+    k = rec["stride"]
+    small = decode(rec["clicks"])
+    assert small.shape == decode(rec["truth"]).shape == mask[::k, ::k].shape
+    assert small[7 // k, 13 // k] == 0 and small[299 // k, 199 // k] == 1 and (small != IGNORE_INDEX).sum() == 2
+    with pytest.raises(ValueError, match="a: image"):
+        sample_record("a", "g", "test", image[:10], mask, mask)
