@@ -67,9 +67,14 @@ class SemiConfig:
     weight: float = 0.0  # weight of the semi-supervised loss on unlabelled pixels; 0 = off
     # fixmatch / mean_teacher: pseudo-labels from the student itself or its EMA; gated_crf: a bilateral Potts
     # regulariser on the student's own output (pointseg/regularizers.py), no teacher
-    method: Literal["fixmatch", "mean_teacher", "gated_crf"] = "fixmatch"
-    threshold: float = 0.9  # teacher confidence needed for a pseudo-label
-    ema: float = 0.99  # mean_teacher only: teacher = EMA of the student
+    # consistency: EMA teacher, CutMix + rot/flip views, self-adaptive class-wise thresholds (pointseg/consistency.py)
+    method: Literal["fixmatch", "mean_teacher", "gated_crf", "consistency"] = "fixmatch"
+    threshold: float = 0.9  # teacher confidence needed for a pseudo-label (consistency: threshold_mode=fixed only)
+    ema: float = 0.99  # mean_teacher and consistency: teacher = EMA of the student
+    threshold_mode: Literal["fixed", "adaptive"] = "adaptive"  # consistency only: FreeMatch's class-wise thresholds
+    sat_momentum: float = 0.99  # consistency, adaptive: EMA momentum of the threshold statistics, per step
+    cutmix_prob: float = 0.5  # consistency: share of crops that get a box of another crop of the batch
+    geometric: bool = True  # consistency: the student's view is a random rot90/flip of the teacher's
     class_balance: bool = False  # weight pseudo-labels so that each predicted class counts equally
     strong_jitter: float = 0.3  # photometric jitter of the student's (strong) view; the teacher sees the clean crop
     rampup_epochs: int = 2  # the weight rises from 0 to `weight` over these epochs

@@ -201,6 +201,7 @@ class _Run:
     train_time: float = 0.0
     train_images: int = 0
     last_logits: torch.Tensor | None = None
+    last_target: torch.Tensor | None = None  # the clicks in the student's view of the last step
     norm: BandNorm | None = None
     lock: Any = None
     click_example: tuple[Scene, np.ndarray | None] | None = None  # drawn in the export's samples
@@ -325,6 +326,10 @@ def _prepare_locked(cfg, run_dir, progress, spec, device, train_scenes, val_scen
             from .regularizers import GatedCRF
 
             teacher = GatedCRF(cfg.semi)
+        elif cfg.semi.method == "consistency":
+            from .consistency import ConsistencyTeacher
+
+            teacher = ConsistencyTeacher(model, cfg.semi)
         else:
             from .semi import Teacher
 
@@ -369,6 +374,8 @@ def _train_step(r: _Run, x: torch.Tensor, y: torch.Tensor, global_step: int) -> 
     cfg = r.cfg
     # with a teacher, the student's jitter is the strong view and the clean crop the weak one
     x_in = x
+    if hasattr(r.teacher, "prepare"):  # a method whose student view moves pixels: clicks move with them
+        x_in, y = r.teacher.prepare(x, y, r.gen)
     strong = r.teacher is not None and r.teacher.strong_view
     if cfg.train.augment or strong:
         x_in = photometric_jitter(x, r.gen, cfg.semi.strong_jitter if strong else 0.1)
@@ -388,7 +395,7 @@ def _train_step(r: _Run, x: torch.Tensor, y: torch.Tensor, global_step: int) -> 
     r.sched.step()
     if r.teacher is not None:
         r.teacher.update(r.model, global_step)
-    r.last_logits = logits.detach()
+    r.last_logits, r.last_target = logits.detach(), y
     return loss.item(), sup.item()
 
 
@@ -421,8 +428,9 @@ def _train_epoch(r: _Run, epoch: int, progress: bool) -> dict[str, Any]:
         sup_losses.append(sup)
         if r.teacher is not None:
             pseudo.append(r.teacher.last_fraction)
-        if dense:
-            diags.append(unlabelled_diagnostics(r.last_logits, y.to(r.device), dense[0].to(r.device),
+        if dense:  # in the student's view (a method that moves pixels moves the dense masks alike)
+            view = getattr(r.teacher, "to_student", lambda t: t)
+            diags.append(unlabelled_diagnostics(r.last_logits, r.last_target, view(dense[0].to(r.device)),
                                                 getattr(r.teacher, "last_pseudo", None)))
         bar.set_postfix(loss=f"{loss:.3f}")
     dt = time.perf_counter() - t0

@@ -192,7 +192,7 @@ _OVERRIDE_VALUES = {
     "points.n_per_class": st.integers(0, 100),
     "points.strategy": st.sampled_from(["uniform", "class_balanced", "interior"]),
     "data.train_groups": st.lists(st.sampled_from(["1", "2", "3", "10", "a b"]), min_size=1, max_size=4),
-    "semi.method": st.sampled_from(["fixmatch", "mean_teacher", "gated_crf"]),
+    "semi.method": st.sampled_from(["fixmatch", "mean_teacher", "gated_crf", "consistency"]),
     "eval.select": st.sampled_from(["last", "val_points", "val_dense"]),
     "name": st.text(st.characters(whitelist_categories=("L", "N"), whitelist_characters="-_/"), min_size=1, max_size=12),
 }
