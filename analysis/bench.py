@@ -4,7 +4,7 @@
 2. Step cost per change: one train step of the default model, each variant against the plain NCHW eager step
    (channels_last, and the batch sizes a schedule could use), alternating call by call.
 3. The reference run (``experiments/full.yaml``, seed 0, the default schedule) against a bare smp + CE loop: after
-   every epoch of the run, a block of bare steps on the same batch shape; the run's whole wall time (data, train,
+   every epoch of the run, a block of bare steps (batch 16, the issue's loop); the run's whole wall time (data, train,
    val, test) ÷ the time of 1200 bare steps (goal ≤ 0.66), its test mIoU on tile 8 (goal ≥ 0.64), and the time it
    took to reach 0.99 of the converged val mIoU (the longest budget of the convergence study, from results/).
 
@@ -14,9 +14,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +31,7 @@ from pointseg.models import build_model
 from .timing import alternating
 
 REFERENCE_BARE_STEPS = 1200  # what the issue's pre-change converged run took: 1200 steps of today's loop
+REFERENCE_BARE_BATCH = 16  # ... at its batch size (the issue's bare loop: batch 16, 128² crops), whatever ours is
 
 
 def loss_rows(repeats: int = 60) -> list[dict]:
@@ -101,8 +104,7 @@ def converged_val_miou() -> tuple[float | None, str]:
 
 def reference_rows(bare_steps: int) -> list[dict]:
     cfg = load_config("experiments/full.yaml", ["wandb.mode=disabled", "name=bench", "export_dir=null"])
-    b = cfg.train.batch_size
-    bare = _step_fn(b, channels_last=False)  # the loop a user writes first: NCHW eager smp + CE
+    bare = _step_fn(REFERENCE_BARE_BATCH, channels_last=False)  # the loop a user writes first: NCHW eager smp + CE
     for _ in range(3):
         bare()
     per_step: list[float] = []
@@ -162,11 +164,22 @@ def main(argv=None) -> int:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n", flush=True)
     for part, fn in (("loss", loss_rows), ("steps", step_rows), ("reference", lambda: reference_rows(args.bare_steps))):
         if part in args.parts:
-            new = fn()
+            new = [{**row, "part": part} for row in fn()]
             print(markdown_table(new) + "\n", flush=True)
             rows += new
-    write_json("results/bench.json", {"torch": torch.__version__, "threads": torch.get_num_threads(), "rows": rows})
+    out = Path("results/bench.json")
+    if out.exists():  # a run of some parts keeps the rows of the others (each row says which run made it)
+        kept = [r for r in json.loads(out.read_text())["rows"] if _part(r) not in args.parts]
+        rows = kept + rows
+    write_json(out, {"torch": torch.__version__, "threads": torch.get_num_threads(), "rows": rows})
     return 0
+
+
+def _part(row: dict) -> str:
+    """The part a row belongs to (rows written before rows carried it: by their description)."""
+    if "part" in row:
+        return row["part"]
+    return "loss" if row["what"].startswith("pfCE") else "steps" if row["what"].startswith("train step") else "reference"
 
 
 if __name__ == "__main__":

@@ -141,3 +141,19 @@ def test_report_lists_runs_outside_studies_and_the_predict_bench(tmp_path):
     rec = json.loads(src.read_text())
     assert f"`{rec['name']}` seed 0" in text and f"{rec['final']['test/miou']:.3f}" in text
     assert "| 4000×4000 | 16 | 64 | 0.25 | 1500 |" in text
+
+
+def test_bench_of_some_parts_keeps_the_rows_of_the_others(tmp_path, monkeypatch):
+    from analysis import bench
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "results").mkdir()
+    old = [{"what": "pfCE γ=2 ÷ CE", "a": 1.0}, {"what": "train step, bs8", "a": 2.0},
+           {"what": "reference run", "a": 3.0}]
+    (tmp_path / "results" / "bench.json").write_text(json.dumps({"torch": "x", "threads": 2, "rows": old}))
+    row = {"what": "reference run (new)", "a": 4.0, "b": 1.0, "ratio": 4.0, "goal": "≤ 0.66", "met": False, "unit": "s"}
+    monkeypatch.setattr(bench, "reference_rows", lambda bare_steps: [row])
+    assert bench.main(["--parts", "reference"]) == 0
+    rows = json.loads((tmp_path / "results" / "bench.json").read_text())["rows"]
+    assert [r["what"] for r in rows] == ["pfCE γ=2 ÷ CE", "train step, bs8", "reference run (new)"]
+    assert rows[-1]["part"] == "reference"
