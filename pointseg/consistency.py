@@ -106,18 +106,13 @@ class ConsistencyTeacher(Teacher):
     def loss(self, student_logits: torch.Tensor, weak: torch.Tensor, target: torch.Tensor,
              progress_epochs: float) -> torch.Tensor:
         """``weak``: the clean batch (the teacher's view); ``target``: the clicks in the student's view."""
-        self.model.eval()
-        with torch.no_grad():
-            probs = self.model(weak).float().softmax(1)
-            conf, pseudo = probs.max(1)
-            thr = self.thresholds(probs)
-            self.last_thresholds = thr
-            conf, pseudo = self.to_student(conf), self.to_student(pseudo)
-            unlabelled = target == IGNORE_INDEX
-            use = (conf >= thr[pseudo]) & unlabelled
-            pseudo = torch.where(use, pseudo, torch.full_like(pseudo, IGNORE_INDEX))
-        self.last_pseudo = pseudo  # in the student's view, like the diagnostics' dense masks
-        self.last_fraction = float(use.float().mean())
+        probs = self.predict(weak)
+        conf, pseudo = probs.max(1)
+        thr = self.last_thresholds = self.thresholds(probs)
+        conf, pseudo = self.to_student(conf), self.to_student(pseudo)
+        unlabelled = target == IGNORE_INDEX
+        use = (conf >= thr[pseudo]) & unlabelled
+        pseudo = self.keep(pseudo, use)  # in the student's view, like the diagnostics' dense masks
         if not use.any():
             return student_logits.sum() * 0.0
         ce = F.cross_entropy(student_logits.float(), pseudo, ignore_index=IGNORE_INDEX, reduction="sum")

@@ -53,14 +53,10 @@ class Teacher:
     def loss(self, student_logits: torch.Tensor, weak: torch.Tensor, target: torch.Tensor,
              progress_epochs: float) -> torch.Tensor:
         """Weighted pseudo-label cross-entropy on unlabelled, confidently predicted pixels (0 if none)."""
-        self.model.eval()
-        with torch.no_grad():
-            probs = self.model(weak).float().softmax(1)
+        probs = self.predict(weak)
         conf, pseudo = probs.max(1)
         use = (conf >= self.cfg.threshold) & (target == IGNORE_INDEX)
-        pseudo = torch.where(use, pseudo, torch.full_like(pseudo, IGNORE_INDEX))
-        self.last_pseudo = pseudo  # for the logged precision/coverage diagnostics
-        self.last_fraction = float(use.float().mean())  # share of the crop's pixels pseudo-labelled, for the logs
+        pseudo = self.keep(pseudo, use)
         if not use.any():
             return student_logits.sum() * 0.0
         weight = None
@@ -69,6 +65,20 @@ class Teacher:
             weight = torch.where(counts > 0, counts.sum() / ((counts > 0).sum() * counts.clamp_min(1)), 0.0)
         ce = F.cross_entropy(student_logits.float(), pseudo, weight=weight, ignore_index=IGNORE_INDEX)
         return self.cfg.weight * rampup(progress_epochs, self.cfg.rampup_epochs) * ce
+
+    @torch.no_grad()
+    def predict(self, weak: torch.Tensor) -> torch.Tensor:
+        """The teacher's class probabilities (float32) for the clean batch."""
+        self.model.eval()
+        return self.model(weak).float().softmax(1)
+
+    def keep(self, pseudo: torch.Tensor, use: torch.Tensor) -> torch.Tensor:
+        """The pseudo-labels where ``use``, ignore elsewhere; remembered for the logged precision/coverage
+        diagnostics, with the share of the crop's pixels they cover."""
+        pseudo = torch.where(use, pseudo, torch.full_like(pseudo, IGNORE_INDEX))
+        self.last_pseudo = pseudo
+        self.last_fraction = float(use.float().mean())
+        return pseudo
 
     def decay(self, step: int) -> float:
         """EMA decay at optimiser step ``step`` (0-based): min(ema, 1 - 1/(step + 2)).
