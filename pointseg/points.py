@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from .io import atomic_write_text
+
 IGNORE_INDEX = 255
 
 
@@ -106,12 +108,8 @@ def image_seed(seed: int, name: str) -> int:
 
 def save_points(path: str | Path, names: list[str], maps: list[np.ndarray], ignore_index: int = IGNORE_INDEX) -> None:
     """Store the annotation as CSV rows (image, row, col, class) — readable by any GIS or spreadsheet."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write("image,row,col,class\n")
-        for name, m in zip(names, maps):
-            rows, cols = np.nonzero(m != ignore_index)
-            for r, c in zip(rows, cols):
-                f.write(f"{name},{r},{c},{m[r, c]}\n")
-    tmp.replace(path)
+    lines = ["image,row,col,class"]
+    for name, m in zip(names, maps):
+        rows, cols = np.nonzero(m != ignore_index)
+        lines += [f"{name},{r},{c},{m[r, c]}" for r, c in zip(rows, cols)]
+    atomic_write_text(path, "\n".join(lines) + "\n")

@@ -5,7 +5,7 @@ import pytest
 import rasterio
 
 from pointseg.data.dataset import DatasetSpec, load_scenes, resize_nearest
-from pointseg.data.raster import DataError, decode_mask, read_image, write_label_raster
+from pointseg.data.raster import DataError, decode_mask, read_image
 from tests.conftest import COLORS, IGNORE_COLORS, REAL_DATA, make_dataset, requires_real_data
 
 
@@ -77,14 +77,6 @@ def test_resize_nearest_never_invents_labels():
     m = np.random.default_rng(0).integers(0, 3, (37, 41))
     small = resize_nearest(m, (18, 20))
     assert set(np.unique(small)) <= set(np.unique(m))
-
-
-def test_write_label_raster_keeps_georeferencing(fake_dataset, tmp_path):
-    src = fake_dataset.parent / "Tile 3" / "images" / "image_part_001.tif"
-    lab = np.zeros(read_image(src).shape[:2], np.uint8)
-    write_label_raster(tmp_path / "p.tif", lab, like=src, colors=COLORS)
-    with rasterio.open(tmp_path / "p.tif") as d, rasterio.open(src) as s:
-        assert d.crs == s.crs and d.transform == s.transform
 
 
 @requires_real_data

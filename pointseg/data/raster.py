@@ -1,7 +1,7 @@
-"""Raster I/O through rasterio: RGB images, colour-coded masks, georeferenced predictions.
+"""Raster I/O through rasterio: images of any band count and dtype, colour-coded and index masks.
 
-rasterio reads JPEG, PNG and GeoTIFF alike and keeps the georeferencing, so a prediction written by
-:func:`write_label_raster` lands on the map where its input image was.
+rasterio reads JPEG, PNG and GeoTIFF alike and keeps the georeferencing; predictions are written by blocks, with
+the input's CRS and transform, in :mod:`pointseg.scene`.
 """
 
 from __future__ import annotations
@@ -174,27 +174,3 @@ def decode_mask(
             f"Known classes: {list(map(tuple, class_colors))}, ignored: {list(map(tuple, ignore_colors))}"
         )
     return values[pos]
-
-
-def write_label_raster(
-    path: str | Path,
-    labels: np.ndarray,
-    like: str | Path | None = None,
-    colors: list[tuple[int, int, int]] | None = None,
-) -> None:
-    """Write an H×W class map as a single-band GeoTIFF, georeferenced like ``like`` when it has a CRS."""
-    path = Path(path)
-    profile = {"driver": "GTiff", "height": labels.shape[0], "width": labels.shape[1], "count": 1,
-               "dtype": "uint8", "compress": "deflate"}
-    if like is not None:
-        with _open(like) as src:
-            if src.crs is not None:
-                profile.update(crs=src.crs, transform=src.transform)
-    tmp = path.with_name(path.name + ".tmp")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(tmp, "w", **profile) as dst:
-            dst.write(labels.astype(np.uint8), 1)
-            if colors:
-                dst.write_colormap(1, {i: tuple(c) + (255,) for i, c in enumerate(colors)})
-    tmp.replace(path)
