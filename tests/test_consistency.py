@@ -84,3 +84,45 @@ def test_a_killed_consistency_run_resumes_to_the_uninterrupted_result(tiny_confi
     resumed = fit(cfg, progress=False)
     assert [r["train/loss"] for r in resumed.history] == pytest.approx([r["train/loss"] for r in whole.history])
     assert resumed.final["test/miou"] == pytest.approx(whole.final["test/miou"])
+
+
+def test_the_student_learns_the_clicks_on_the_view_it_sees(tiny_config, monkeypatch):
+    """Every step, the clicks the supervised loss gets sit on the pixels of the very input the student sees:
+    each click's class is written into the image as a colour before the view moves it, and must be found there."""
+    import pointseg.train as train_mod
+
+    seen = []
+    real_step = train_mod._train_step
+
+    def painted_step(r, x, y, global_step):
+        x = x.clone()
+        for c in range(3):  # paint: clicked pixels get a colour that encodes their class
+            x[:, c][y != IGNORE_INDEX] = (y[y != IGNORE_INDEX].float() + 1) / 10 + c / 100
+
+        real_forward = r.model.forward
+
+        def spy(inp):
+            seen.append(inp.detach().clone())
+            return real_forward(inp)
+
+        r.model.forward = spy  # an instance attribute over the class's method, removed again below
+        real_criterion = r.criterion
+
+        def check(logits, target):
+            inp = seen[-1]
+            labelled = target != IGNORE_INDEX
+            assert labelled.any()
+            assert torch.allclose(inp[:, 0][labelled], (target[labelled].float() + 1) / 10, atol=1e-5)
+            return real_criterion(logits, target)
+
+        r.criterion = check
+        try:
+            return real_step(r, x, y, global_step)
+        finally:
+            r.criterion = real_criterion
+            del r.model.forward
+
+    monkeypatch.setattr(train_mod, "_train_step", painted_step)
+    fit(tiny_config(extra=["name=cons-aligned", "train.epochs=1", "semi.method=consistency", "semi.weight=1.0",
+                           "semi.cutmix_prob=1.0", "train.augment=false", "semi.strong_jitter=0.0"]), progress=False)
+    assert len(seen) >= 2  # every step was checked, not only the first
