@@ -214,8 +214,31 @@ def qualitative_figure(study: StudyFile, recs: list[dict], out: Path) -> str | N
     return _save(fig, out, f"{study.name}-panel.png")
 
 
+_DIAGNOSTICS = {"diag/unlabelled_acc": "student accuracy on unlabelled pixels",
+                "diag/pseudo_precision": "pseudo-label precision", "diag/pseudo_coverage": "pseudo-label coverage"}
+
+
+def diagnostics_figure(study: StudyFile, recs: list[dict], out: Path) -> str | None:
+    """Per epoch, against the dense masks of the training crops (logged, never used to train or select): how
+    right the student is on the pixels without a click, and how many of them a teacher labels and how well."""
+    h = histories(recs)
+    keys = [k for k in _DIAGNOSTICS if k in h.columns and h[k].notna().any()]
+    if not keys:
+        return None
+    labels = {c.id: c.label for c in study.cells}
+    h["method"] = h.cell.map(labels).fillna(h.cell)
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.6 * len(keys), 3.4), squeeze=False)
+    for ax, k in zip(axes[0], keys):
+        sns.lineplot(h.dropna(subset=[k]), x="epoch", y=k, hue="method", marker="o", errorbar=("ci", 95), seed=0,
+                     ax=ax)
+        ax.set(ylabel="", title=_DIAGNOSTICS[k], ylim=(0, 1))
+        ax.legend(fontsize=8, title="")
+    fig.suptitle("Diagnostics against the training crops' dense masks (mean over seeds, 95 % band)", y=1.03)
+    return _save(fig, out, f"{study.name}-diagnostics.png")
+
+
 FIGURES = {"convergence": [convergence_figure], "label-efficiency": [budget_figure, per_class_figure, confusion_figure],
-           "unlabelled": [cells_figure, qualitative_figure]}
+           "unlabelled": [cells_figure, diagnostics_figure, qualitative_figure]}
 
 
 def study_section(study: StudyFile, out: Path, root: Path) -> list[str]:

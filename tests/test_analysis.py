@@ -157,3 +157,16 @@ def test_bench_of_some_parts_keeps_the_rows_of_the_others(tmp_path, monkeypatch)
     rows = json.loads((tmp_path / "results" / "bench.json").read_text())["rows"]
     assert [r["what"] for r in rows] == ["pfCE γ=2 ÷ CE", "train step, bs8", "reference run (new)"]
     assert rows[-1]["part"] == "reference"
+
+
+def test_diagnostics_figure_draws_the_logged_diagnostics_and_nothing_without_them(tmp_path):
+    from analysis.study import Cell, StudyFile
+
+    study = StudyFile("s", "q", "h", "b", [0, 1], [Cell("a", "method A"), Cell("b", "method B")])
+    recs = [{"cell": c, "seed": s, "history": [{"epoch": e, "diag/unlabelled_acc": 0.5 + 0.05 * e,
+                                                **({"diag/pseudo_precision": 0.6} if c == "b" else {})}
+                                               for e in (1, 2, 3)]} for c in "ab" for s in (0, 1)]
+    name = report.diagnostics_figure(study, recs, tmp_path)
+    assert name == "s-diagnostics.png" and (tmp_path / name).stat().st_size > 1000
+    bare = [{**r, "history": [{"epoch": 1, "train/loss": 1.0}]} for r in recs]
+    assert report.diagnostics_figure(study, bare, tmp_path) is None
