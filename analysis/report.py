@@ -170,7 +170,7 @@ def qualitative_figure(study: StudyFile, recs: list[dict], out: Path) -> str | N
     from matplotlib.patches import Patch
 
     from pointseg.samples import decode
-    from pointseg.viz import colorize, draw_points
+    from pointseg.viz import colorize, draw_points, error_map
 
     by = {(r["cell"], r["seed"]): r["samples"] for r in recs if r.get("samples")}
     cells = [c for c in study.cells if any(k[0] == c.id for k in by)]
@@ -194,10 +194,7 @@ def qualitative_figure(study: StudyFile, recs: list[dict], out: Path) -> str | N
             image = draw_points(image, decode(clicks["clicks"]), colors, radius=1)
         preds = [decode(next(x for x in by[(c.id, seed)]["images"] if x["name"] == im["name"])["pred"])
                  for c in cells]
-        err = np.full(truth.shape + (3,), 255, np.uint8)
-        err[preds[shown] != truth] = (220, 30, 30)
-        err[truth == 255] = 0
-        tiles = [image, colorize(truth, colors), *(colorize(p, colors) for p in preds), err]
+        tiles = [image, colorize(truth, colors), *(colorize(p, colors) for p in preds), error_map(preds[shown], truth)]
         titles = ["image" + (" + its clicks" if clicks else ""), "truth", *(c.label for c in cells),
                   f"errors: {cells[shown].label}"]
         for j, (ax, tile) in enumerate(zip(axes[i], tiles)):

@@ -22,7 +22,7 @@ def backfill(export: Path, runs: Path) -> bool:
     from pointseg.checkpoint import load_model
     from pointseg.data.dataset import DatasetSpec
     from pointseg.io import write_json
-    from pointseg.samples import make_samples
+    from pointseg.samples import click_example_index, make_samples
     from pointseg.train import load_split, make_targets
 
     rec = json.loads(export.read_text())
@@ -38,7 +38,7 @@ def backfill(export: Path, runs: Path) -> bool:
         return False
     spec = DatasetSpec.load(cfg.data.dataset)
     train = load_split(cfg, "train")
-    first = min(range(len(train)), key=lambda i: train[i].name)
+    first = click_example_index(train)
     clicks = make_targets(cfg, [train[first]])[0][0] if cfg.points.supervision == "points" else None
     e = cfg.eval
     kw = dict(window=e.window, overlap=e.overlap, batch_size=e.batch_size, device="cpu", style=None)

@@ -74,7 +74,6 @@ class ConsistencyTeacher(Teacher):
         self.view: BatchView | None = None
         self.tau: torch.Tensor | None = None  # global confidence EMA (adaptive mode)
         self.p_class: torch.Tensor | None = None  # per-class mean probability EMA (adaptive mode)
-        self.last_thresholds: torch.Tensor | None = None
 
     def decay(self, step: int) -> float:
         return min(self.cfg.ema, 1.0 - 1.0 / (step + 2))  # always an EMA, with the mean teacher's warm-up
@@ -108,7 +107,7 @@ class ConsistencyTeacher(Teacher):
         """``weak``: the clean batch (the teacher's view); ``target``: the clicks in the student's view."""
         probs = self.predict(weak)
         conf, pseudo = probs.max(1)
-        thr = self.last_thresholds = self.thresholds(probs)
+        thr = self.thresholds(probs)
         conf, pseudo = self.to_student(conf), self.to_student(pseudo)
         unlabelled = target == IGNORE_INDEX
         use = (conf >= thr[pseudo]) & unlabelled

@@ -53,6 +53,11 @@ def first_of_each_group(scenes: list) -> list:
     return list(out.values())
 
 
+def click_example_index(scenes: list) -> int:
+    """The training image whose clicks the samples show: the first by name (the same for every seed and arm)."""
+    return min(range(len(scenes)), key=lambda i: scenes[i].name)
+
+
 def sample_record(name: str, group: str, split: str, image: np.ndarray, truth: np.ndarray, pred: np.ndarray,
                   clicks: np.ndarray | None = None) -> dict[str, Any]:
     """One image at the working scale → its thumbnail record; ``clicks``: the sparse label map the run trained on."""
@@ -64,16 +69,12 @@ def sample_record(name: str, group: str, split: str, image: np.ndarray, truth: n
            "truth": encode(truth[::k, ::k].astype(np.uint8), "PNG"),
            "pred": encode(pred[::k, ::k].astype(np.uint8), "PNG")}
     if clicks is not None:  # every click moved to its thumbnail pixel (a stride would drop most of them)
-        small = np.full(rec_shape(truth.shape, k), IGNORE_INDEX, np.uint8)
+        small = np.full(truth[::k, ::k].shape, IGNORE_INDEX, np.uint8)
         rows, cols = np.nonzero(clicks != IGNORE_INDEX)
         small[rows // k, cols // k] = clicks[rows, cols]
         rec["clicks"] = encode(small, "PNG")
     return rec
 
-
-def rec_shape(shape: tuple[int, int], k: int) -> tuple[int, int]:
-    """The shape of ``arr[::k, ::k]`` for an array of ``shape``."""
-    return (shape[0] + k - 1) // k, (shape[1] + k - 1) // k
 
 
 def make_samples(model, test_scenes: list, eval_kw: dict[str, Any], class_names: list[str],

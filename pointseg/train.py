@@ -337,7 +337,9 @@ def _prepare_locked(cfg, run_dir, progress, spec, device, train_scenes, val_scen
     r = _Run(cfg, run_dir, device, spec, model, PartialFocalCE(cfg.loss.gamma, IGNORE_INDEX,
              cfg.loss.class_weights).to(device), opt, sched, teacher, None, torch.Generator().manual_seed(cfg.seed),
              style, val_scenes, val_maps, test_scenes, points_info, norm=band_norm(cfg), lock=lock)
-    first = min(range(len(train_scenes)), key=lambda i: train_scenes[i].name)
+    from .samples import click_example_index
+
+    first = click_example_index(train_scenes)
     r.click_example = (train_scenes[first], targets[first] if cfg.points.supervision == "points" else None)
     _resume(r)
     r.batches = sampler.batches(skip_samples=r.start_epoch * cfg.train.steps_per_epoch * cfg.train.batch_size)

@@ -32,14 +32,19 @@ def draw_points(image: np.ndarray, points: np.ndarray, colors: list[tuple[int, i
     return out
 
 
+def error_map(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """h×w×3 uint8: white where right, red where wrong, black where the truth has no label."""
+    err = np.full(truth.shape + (3,), 255, np.uint8)
+    err[pred != truth] = (220, 30, 30)
+    err[truth == IGNORE_INDEX] = 0
+    return err
+
+
 def prediction_panel(image: np.ndarray, points: np.ndarray, pred: np.ndarray, truth: np.ndarray | None,
                      colors: list[tuple[int, int, int]]) -> np.ndarray:
     """[image + clicks | prediction | ground truth | errors (red = wrong, ignore = black)], side by side."""
     tiles = [draw_points(image, points, colors), colorize(pred, colors)]
     if truth is not None:
-        err = np.full(truth.shape + (3,), 255, np.uint8)
-        err[(pred != truth)] = (220, 30, 30)
-        err[truth == IGNORE_INDEX] = 0
-        tiles += [colorize(truth, colors), err]
+        tiles += [colorize(truth, colors), error_map(pred, truth)]
     gap = np.full((image.shape[0], 4, 3), 255, np.uint8)
     return np.concatenate([x for t in tiles for x in (t, gap)][:-1], axis=1)
