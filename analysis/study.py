@@ -68,10 +68,32 @@ class StudyFile:
         return cls(raw["name"], raw["question"], raw["hypothesis"], raw["base"], list(raw["seeds"]), cells,
                    raw.get("metric", "test/miou"), list(raw.get("overrides", [])), raw.get("reference"), str(p), raw)
 
-    def config(self, cell: Cell, seed: int, out_dir: str = "runs/studies", export_dir: str = "results"):
+    def config(self, cell: Cell, seed: int, out_dir: str = "runs/studies", export_dir: str = "results",
+               machine_settings: list[str] = ()):
         return load_config(self.base, [*self.overrides, *cell.overrides, f"name={self.name}/{cell.id}",
                                        f"seed={seed}", f"out_dir={out_dir}", f"export_dir={export_dir}",
-                                       f"wandb.group={self.name}"])
+                                       f"wandb.group={self.name}", *machine_settings])
+
+
+# what --set may change: how and where a run computes, never what it computes (config_differences ignores these)
+MACHINE_KEYS = ("wandb.", "train.threads", "train.device", "eval.batch_size")
+
+
+def _exported(cell: Cell, seed: int, cfg, export_dir: str) -> bool:
+    """A run whose export is there (committed, or copied back from another machine) is not trained again; an
+    export of another config under this cell's name is an error, never overwritten."""
+    from pointseg.export import export_path
+    from pointseg.train import config_differences
+
+    path = export_path(export_dir, cfg.name, seed)
+    if not path.exists():
+        return False
+    diff = config_differences(load_config(None, json.loads(path.read_text())["config"]), cfg)
+    if diff:
+        raise ConfigError(f"{path} holds cell {cell.id} seed {seed} of another config ({', '.join(diff[:5])}); "
+                          "move it away or name the cell differently")
+    log.info("%s seed %d: exported already (%s)", cell.id, seed, path)
+    return True
 
 
 def _reuse(study: StudyFile, cell: Cell, seed: int, cfg, export_dir: str) -> bool:
@@ -98,13 +120,21 @@ def _reuse(study: StudyFile, cell: Cell, seed: int, cfg, export_dir: str) -> boo
 
 
 def run_study(study: StudyFile, seeds: list[int] | None = None, cells: list[str] | None = None,
-              out_dir: str = "runs/studies", export_dir: str = "results") -> None:
+              out_dir: str = "runs/studies", export_dir: str = "results", machine_settings: list[str] = ()) -> None:
     from pointseg.train import fit
 
+    bad = [s for s in machine_settings if not s.split("=", 1)[0].startswith(MACHINE_KEYS)]
+    if bad:
+        raise ConfigError(f"--set only takes machine settings ({', '.join(MACHINE_KEYS)}), not {bad}: "
+                          "a change of what a cell computes belongs in the study file")
+    unknown = sorted(set(cells or ()) - {c.id for c in study.cells})
+    if unknown:
+        raise ConfigError(f"{study.path}: no cells {unknown}; it has {[c.id for c in study.cells]}")
     chosen = [c for c in study.cells if not cells or c.id in cells]
-    configs = [(s, c, study.config(c, s, out_dir, export_dir)) for s in (seeds or study.seeds) for c in chosen]
+    configs = [(s, c, study.config(c, s, out_dir, export_dir, machine_settings))
+               for s in (seeds or study.seeds) for c in chosen]
     for seed, cell, cfg in configs:  # every config is checked before the first run starts
-        if _reuse(study, cell, seed, cfg, export_dir):
+        if _exported(cell, seed, cfg, export_dir) or _reuse(study, cell, seed, cfg, export_dir):
             continue
         log.info("%s seed %d: %s", cell.id, seed, " ".join(cell.overrides))
         res = fit(cfg)
@@ -120,8 +150,10 @@ def main(argv=None) -> int:
     ap.add_argument("--cells", nargs="+", help="only these cell ids")
     ap.add_argument("--out-dir", default="runs/studies")
     ap.add_argument("--export-dir", default="results")
+    ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="machine settings for every run (wandb.mode=disabled train.device=cuda ...)")
     args = ap.parse_args(argv)
-    run_study(StudyFile.load(args.study), args.seeds, args.cells, args.out_dir, args.export_dir)
+    run_study(StudyFile.load(args.study), args.seeds, args.cells, args.out_dir, args.export_dir, args.set)
     return 0
 
 

@@ -10,6 +10,8 @@ only these files, so a fresh clone rebuilds the report without training.
 from __future__ import annotations
 
 import functools
+import os
+import platform
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,10 @@ def code_version() -> dict[str, Any]:
         return out.stdout if out.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
-    if commit is None:
+    if commit is None:  # a copy of the tree without .git (e.g. shipped to a GPU machine) says what it was copied from
+        env = os.environ.get("POINTSEG_COMMIT")
+        if env:
+            return {"commit": env, "dirty": os.environ.get("POINTSEG_DIRTY") != "0"}  # unsaid = dirty
         return {"commit": None, "dirty": None}
     # results/ and runs/ change while studies run; they are outputs, not code
     status = git("status", "--porcelain", "--untracked-files=no", "--", ":(top)", ":(top,exclude)results",
@@ -40,15 +45,27 @@ def code_version() -> dict[str, Any]:
     return {"commit": commit.strip(), "dirty": bool(status and status.strip())}
 
 
+def machine(device: str) -> dict[str, Any]:
+    """Where a run ran: studies may mix machines, and the report says which cell ran where."""
+    import torch
+
+    out: dict[str, Any] = {"device": device, "torch": torch.__version__, "threads": torch.get_num_threads(),
+                           "cpus": os.cpu_count(), "processor": platform.machine()}
+    if device.startswith("cuda") and torch.cuda.is_available():
+        out["gpu"] = torch.cuda.get_device_name()
+    return out
+
+
 def export_path(export_dir: str | Path, name: str, seed: int) -> Path:
     return Path(export_dir) / name / f"seed{seed}.json"
 
 
 def export_run(path: Path, config: dict[str, Any], final: dict[str, Any], history: list[dict[str, Any]],
-               points_info: dict[str, Any], code: dict[str, Any], samples: dict[str, Any] | None = None) -> Path:
+               points_info: dict[str, Any], code: dict[str, Any], samples: dict[str, Any] | None = None,
+               machine: dict[str, Any] | None = None) -> Path:
     record = {
         "export_version": EXPORT_VERSION,
-        "name": config["name"], "seed": config["seed"], "code": code, "config": config,
+        "name": config["name"], "seed": config["seed"], "code": code, "config": config, "machine": machine,
         "points": {k: v for k, v in points_info.items() if k != "images_without_points"},
         "final": final, "history": history,
     }

@@ -34,7 +34,7 @@ from .data.crops import CropSampler, photometric_jitter
 from .data.bands import BandNorm
 from .data.dataset import DatasetSpec, Scene, fit_band_norm, load_scenes
 from .data.raster import IGNORE_INDEX, DataError
-from .export import code_version, export_path, export_run
+from .export import code_version, export_path, export_run, machine
 from .infer import scene_confusions
 from .io import CorruptFileError, atomic_torch_save, load_checkpoint_file, read_jsonl, write_json, write_jsonl
 from .losses import PartialFocalCE
@@ -60,9 +60,12 @@ class RunResult:
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+    if device.type == "cuda":  # full fp32 like the CPU runs: a study may mix machines, TF32 would be a second change
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    return device
 
 
 def default_run_dir(cfg: Config) -> Path:
@@ -579,7 +582,7 @@ def _fit(cfg: Config, run_dir: Path, callback: EpochCallback | None, progress: b
         (run_dir / "last.pt").unlink(missing_ok=True)  # the run is done; best.pt is what remains useful
         if cfg.export_dir:
             export_run(export_path(cfg.export_dir, cfg.name, cfg.seed), cfg.to_dict(), final, r.history,
-                       r.points_info, r.points_info["code"], _samples(r))
+                       r.points_info, r.points_info["code"], _samples(r), machine(str(r.device)))
         if r.tracker:
             r.tracker.summary({k: v for k, v in final.items() if not isinstance(v, (dict, list))})
             r.tracker.images("val/predictions", _val_panels(r), step=r.history[-1]["step"])

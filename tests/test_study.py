@@ -65,3 +65,62 @@ def test_a_cell_reuses_an_identical_run_of_another_study_and_refuses_a_different
     with pytest.raises(ConfigError, match="loss.gamma"):
         run_study(StudyFile.load(tmp_path / "other.yaml"), out_dir=str(tmp_path / "runs"),
                   export_dir=str(tmp_path / "results"))
+
+
+def test_an_exported_run_is_not_trained_again_without_its_run_directory(tmp_path, fake_dataset, monkeypatch):
+    """Exports copied back from another machine (or committed) resume a study; a different config is refused."""
+    import shutil
+
+    import pointseg.train
+
+    study = StudyFile.load(_study(tmp_path, fake_dataset, base="experiments/points.yaml", seeds=[0]))
+    run_study(study, out_dir=str(tmp_path / "runs"), export_dir=str(tmp_path / "results"),
+              machine_settings=["wandb.mode=disabled", "train.threads=1"])
+    (rec,) = [r for r in load_records("toy", tmp_path / "results") if r["cell"] == "full"]
+    assert rec["machine"]["device"] == "cpu" and rec["machine"]["threads"] == 1
+    shutil.rmtree(tmp_path / "runs")
+
+    def no_training(*a, **k):
+        raise AssertionError("an exported run must not train again")
+
+    monkeypatch.setattr(pointseg.train, "fit", no_training)
+    run_study(study, out_dir=str(tmp_path / "runs"), export_dir=str(tmp_path / "results"))
+    raw = yaml.safe_load((tmp_path / "toy.yaml").read_text())
+    raw["cells"][1]["overrides"].append("loss.gamma=0")
+    (tmp_path / "toy.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match="loss.gamma"):
+        run_study(StudyFile.load(tmp_path / "toy.yaml"), out_dir=str(tmp_path / "runs"),
+                  export_dir=str(tmp_path / "results"))
+
+
+def test_set_takes_machine_settings_only_and_cells_must_exist(tmp_path, fake_dataset):
+    study = StudyFile.load(_study(tmp_path, fake_dataset, base="experiments/points.yaml"))
+    with pytest.raises(ConfigError, match="machine settings"):
+        run_study(study, out_dir=str(tmp_path / "runs"), export_dir=str(tmp_path / "results"),
+                  machine_settings=["loss.gamma=0"])
+    with pytest.raises(ConfigError, match="no cells"):
+        run_study(study, cells=["points-3"], out_dir=str(tmp_path / "runs"), export_dir=str(tmp_path / "results"))
+
+
+def test_a_copy_without_git_takes_its_code_version_from_the_environment(tmp_path, monkeypatch):
+    import subprocess
+
+    from pointseg import export
+
+    def no_git(*a, **k):
+        raise OSError("git: not found")
+
+    export.code_version.cache_clear()
+    monkeypatch.setattr(subprocess, "run", no_git)
+    monkeypatch.setenv("POINTSEG_COMMIT", "abc123")
+    monkeypatch.setenv("POINTSEG_DIRTY", "0")
+    try:
+        assert export.code_version() == {"commit": "abc123", "dirty": False}
+        export.code_version.cache_clear()
+        monkeypatch.delenv("POINTSEG_DIRTY")
+        assert export.code_version() == {"commit": "abc123", "dirty": True}
+        export.code_version.cache_clear()
+        monkeypatch.delenv("POINTSEG_COMMIT")
+        assert export.code_version() == {"commit": None, "dirty": None}
+    finally:
+        export.code_version.cache_clear()

@@ -114,8 +114,8 @@ class CropSampler:
 
 def photometric_jitter(x: torch.Tensor, generator: torch.Generator, strength: float = 0.1) -> torch.Tensor:
     """Per-image brightness and contrast jitter on an N×3×H×W batch in [0, 1] (labels untouched)."""
-    n = x.shape[0]
-    b = (torch.rand(n, 1, 1, 1, generator=generator) * 2 - 1) * strength
-    c = 1 + (torch.rand(n, 1, 1, 1, generator=generator) * 2 - 1) * strength
+    n = x.shape[0]  # drawn on the CPU generator whatever x's device, so a GPU run draws the CPU run's numbers
+    b = ((torch.rand(n, 1, 1, 1, generator=generator) * 2 - 1) * strength).to(x.device)
+    c = (1 + (torch.rand(n, 1, 1, 1, generator=generator) * 2 - 1) * strength).to(x.device)
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     return ((x - mean) * c + mean + b).clamp_(0, 1)

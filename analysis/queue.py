@@ -1,0 +1,136 @@
+"""Several studies' runs side by side: a queue of (study, cell, seed) over parallel lanes, with a deadline.
+
+    python -m analysis.queue --lanes 8 --deadline-min 9 --set wandb.mode=disabled -- \\
+        experiments/studies/label-efficiency.yaml experiments/studies/crf-weight.yaml:crf-0.3,crf-0.03
+
+One run is too small to fill a GPU (or a many-core machine), so each lane is its own process
+(``python -m analysis.study FILE --cells CELL --seeds SEED``): a lane that fails stops only its run. Tasks start in
+the order given (the files, then seed-major in each, as ``analysis.study`` does), so a study that is cut short has
+whole seeds. Runs whose export exists are skipped before any process starts. No run starts that would end after
+the deadline by the median of the finished ones; at the deadline the lanes still running are stopped (each resumes
+from its last epoch next time) and the queue says what did not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pointseg.config import ConfigError
+from pointseg.export import export_path
+
+from .study import StudyFile
+
+log = logging.getLogger("pointseg.queue")
+
+
+@dataclass(frozen=True)
+class Task:
+    study_file: str
+    study: str
+    cell: str
+    seed: int
+
+    def command(self, machine_settings: list[str], export_dir: str) -> list[str]:
+        cmd = [sys.executable, "-m", "analysis.study", self.study_file, "--cells", self.cell, "--seeds",
+               str(self.seed), "--export-dir", export_dir]
+        return cmd + (["--set", *machine_settings] if machine_settings else [])
+
+    def __str__(self) -> str:
+        return f"{self.study}/{self.cell} seed {self.seed}"
+
+
+def tasks(specs: list[str], export_dir: str = "results") -> list[Task]:
+    """``FILE`` or ``FILE:cell,cell`` → the runs not exported yet, in order (files, then seed-major)."""
+    out = []
+    for spec in specs:
+        path, _, wanted = spec.partition(":")
+        study = StudyFile.load(path)
+        ids = [c.id for c in study.cells]
+        chosen = wanted.split(",") if wanted else ids
+        unknown = sorted(set(chosen) - set(ids))
+        if unknown:
+            raise ConfigError(f"{path}: no cells {unknown}; it has {ids}")
+        for seed in study.seeds:
+            for cell in (c for c in study.cells if c.id in chosen):
+                if cell.extra.get("reuse"):  # copied from another study by analysis.study, never trained here
+                    continue
+                if not export_path(export_dir, f"{study.name}/{cell.id}", seed).exists():
+                    out.append(Task(path, study.name, cell.id, seed))
+    return out
+
+
+def run_queue(todo: list[Task], lanes: int, deadline_s: float, machine_settings: list[str] | None = None,
+              export_dir: str = "results", log_dir: str | Path = "runs/queue", expect_s: float = 600.0,
+              poll_s: float = 2.0) -> dict[str, list[str]]:
+    """Run ``todo`` over ``lanes`` processes until done or ``deadline_s`` from now: {"done", "failed", "stopped",
+    "not started"} → task names."""
+    log_dir = Path(log_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    start, pending, running = time.monotonic(), list(todo), {}
+    report: dict[str, list[str]] = {"done": [], "failed": [], "stopped": [], "not started": []}
+    took: list[float] = []
+    while pending or running:
+        now = time.monotonic() - start
+        for task, (proc, t0, fh) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            fh.close()
+            del running[task]
+            took.append(now - t0)
+            report["done" if proc.returncode == 0 else "failed"].append(str(task))
+            log.info("%s: %s after %.0f s (%d left)", task, "done" if proc.returncode == 0 else
+                     f"FAILED (exit {proc.returncode}, see its log)", now - t0, len(pending) + len(running))
+        expected = statistics.median(took) if took else expect_s
+        while pending and len(running) < lanes and now + expected <= deadline_s:
+            task = pending.pop(0)
+            name = f"{task.study}-{task.cell}-seed{task.seed}".replace("/", "_")
+            fh = open(log_dir / f"{name}.log", "w")
+            proc = subprocess.Popen(task.command(machine_settings or [], export_dir), stdout=fh,
+                                    stderr=subprocess.STDOUT)
+            running[task] = (proc, now, fh)
+            log.info("%s: started (lane %d of %d)", task, len(running), lanes)
+        if pending and not running and now + expected > deadline_s:
+            break  # nothing running and nothing more fits before the deadline
+        if now >= deadline_s:
+            for task, (proc, _, fh) in running.items():
+                proc.terminate()
+                proc.wait()
+                fh.close()
+                report["stopped"].append(str(task))
+            running = {}
+            break
+        time.sleep(poll_s)
+    report["not started"] = [str(t) for t in pending]
+    return report
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("specs", nargs="+", help="study files, each optionally FILE:cell,cell")
+    ap.add_argument("--lanes", type=int, default=max(1, (os.cpu_count() or 2) // 2))
+    ap.add_argument("--deadline-min", type=float, default=float("inf"), help="start nothing that ends later")
+    ap.add_argument("--expect-min", type=float, default=10.0, help="a run's time until one has finished")
+    ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="machine settings, as analysis.study")
+    ap.add_argument("--export-dir", default="results")
+    ap.add_argument("--log-dir", default="runs/queue")
+    args = ap.parse_args(argv)
+    todo = tasks(args.specs, args.export_dir)
+    log.info("%d runs to do over %d lanes", len(todo), args.lanes)
+    report = run_queue(todo, args.lanes, args.deadline_min * 60, args.set, args.export_dir, args.log_dir,
+                       args.expect_min * 60)
+    for key, names in report.items():
+        print(f"{key}: {len(names)}" + "".join(f"\n  {n}" for n in names), flush=True)
+    return 1 if report["failed"] else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

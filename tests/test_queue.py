@@ -1,0 +1,65 @@
+"""The queue runs study cells over parallel lanes, skips what is exported, and keeps its deadline."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import yaml
+
+from analysis import queue
+from analysis.queue import Task, run_queue, tasks
+from pointseg.config import ConfigError
+
+
+def _study_file(tmp_path):
+    raw = {"name": "toy", "question": "q?", "hypothesis": "h.", "base": "experiments/points.yaml", "seeds": [0, 1],
+           "cells": [{"id": "a", "overrides": ["points.n_per_class=1"]},
+                     {"id": "b", "overrides": ["points.n_per_class=2"]},
+                     {"id": "c", "overrides": ["points.n_per_class=3"], "reuse": "other/c"}]}
+    path = tmp_path / "toy.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
+def test_tasks_are_seed_major_skip_exports_and_reused_cells(tmp_path):
+    path = _study_file(tmp_path)
+    (tmp_path / "results" / "toy" / "a").mkdir(parents=True)
+    (tmp_path / "results" / "toy" / "a" / "seed0.json").write_text("{}")
+    got = [(t.cell, t.seed) for t in tasks([path], str(tmp_path / "results"))]
+    assert got == [("b", 0), ("a", 1), ("b", 1)]
+    assert [(t.cell, t.seed) for t in tasks([path + ":b"], str(tmp_path / "results"))] == [("b", 0), ("b", 1)]
+    with pytest.raises(ConfigError, match="no cells"):
+        tasks([path + ":z"])
+
+
+def _fake(monkeypatch, seconds: dict[str, float], exit_codes: dict[str, int] | None = None, stamps=None):
+    """Each task sleeps, writing when it started and ended (wall clock) to stamps/<cell>."""
+    def command(self, machine_settings, export_dir):
+        code = (exit_codes or {}).get(self.cell, 0)
+        stamp = f"open({str(stamps / self.cell)!r}, 'w').write(f'{{t0}} {{time.time()}}')" if stamps else "0"
+        return [sys.executable, "-c", f"import time, sys; t0 = time.time(); time.sleep({seconds[self.cell]}); "
+                                      f"{stamp}; sys.exit({code})"]
+
+    monkeypatch.setattr(queue.Task, "command", command)
+
+
+def test_lanes_run_side_by_side_and_failures_are_reported(tmp_path, monkeypatch):
+    _fake(monkeypatch, {"a": 1.0, "b": 1.0, "c": 1.0, "d": 0.1}, {"d": 3}, stamps=tmp_path)
+    rep = run_queue([Task("f", "s", c, 0) for c in "abcd"], lanes=3, deadline_s=60, log_dir=tmp_path / "logs",
+                    expect_s=1, poll_s=0.05)
+    assert sorted(rep["done"]) == ["s/a seed 0", "s/b seed 0", "s/c seed 0"] and rep["failed"] == ["s/d seed 0"]
+    span = {c: [float(x) for x in (tmp_path / c).read_text().split()] for c in "abcd"}
+    assert max(span[c][0] for c in "abc") < min(span[c][1] for c in "abc")  # a, b and c ran at the same time
+    assert span["d"][0] >= min(span[c][1] for c in "abc")  # d waited for a free lane
+    assert (tmp_path / "logs" / "s-a-seed0.log").exists()
+
+
+def test_the_deadline_starts_nothing_that_would_end_late_and_stops_what_runs(tmp_path, monkeypatch):
+    _fake(monkeypatch, {"a": 0.3, "b": 30, "c": 0.3})
+    rep = run_queue([Task("f", "s", "a", 0), Task("f", "s", "b", 0), Task("f", "s", "c", 0)], lanes=2,
+                    deadline_s=1.0, log_dir=tmp_path, expect_s=0.2, poll_s=0.05)
+    # a and b start; a ends after 0.3 s, then c is expected to take 0.3 s and fits; b is stopped at 1 s
+    assert rep["done"] == ["s/a seed 0", "s/c seed 0"] and rep["stopped"] == ["s/b seed 0"]
+    rep = run_queue([Task("f", "s", "a", 0)], lanes=1, deadline_s=1.0, log_dir=tmp_path, expect_s=5)
+    assert rep["not started"] == ["s/a seed 0"] and not rep["done"]
