@@ -33,11 +33,13 @@ def code_version() -> dict[str, Any]:
             return None
         return out.stdout if out.returncode == 0 else None
 
+    # a copy of the tree shipped elsewhere (a GPU machine) says what it was copied from: its .git, if any, may be
+    # stale (one was: it named the session's first commit, dirty, for a tree that was a later commit, clean)
+    env = os.environ.get("POINTSEG_COMMIT")
+    if env:
+        return {"commit": env, "dirty": os.environ.get("POINTSEG_DIRTY") != "0"}  # unsaid = dirty
     commit = git("rev-parse", "HEAD")
-    if commit is None:  # a copy of the tree without .git (e.g. shipped to a GPU machine) says what it was copied from
-        env = os.environ.get("POINTSEG_COMMIT")
-        if env:
-            return {"commit": env, "dirty": os.environ.get("POINTSEG_DIRTY") != "0"}  # unsaid = dirty
+    if commit is None:
         return {"commit": None, "dirty": None}
     # results/ and runs/ change while studies run; they are outputs, not code
     status = git("status", "--porcelain", "--untracked-files=no", "--", ":(top)", ":(top,exclude)results",

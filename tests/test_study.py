@@ -102,7 +102,7 @@ def test_set_takes_machine_settings_only_and_cells_must_exist(tmp_path, fake_dat
         run_study(study, cells=["points-3"], out_dir=str(tmp_path / "runs"), export_dir=str(tmp_path / "results"))
 
 
-def test_a_copy_without_git_takes_its_code_version_from_the_environment(tmp_path, monkeypatch):
+def test_a_shipped_copy_takes_its_code_version_from_the_environment(tmp_path, monkeypatch):
     import subprocess
 
     from pointseg import export
@@ -111,8 +111,10 @@ def test_a_copy_without_git_takes_its_code_version_from_the_environment(tmp_path
         raise OSError("git: not found")
 
     export.code_version.cache_clear()
+    monkeypatch.setenv("POINTSEG_COMMIT", "abc123")  # wins over a .git that is there (it may be stale)
+    assert export.code_version() == {"commit": "abc123", "dirty": True}
+    export.code_version.cache_clear()
     monkeypatch.setattr(subprocess, "run", no_git)
-    monkeypatch.setenv("POINTSEG_COMMIT", "abc123")
     monkeypatch.setenv("POINTSEG_DIRTY", "0")
     try:
         assert export.code_version() == {"commit": "abc123", "dirty": False}
