@@ -8,7 +8,9 @@
    val, test) ÷ the time of 1200 bare steps (goal ≤ 0.66), its test mIoU on tile 8 (goal ≥ 0.64), and the time it
    took to reach 0.99 of the converged val mIoU (the longest budget of the convergence study, from results/).
 
-    python -m analysis.bench [--parts loss steps reference] [--bare-steps 20]
+    python -m analysis.bench [--parts loss steps reference] [--bare-steps 20] [--config experiments/full.yaml]
+
+``--config`` times another schedule's run against the same bare loop; its rows are kept beside the default's.
 """
 
 from __future__ import annotations
@@ -102,8 +104,8 @@ def converged_val_miou() -> tuple[float | None, str]:
     return float(longest["val/miou"].mean()), f"{int(longest.steps.iloc[0])} steps, {len(longest)} seeds"
 
 
-def reference_rows(bare_steps: int) -> list[dict]:
-    cfg = load_config("experiments/full.yaml", ["wandb.mode=disabled", "name=bench", "export_dir=null"])
+def reference_rows(bare_steps: int, config: str = "experiments/full.yaml") -> list[dict]:
+    cfg = load_config(config, ["wandb.mode=disabled", "name=bench", "export_dir=null"])
     bare = _step_fn(REFERENCE_BARE_BATCH, channels_last=False)  # the loop a user writes first: NCHW eager smp + CE
     for _ in range(3):
         bare()
@@ -123,10 +125,10 @@ def reference_rows(bare_steps: int) -> list[dict]:
         wall = time.perf_counter() - t0 - len(per_step) * bare_steps * statistics.mean(per_step)
     bare_1200 = REFERENCE_BARE_STEPS * statistics.median(per_step)
     steps = cfg.train.epochs * cfg.train.steps_per_epoch
-    rows = [{"what": f"reference run ({steps} steps, whole fit) ÷ {REFERENCE_BARE_STEPS} bare NCHW smp+CE steps",
+    rows = [{"what": f"{_label(config)} ({steps} steps, whole fit) ÷ {REFERENCE_BARE_STEPS} bare NCHW smp+CE steps",
              "a": wall, "b": bare_1200, "ratio": wall / bare_1200, "goal": "≤ 0.66", "met": wall / bare_1200 <= 0.66,
              "unit": "s"},
-            {"what": "reference run: test mIoU on tile 8 (tiles 5+8 in brackets)", "a": res.final["test/group/8/miou"],
+            {"what": f"{_label(config)}: test mIoU on tile 8 (tiles 5+8 in brackets)", "a": res.final["test/group/8/miou"],
              "b": res.final["test/miou"], "ratio": None, "goal": "≥ 0.64", "met": res.final["test/group/8/miou"] >= 0.64,
              "unit": ""}]
     target, source = converged_val_miou()
@@ -137,11 +139,15 @@ def reference_rows(bare_steps: int) -> list[dict]:
             if row.get("val/miou", -1) >= 0.99 * target:
                 reached = elapsed
                 break
-        rows.append({"what": f"time to 0.99 × converged val mIoU {target:.3f} ({source})",
+        rows.append({"what": f"{_label(config)}: time to 0.99 × converged val mIoU {target:.3f} ({source})",
                      "a": reached if reached is not None else float("nan"), "b": bare_1200,
                      "ratio": reached / bare_1200 if reached is not None else None, "goal": "—", "met": None,
                      "unit": "s"})
     return rows
+
+
+def _label(config: str) -> str:
+    return "reference run" if config == "experiments/full.yaml" else f"{Path(config).stem} run"
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -158,18 +164,21 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--parts", nargs="+", default=["loss", "steps", "reference"], choices=["loss", "steps", "reference"])
     ap.add_argument("--bare-steps", type=int, default=20, help="bare steps timed after each epoch of the reference run")
+    ap.add_argument("--config", default="experiments/full.yaml", help="the run the reference part times")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     rows: list[dict] = []
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n", flush=True)
-    for part, fn in (("loss", loss_rows), ("steps", step_rows), ("reference", lambda: reference_rows(args.bare_steps))):
+    for part, fn in (("loss", loss_rows), ("steps", step_rows),
+                     ("reference", lambda: reference_rows(args.bare_steps, args.config))):
         if part in args.parts:
-            new = [{**row, "part": part} for row in fn()]
+            new = [{**row, "part": part, **({"config": args.config} if part == "reference" else {})} for row in fn()]
             print(markdown_table(new) + "\n", flush=True)
             rows += new
     out = Path("results/bench.json")
     if out.exists():  # a run of some parts keeps the rows of the others (each row says which run made it)
-        kept = [r for r in json.loads(out.read_text())["rows"] if _part(r) not in args.parts]
+        kept = [r for r in json.loads(out.read_text())["rows"] if _part(r) not in args.parts
+                or (_part(r) == "reference" and r.get("config", "experiments/full.yaml") != args.config)]
         rows = kept + rows
     write_json(out, {"torch": torch.__version__, "threads": torch.get_num_threads(), "rows": rows})
     return 0

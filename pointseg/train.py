@@ -369,7 +369,7 @@ def _resume(r: _Run) -> None:
     if r.teacher is not None and state.get("teacher"):
         r.teacher.load_state_dict(state["teacher"])
     r.start_epoch, r.best = state["epoch"] + 1, state["best"]
-    r.gen.set_state(state["generator"])
+    r.gen.set_state(state["generator"].cpu())  # a CPU generator; the checkpoint was read onto the run's device
     r.history = read_jsonl(r.run_dir / "metrics.jsonl")[:r.start_epoch]
     log.info("%s: resuming after epoch %d", r.run_dir, state["epoch"] + 1)
 
