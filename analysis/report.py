@@ -93,8 +93,10 @@ def convergence_figure(study: StudyFile, recs: list[dict], out: Path) -> str:
     return _save(fig, out, f"{study.name}.png")
 
 
-def budget_figure(study: StudyFile, recs: list[dict], out: Path) -> str:
-    df = frame(recs)
+def budget_figure(study: StudyFile, recs: list[dict], out: Path, compare: list[dict] = ()) -> str:
+    """mIoU against clicks per class (log axis), one curve per method (``compare``: runs of other studies drawn
+    beside this one's, e.g. pfCE alone beside pfCE + gated CRF), the ceiling as a band."""
+    df = frame(recs + [r for r in compare if r["config"]["points"]["supervision"] == "points"])
     pts = df[df.supervision == "points"]
     full = df[df.supervision == "full"]
     fig, ax = plt.subplots(figsize=(6, 3.8))
@@ -103,14 +105,14 @@ def budget_figure(study: StudyFile, recs: list[dict], out: Path) -> str:
         ax.axhspan(m - s, m + s, color="grey", alpha=0.25, label=f"full masks (mean ± sd, n={len(full)})")
         ax.axhline(m, color="grey")
     if not pts.empty:
-        sns.lineplot(pts, x="n_per_class", y="test/miou", marker="o", errorbar=("ci", 95), seed=0, ax=ax,
-                     label="points (95 % CI over seeds)")
+        sns.lineplot(pts, x="n_per_class", y="test/miou", hue="method", marker="o", errorbar=("ci", 95), seed=0,
+                     ax=ax)
         ticks = sorted(pts.n_per_class.unique())
         ax.set_xscale("log")
         ax.set_xticks(ticks, [str(t) for t in ticks])
     ax.set(xlabel="clicks per class per image (log)", ylabel="test mIoU (tiles 5 + 8)",
-           title="Points vs the fully supervised ceiling")
-    ax.legend(loc="lower right")
+           title="Points vs the fully supervised ceiling (bands: 95 % CI over seeds)")
+    ax.legend(loc="lower right", fontsize="small")
     return _save(fig, out, f"{study.name}.png")
 
 
@@ -235,6 +237,7 @@ def diagnostics_figure(study: StudyFile, recs: list[dict], out: Path) -> str | N
 
 
 FIGURES = {"convergence": [convergence_figure], "label-efficiency": [budget_figure, per_class_figure, confusion_figure],
+           "label-efficiency-crf": [budget_figure],
            "unlabelled": [cells_figure, diagnostics_figure, qualitative_figure]}
 
 
@@ -263,8 +266,9 @@ def study_section(study: StudyFile, out: Path, root: Path) -> list[str]:
         cols = ["cell", "seeds"] + [c for c in table.columns if c.startswith(("÷", "−"))]
         md += [f"Against the ceiling (`{ceiling}`), paired by seed and test image:", "",
                table[cols].to_markdown(index=False), ""]
+    compare = [r for other in study.raw.get("compare", []) for r in load_records(other, root)]
     for fig in FIGURES.get(study.name, [cells_figure]):
-        name = fig(study, recs, out)
+        name = fig(study, recs, out, compare) if fig is budget_figure else fig(study, recs, out)
         if name:
             md += [f"![{study.name}]({name})", ""]
     verdict = study.raw.get("verdict")
@@ -346,11 +350,16 @@ LIMITATIONS = [
     "* Simulated clicks are drawn from the dense masks; real annotators click differently (interiors, salient "
     "objects).",
     "* Wall times come from a shared 2-core machine whose speed drifts by ±30 % within minutes; speed claims come "
-    "from `make bench`, which alternates the compared sides.", ""]
+    "from `make bench`, which alternates the compared sides. Runs that ran on a GPU (column \"ran on\") have GPU "
+    "wall times, which compare with nothing here.",
+    "* Studies mix machines: some cells ran on the 2-core CPU, others on a GPU lent for one session. The same "
+    "config's runs differ between the two by less than the seed-to-seed spread (study `device-check`), but a "
+    "paired difference below about 0.015 between cells of different machines is not evidence.", ""]
 
 
 # the schedule first (every later study runs on it), then the headline, then what explains or moves it
-READING_ORDER = ["convergence", "schedule", "label-efficiency", "unlabelled", "crf-weight", "gamma", "placement"]
+READING_ORDER = ["convergence", "schedule", "device-check", "label-efficiency", "label-efficiency-crf", "unlabelled",
+                 "crf-weight", "consistency-weight", "gamma", "placement"]
 
 
 def _reading_order(path: Path) -> tuple[int, str]:

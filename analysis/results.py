@@ -26,18 +26,36 @@ def load_records(study: str, root: str | Path = RESULTS) -> list[dict[str, Any]]
     return sorted(recs, key=lambda r: (r["cell"], r["seed"]))
 
 
+def method_label(config: dict[str, Any]) -> str:
+    """What a run learned from: full masks, clicks alone, or clicks plus an unlabelled-pixel method and its weight."""
+    if config["points"]["supervision"] == "full":
+        return "full masks"
+    semi = config.get("semi") or {}
+    if not semi.get("weight"):
+        return "pfCE"
+    return f"pfCE + {str(semi['method']).replace('_', ' ')} ({semi['weight']:g})"
+
+
+def machine_label(record: dict[str, Any]) -> str:
+    """Where a run ran, in words. Exports from before the machine was recorded all ran on the 2-core session CPU."""
+    m = record.get("machine")
+    if not m:
+        return "CPU"
+    return f"GPU ({m.get('gpu', 'cuda')})" if str(m["device"]).startswith("cuda") else "CPU"
+
+
 def frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per run: cell, seed, the scalar final metrics, and the config keys a study varies."""
     rows = []
     for r in records:
         c = r["config"]
         rows.append({"cell": r["cell"], "seed": r["seed"], "commit": (r["code"] or {}).get("commit"),
-                     "dirty": (r["code"] or {}).get("dirty"),
+                     "dirty": (r["code"] or {}).get("dirty"), "machine": machine_label(r),
                      "supervision": c["points"]["supervision"], "n_per_class": c["points"]["n_per_class"],
                      "strategy": c["points"]["strategy"], "gamma": c["loss"]["gamma"],
                      "steps": c["train"]["epochs"] * c["train"]["steps_per_epoch"],
                      "lr": c["train"]["lr"], "batch_size": c["train"]["batch_size"],
-                     "select": c["eval"]["select"],
+                     "select": c["eval"]["select"], "method": method_label(c),
                      **{k: v for k, v in r["final"].items() if isinstance(v, (int, float)) or v is None}})
     return pd.DataFrame(rows)
 

@@ -30,7 +30,8 @@ def study_table(study: str, reference: str | None = None, metric: str = "test/mi
         for col in sorted(c for c in g.columns if c.startswith("test/group/")):
             row[f"tile {col.split('/')[2]}"] = f"{g[col].mean():.3f}"
         row["min class IoU (test)"] = f"{g[[c for c in g.columns if c.startswith('test/iou/')]].min(axis=1).min():.3f}"
-        row["train min/run (shared CPU)"] = f"{g['train/seconds'].mean() / 60:.1f}"
+        row["ran on"] = " + ".join(sorted(set(g["machine"])))  # wall times compare only within one machine
+        row["train min/run"] = f"{g['train/seconds'].mean() / 60:.1f}"
         if reference and cell != reference and reference in set(df.cell):
             both = sorted(set(seeds_of(recs, cell)) & set(seeds_of(recs, reference)))
             if both:

@@ -552,13 +552,29 @@ def fit(cfg: Config, run_dir: str | Path | None = None, callback: EpochCallback 
                             "the same command again to resume") from e
 
 
+def _export_again_if_missing(cfg: Config, res: RunResult) -> None:
+    """A finished run whose export is gone (results/ cleaned, or the run finished where results/ was replaced) is
+    exported again from its run directory, so that a study never loses a finished run. Without thumbnails: they need
+    the data (``python -m analysis.samples`` adds them)."""
+    if not cfg.export_dir:
+        return
+    path = export_path(cfg.export_dir, cfg.name, cfg.seed)
+    if path.exists():
+        return
+    points_info = json.loads((res.run_dir / "points.json").read_text())
+    export_run(path, cfg.to_dict(), res.final, res.history, points_info, res.final.get("code") or {})
+    log.warning("%s: its export was missing; written again from the run directory (no thumbnails)", path)
+
+
 def _fit(cfg: Config, run_dir: Path, callback: EpochCallback | None, progress: bool) -> RunResult:
     final_path = run_dir / "final.json"
     check_protocol(cfg)
     check_same_run(cfg, run_dir)
     if final_path.exists():
         log.info("%s: already finished, returning its results", run_dir)
-        return RunResult(run_dir, json.loads(final_path.read_text()), read_jsonl(run_dir / "metrics.jsonl"))
+        result = RunResult(run_dir, json.loads(final_path.read_text()), read_jsonl(run_dir / "metrics.jsonl"))
+        _export_again_if_missing(cfg, result)
+        return result
     r = _prepare(cfg, run_dir, progress)
     try:
         for epoch in range(r.start_epoch, cfg.train.epochs):

@@ -26,6 +26,15 @@ def test_run_directory_holds_everything(tiny_config, tmp_path):
     # a finished run is returned, not trained again
     again = fit(cfg, progress=False)
     assert again.final == final
+    # ... and its export, when lost, is written again from the run directory (numbers identical, no thumbnails)
+    from pointseg.export import export_path
+    exp = export_path(cfg.export_dir, cfg.name, cfg.seed)
+    first = json.loads(exp.read_text())
+    exp.unlink()
+    fit(cfg, progress=False)
+    second = json.loads(exp.read_text())
+    assert second["final"] == first["final"] and second["history"] == first["history"]
+    assert second["points"] == first["points"] and "samples" not in second
 
 
 def test_same_seed_same_points_and_metrics(tiny_config, tmp_path):
