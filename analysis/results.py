@@ -33,7 +33,8 @@ def method_label(config: dict[str, Any]) -> str:
     semi = config.get("semi") or {}
     if not semi.get("weight"):
         return "pfCE"
-    return f"pfCE + {str(semi['method']).replace('_', ' ')} ({semi['weight']:g})"
+    names = {"gated_crf": "gated CRF", "fixmatch": "FixMatch", "mean_teacher": "mean teacher"}
+    return f"pfCE + {names.get(semi['method'], semi['method'])} ({semi['weight']:g})"
 
 
 def machine_label(record: dict[str, Any]) -> str:
