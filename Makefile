@@ -8,8 +8,11 @@ WORKERS ?= 1
 SEEDS ?= 0 1 2
 FILE ?= experiments/studies/convergence.yaml
 PARTS ?=
+STUDIES ?= $(wildcard experiments/studies/*.yaml)
+LANES ?= 2
+DEADLINE ?= inf
 
-.PHONY: help setup data test test-explore test-all demo bench bench-predict sweep report experiments study ablations clean
+.PHONY: help setup data test test-explore test-all demo bench bench-predict sweep report experiments study queue ablations clean
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
@@ -44,12 +47,15 @@ bench: setup data  ## pfCE vs cross-entropy speed, trainer vs bare loop throughp
 bench-predict: setup  ## whole-scene predict on 16 and 100 Mpx scenes: time, Mpx/s, peak memory
 	$(PY) -m analysis.bench_predict
 
-experiments: setup data  ## label-efficiency study: 1/5/10/20 clicks per class vs full masks, seeds $(SEEDS) (resumable)
+experiments: setup data  ## label-efficiency study: 1/2/5/10/20/50 clicks per class vs full masks, seeds $(SEEDS) (resumable)
 	$(PY) -m analysis.run_experiments --seeds $(SEEDS)
 
 study: setup data  ## any study file: make study FILE=experiments/studies/convergence.yaml (resumable)
 	$(PY) -m analysis.study $(FILE)
 	$(PY) -m analysis.summarize $$(basename $(FILE) .yaml)
+
+queue: setup data  ## every study's runs not exported yet, LANES at a time (STUDIES=… LANES=8 DEADLINE=minutes)
+	$(PY) -m analysis.queue --lanes $(LANES) --deadline-min $(DEADLINE) -- $(STUDIES)
 
 ablations: setup data  ## each framework feature vs the same runs without it (PARTS=costs first, on an idle machine)
 	$(PY) -m analysis.ablations --seeds $(SEEDS) $(if $(PARTS),--parts $(PARTS))

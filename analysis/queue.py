@@ -26,7 +26,7 @@ from pathlib import Path
 from pointseg.config import ConfigError
 from pointseg.export import export_path
 
-from .study import StudyFile
+from .study import StudyFile, machine_has
 
 log = logging.getLogger("pointseg.queue")
 
@@ -60,7 +60,7 @@ def tasks(specs: list[str], export_dir: str = "results") -> list[Task]:
             raise ConfigError(f"{path}: no cells {unknown}; it has {ids}")
         for seed in study.seeds:
             for cell in (c for c in study.cells if c.id in chosen):
-                if cell.extra.get("reuse"):  # copied from another study by analysis.study, never trained here
+                if cell.extra.get("reuse") or not machine_has(cell):  # copied by analysis.study / another machine's
                     continue
                 if not export_path(export_dir, f"{study.name}/{cell.id}", seed).exists():
                     out.append(Task(path, study.name, cell.id, seed))

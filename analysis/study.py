@@ -75,6 +75,15 @@ class StudyFile:
                                        f"wandb.group={self.name}", *machine_settings])
 
 
+def machine_has(cell: Cell) -> bool:
+    """A cell may name the machine it is about (``machine: cuda``, the device check): elsewhere it is not run."""
+    if cell.extra.get("machine") != "cuda":
+        return True
+    import torch
+
+    return torch.cuda.is_available()
+
+
 # what --set may change: how and where a run computes, never what it computes (config_differences ignores these)
 MACHINE_KEYS = ("wandb.", "train.threads", "train.device", "eval.batch_size")
 
@@ -135,6 +144,9 @@ def run_study(study: StudyFile, seeds: list[int] | None = None, cells: list[str]
                for s in (seeds or study.seeds) for c in chosen]
     for seed, cell, cfg in configs:  # every config is checked before the first run starts
         if _exported(cell, seed, cfg, export_dir) or _reuse(study, cell, seed, cfg, export_dir):
+            continue
+        if not machine_has(cell):
+            log.info("%s seed %d: skipped, it is a cell for a %s machine", cell.id, seed, cell.extra["machine"])
             continue
         log.info("%s seed %d: %s", cell.id, seed, " ".join(cell.overrides))
         res = fit(cfg)

@@ -152,11 +152,16 @@ def test_bench_of_some_parts_keeps_the_rows_of_the_others(tmp_path, monkeypatch)
            {"what": "reference run", "a": 3.0}]
     (tmp_path / "results" / "bench.json").write_text(json.dumps({"torch": "x", "threads": 2, "rows": old}))
     row = {"what": "reference run (new)", "a": 4.0, "b": 1.0, "ratio": 4.0, "goal": "≤ 0.66", "met": False, "unit": "s"}
-    monkeypatch.setattr(bench, "reference_rows", lambda bare_steps: [row])
+    monkeypatch.setattr(bench, "reference_rows", lambda bare_steps, config: [{**row, "what": f"{config} run"}])
     assert bench.main(["--parts", "reference"]) == 0
     rows = json.loads((tmp_path / "results" / "bench.json").read_text())["rows"]
-    assert [r["what"] for r in rows] == ["pfCE γ=2 ÷ CE", "train step, bs8", "reference run (new)"]
+    assert [r["what"] for r in rows] == ["pfCE γ=2 ÷ CE", "train step, bs8", "experiments/full.yaml run"]
     assert rows[-1]["part"] == "reference"
+    # another schedule's reference rows sit beside the default's; running it again replaces only its own
+    for _ in range(2):
+        assert bench.main(["--parts", "reference", "--config", "experiments/full-fast.yaml"]) == 0
+    rows = json.loads((tmp_path / "results" / "bench.json").read_text())["rows"]
+    assert [r["what"] for r in rows][2:] == ["experiments/full.yaml run", "experiments/full-fast.yaml run"]
 
 
 def test_diagnostics_figure_draws_the_logged_diagnostics_and_nothing_without_them(tmp_path):

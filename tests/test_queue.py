@@ -16,13 +16,17 @@ def _study_file(tmp_path):
     raw = {"name": "toy", "question": "q?", "hypothesis": "h.", "base": "experiments/points.yaml", "seeds": [0, 1],
            "cells": [{"id": "a", "overrides": ["points.n_per_class=1"]},
                      {"id": "b", "overrides": ["points.n_per_class=2"]},
-                     {"id": "c", "overrides": ["points.n_per_class=3"], "reuse": "other/c"}]}
+                     {"id": "c", "overrides": ["points.n_per_class=3"], "reuse": "other/c"},
+                     {"id": "d", "overrides": ["points.n_per_class=4"], "machine": "cuda"}]}
     path = tmp_path / "toy.yaml"
     path.write_text(yaml.safe_dump(raw))
     return str(path)
 
 
-def test_tasks_are_seed_major_skip_exports_and_reused_cells(tmp_path):
+def test_tasks_are_seed_major_skip_exports_reused_cells_and_other_machines(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     path = _study_file(tmp_path)
     (tmp_path / "results" / "toy" / "a").mkdir(parents=True)
     (tmp_path / "results" / "toy" / "a" / "seed0.json").write_text("{}")
