@@ -382,7 +382,9 @@ def build(out: Path, studies_dir: Path = Path("experiments/studies"), root: Path
     md += ["## Reproduce", "", "| what | command |", "|---|---|"]
     for path in sorted(studies_dir.glob("*.yaml")):
         md.append(f"| study `{path.stem}` | `python -m analysis.study {path}` |")
-    md += ["| speed table | `make bench` |", "| whole-scene prediction table | `make bench-predict` |",
+    md += ["| every study's pending runs, side by side (GPU: more lanes) | `make queue LANES=2` |",
+           "| speed table | `make bench` (the 800-step row: `python -m analysis.bench --parts reference --config "
+           "experiments/full-fast.yaml`) |", "| whole-scene prediction table | `make bench-predict` |",
            "| the roads run | `python -m pointseg train --config experiments/roads.yaml` |",
            "| this report | `make report` |", ""]
     report = out / "REPORT.md"
