@@ -121,8 +121,15 @@ def per_class_figure(study: StudyFile, recs: list[dict], out: Path) -> str:
     cols = [c for c in df.columns if c.startswith("test/iou/")]
     long = df.melt(id_vars=["cell", "seed"], value_vars=cols, var_name="class", value_name="IoU")
     long["class"] = long["class"].str.removeprefix("test/iou/")
+    labels = {c.id: c.label for c in study.cells}
+    long["cell"] = long["cell"].map(labels).fillna(long["cell"])
     fig, ax = plt.subplots(figsize=(8, 3.6))
-    sns.barplot(long, x="class", y="IoU", hue="cell", errorbar=("ci", 95), seed=0, ax=ax)
+    order = [c.id for c in study.cells if c.id in set(df.cell)]
+    budget = df.groupby("cell").agg(points=("supervision", lambda v: v.iloc[0] == "points"), n=("n_per_class", "first"))
+    if budget.loc[budget.points, "n"].nunique() > 1:  # a budget study: the ceiling, then the budgets in order
+        order.sort(key=lambda c: (bool(budget.loc[c, "points"]), budget.loc[c, "n"]))
+    sns.barplot(long, x="class", y="IoU", hue="cell", hue_order=[labels[c] for c in order], errorbar=("ci", 95),
+                seed=0, ax=ax)
     ax.set(xlabel="", ylabel="test IoU", title="Test IoU per class (whiskers: 95 % CI over seeds)")
     ax.legend(title="", bbox_to_anchor=(1.01, 1), loc="upper left")
     return _save(fig, out, f"{study.name}-per-class.png")
@@ -237,7 +244,7 @@ def diagnostics_figure(study: StudyFile, recs: list[dict], out: Path) -> str | N
 
 
 FIGURES = {"convergence": [convergence_figure], "label-efficiency": [budget_figure, per_class_figure, confusion_figure],
-           "label-efficiency-crf": [budget_figure],
+           "label-efficiency-crf": [budget_figure], "placement": [cells_figure, per_class_figure],
            "unlabelled": [cells_figure, diagnostics_figure, qualitative_figure]}
 
 
