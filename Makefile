@@ -55,7 +55,7 @@ study: setup data  ## any study file: make study FILE=experiments/studies/conver
 	$(PY) -m analysis.summarize $$(basename $(FILE) .yaml)
 
 queue: setup data  ## every study's runs not exported yet, LANES at a time (STUDIES=… LANES=8 DEADLINE=minutes)
-	$(PY) -m analysis.queue --lanes $(LANES) --deadline-min $(DEADLINE) -- $(STUDIES)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m analysis.queue --lanes $(LANES) --deadline-min $(DEADLINE) -- $(STUDIES)
 
 ablations: setup data  ## each framework feature vs the same runs without it (PARTS=costs first, on an idle machine)
 	$(PY) -m analysis.ablations --seeds $(SEEDS) $(if $(PARTS),--parts $(PARTS))
