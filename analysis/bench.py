@@ -104,7 +104,10 @@ def converged_val_miou() -> tuple[float | None, str]:
     return float(longest["val/miou"].mean()), f"{int(longest.steps.iloc[0])} steps, {len(longest)} seeds"
 
 
-def reference_rows(bare_steps: int, config: str = "experiments/full.yaml") -> list[dict]:
+REFERENCE_CONFIG = "experiments/full.yaml"  # the default full-mask run; --config times another beside it
+
+
+def reference_rows(bare_steps: int, config: str = REFERENCE_CONFIG) -> list[dict]:
     cfg = load_config(config, ["wandb.mode=disabled", "name=bench", "export_dir=null"])
     bare = _step_fn(REFERENCE_BARE_BATCH, channels_last=False)  # the loop a user writes first: NCHW eager smp + CE
     for _ in range(3):
@@ -147,7 +150,7 @@ def reference_rows(bare_steps: int, config: str = "experiments/full.yaml") -> li
 
 
 def _label(config: str) -> str:
-    return "reference run" if config == "experiments/full.yaml" else f"{Path(config).stem} run"
+    return "reference run" if config == REFERENCE_CONFIG else f"{Path(config).stem} run"
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -164,7 +167,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--parts", nargs="+", default=["loss", "steps", "reference"], choices=["loss", "steps", "reference"])
     ap.add_argument("--bare-steps", type=int, default=20, help="bare steps timed after each epoch of the reference run")
-    ap.add_argument("--config", default="experiments/full.yaml", help="the run the reference part times")
+    ap.add_argument("--config", default=REFERENCE_CONFIG, help="the run the reference part times")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     rows: list[dict] = []
@@ -178,7 +181,7 @@ def main(argv=None) -> int:
     out = Path("results/bench.json")
     if out.exists():  # a run of some parts keeps the rows of the others (each row says which run made it)
         kept = [r for r in json.loads(out.read_text())["rows"] if _part(r) not in args.parts
-                or (_part(r) == "reference" and r.get("config", "experiments/full.yaml") != args.config)]
+                or (_part(r) == "reference" and r.get("config", REFERENCE_CONFIG) != args.config)]
         rows = kept + rows
     write_json(out, {"torch": torch.__version__, "threads": torch.get_num_threads(), "rows": rows})
     return 0

@@ -23,7 +23,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pointseg.config import ConfigError
 from pointseg.export import export_path
 
 from .study import StudyFile, machine_has
@@ -53,13 +52,9 @@ def tasks(specs: list[str], export_dir: str = "results") -> list[Task]:
     for spec in specs:
         path, _, wanted = spec.partition(":")
         study = StudyFile.load(path)
-        ids = [c.id for c in study.cells]
-        chosen = wanted.split(",") if wanted else ids
-        unknown = sorted(set(chosen) - set(ids))
-        if unknown:
-            raise ConfigError(f"{path}: no cells {unknown}; it has {ids}")
+        chosen = study.chosen(wanted.split(",") if wanted else None)
         for seed in study.seeds:
-            for cell in (c for c in study.cells if c.id in chosen):
+            for cell in chosen:
                 if cell.extra.get("reuse") or not machine_has(cell):  # copied by analysis.study / another machine's
                     continue
                 if not export_path(export_dir, f"{study.name}/{cell.id}", seed).exists():

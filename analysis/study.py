@@ -68,6 +68,13 @@ class StudyFile:
         return cls(raw["name"], raw["question"], raw["hypothesis"], raw["base"], list(raw["seeds"]), cells,
                    raw.get("metric", "test/miou"), list(raw.get("overrides", [])), raw.get("reference"), str(p), raw)
 
+    def chosen(self, ids: list[str] | None = None) -> list[Cell]:
+        """The cells named by ``ids`` (all when none), in the file's order; an unknown id is an error."""
+        unknown = sorted(set(ids or ()) - {c.id for c in self.cells})
+        if unknown:
+            raise ConfigError(f"{self.path}: no cells {unknown}; it has {[c.id for c in self.cells]}")
+        return [c for c in self.cells if not ids or c.id in ids]
+
     def config(self, cell: Cell, seed: int, out_dir: str = "runs/studies", export_dir: str = "results",
                machine_settings: list[str] = ()):
         return load_config(self.base, [*self.overrides, *cell.overrides, f"name={self.name}/{cell.id}",
@@ -136,10 +143,7 @@ def run_study(study: StudyFile, seeds: list[int] | None = None, cells: list[str]
     if bad:
         raise ConfigError(f"--set only takes machine settings ({', '.join(MACHINE_KEYS)}), not {bad}: "
                           "a change of what a cell computes belongs in the study file")
-    unknown = sorted(set(cells or ()) - {c.id for c in study.cells})
-    if unknown:
-        raise ConfigError(f"{study.path}: no cells {unknown}; it has {[c.id for c in study.cells]}")
-    chosen = [c for c in study.cells if not cells or c.id in cells]
+    chosen = study.chosen(cells)
     configs = [(s, c, study.config(c, s, out_dir, export_dir, machine_settings))
                for s in (seeds or study.seeds) for c in chosen]
     for seed, cell, cfg in configs:  # every config is checked before the first run starts
