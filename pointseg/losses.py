@@ -72,9 +72,19 @@ class _DenseFocal(torch.autograd.Function):
         return torch._log_softmax_backward_data(onehot, logp, 1, logp.dtype), None, None, None, None, None
 
 
-def _focal_terms(logp_t: torch.Tensor, gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Σ of the focal term and its per-pixel gradient factor g (see :class:`_DenseFocal`), in one expression so
-    that inductor fuses the dozen N×H×W elementwise passes into one loop. Unlabelled pixels carry log p_t = 0."""
+def _hit(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """N×C×H×W: True at each pixel's target class. An ignored pixel (t = ignore_index ≥ C) hits no class."""
+    return torch.arange(x.shape[1], device=x.device).view(1, -1, 1, 1) == t.unsqueeze(1)
+
+
+def _fused_forward(x: torch.Tensor, t: torch.Tensor, gamma: float):
+    """Σ of the focal term, the per-pixel gradient factor g (see :class:`_DenseFocal`) and the number of pixels
+    whose target is a class, as one expression that inductor compiles into a couple of loops over x: the
+    log-softmax, the target's log-probability (a select over C, not a gather, so ignored pixels simply hit nothing
+    and carry log p_t = 0) and the dozen N×H×W elementwise steps, without the intermediate tensors."""
+    logp = F.log_softmax(x, dim=1)
+    hit = _hit(x, t)
+    logp_t = torch.where(hit, logp, 0.0).sum(1)
     p_t = logp_t.exp()
     one_m = (1.0 - p_t).clamp_min(0.0)
     w = one_m * one_m if gamma == 2.0 else (one_m if gamma == 1.0 else one_m.pow(gamma))
@@ -84,41 +94,63 @@ def _focal_terms(logp_t: torch.Tensor, gamma: float) -> tuple[torch.Tensor, torc
         g = p_t * logp_t - w
     else:  # γ (1-p)^(γ-1) p log p = γ w/(1-p) p log p; at p = 1 it is 0 (γ < 1: 0 · ∞ taken as 0)
         g = torch.where(one_m > 0, gamma * w / one_m.clamp_min(1e-30) * p_t * logp_t, 0.0) - w
-    return -(w * logp_t).sum(), g
+    return -(w * logp_t).sum(), g, hit.sum()
+
+
+def _fused_backward(x: torch.Tensor, t: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """d loss / d x = g · (onehot(t) - softmax(x)), one loop that recomputes the softmax from x instead of
+    writing and reading back a saved log-softmax, a zero tensor and a scatter (what cross-entropy's backward does)."""
+    return g.unsqueeze(1) * (_hit(x, t).to(x.dtype) - F.softmax(x, dim=1))
 
 
 class _FusedDenseFocal(torch.autograd.Function):
-    """:class:`_DenseFocal` without class weights, its elementwise part compiled into one kernel."""
+    """:class:`_DenseFocal` without class weights, forward and backward each compiled into one kernel."""
 
     @staticmethod
-    def forward(ctx, x, safe_t, unlabelled, denom, gamma):
-        logp = F.log_softmax(x, dim=1)
-        logp_t = logp.gather(1, safe_t.unsqueeze(1)).squeeze(1).masked_fill_(unlabelled, 0.0)
-        total, g = _compiled_terms()(logp_t, gamma)
-        ctx.save_for_backward(logp, safe_t, g, denom)
-        return total / denom
+    def forward(ctx, x, target, n_labelled, gamma):
+        total, g, n_hit = _compiled("forward")(x, target, gamma)
+        if int(n_hit) != n_labelled:  # a labelled pixel whose id is no class: gather would have raised
+            raise IndexError("index out of bounds: a target id is neither a class nor ignore_index")
+        ctx.save_for_backward(x, target, g)
+        ctx.n_labelled = n_labelled
+        return total / n_labelled
 
     @staticmethod
     def backward(ctx, grad):
-        logp, safe_t, g, denom = ctx.saved_tensors
-        onehot = torch.zeros_like(logp).scatter_(1, safe_t.unsqueeze(1), (g * (grad / denom)).unsqueeze(1))
-        return torch._log_softmax_backward_data(onehot, logp, 1, logp.dtype), None, None, None, None
+        x, target, g = ctx.saved_tensors
+        g = g * (grad / ctx.n_labelled)
+        try:
+            return _compiled("backward")(x, target, g), None, None, None
+        except Exception as e:  # noqa: BLE001 — a compiler that fails only here: the same formula, eager
+            _compile_failed(e)
+            return _fused_backward(x, target, g), None, None, None
 
 
 _COMPILED: dict[str, object] = {}
 _COMPILE_MIN_PIXELS = 65536  # smaller batches (tests, tiny crops) are not worth a compile of several seconds
 
 
-def _compiled_terms():
-    if "fn" not in _COMPILED:
-        _COMPILED["fn"] = torch.compile(_focal_terms, dynamic=False)
-    return _COMPILED["fn"]
+def _compiled(which: str):
+    if which not in _COMPILED:
+        fn = _fused_forward if which == "forward" else _fused_backward
+        _COMPILED[which] = torch.compile(fn, dynamic=False)
+    return _COMPILED[which]
 
 
-def _use_fused(x: torch.Tensor, weight) -> bool:
-    """The compiled path: CPU float32, no class weights, a batch big enough, a working compiler. A compiler that
-    fails (none installed, an unsupported platform) is reported once; the hand-written path takes over."""
+def _compile_failed(e: Exception) -> None:
+    if not _COMPILED.get("failed"):
+        logging.getLogger("pointseg").warning(
+            "torch.compile of the focal loss failed (%s); using the uncompiled form", str(e)[:200])
+    _COMPILED["failed"] = True
+
+
+def _use_fused(x: torch.Tensor, weight, ignore_index: int = 255) -> bool:
+    """The compiled path: CPU, no class weights, an ignore_index that is no class id, a batch big enough, a working
+    compiler. A compiler that fails (none installed, an unsupported platform) is reported once; the hand-written
+    path takes over."""
     if weight is not None or x.device.type != "cpu" or x[:, 0].numel() < _COMPILE_MIN_PIXELS:
+        return False
+    if 0 <= ignore_index < x.shape[1]:  # the compiled select treats an ignored pixel as one that hits no class
         return False
     if os.environ.get("POINTSEG_COMPILE_LOSS", "1") == "0" or _COMPILED.get("failed"):
         return False
@@ -158,19 +190,17 @@ def partial_focal_ce(
         try:  # torch's own bounds checks cost nothing extra; their error is translated below
             if gamma == 0:  # exactly cross-entropy: use torch's fused kernel
                 return F.cross_entropy(logits.float(), target, weight=w, ignore_index=ignore_index)
+            if _use_fused(logits, w, ignore_index):
+                try:
+                    return _FusedDenseFocal.apply(logits.float(), target, n_labelled, float(gamma))
+                except Exception as e:  # noqa: BLE001 — any compiler failure: fall back, say so once
+                    if "out of bounds" in str(e):
+                        raise
+                    _compile_failed(e)
             unlabelled = ~labelled
             safe_t = target.masked_fill(unlabelled, 0)
             if w is None:
                 m, denom = None, torch.tensor(float(n_labelled), device=logits.device)
-                if _use_fused(logits, w):
-                    try:
-                        return _FusedDenseFocal.apply(logits.float(), safe_t, unlabelled, denom, float(gamma))
-                    except Exception as e:  # noqa: BLE001 — any compiler failure: fall back, say so once
-                        if "out of bounds" in str(e):
-                            raise
-                        _COMPILED["failed"] = True
-                        logging.getLogger("pointseg").warning(
-                            "torch.compile of the focal loss failed (%s); using the uncompiled form", str(e)[:200])
             else:
                 m = w[safe_t].masked_fill_(unlabelled, 0.0)
                 denom = m.sum().clamp_min(torch.finfo(m.dtype).tiny)

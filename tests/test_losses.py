@@ -155,7 +155,7 @@ def test_compiled_dense_path_matches_the_float64_reference(gamma):
     a = logits.clone().requires_grad_(True)
     out = L.partial_focal_ce(a, target, gamma=gamma)
     out.backward()
-    assert "fn" in L._COMPILED and not L._COMPILED.get("failed")
+    assert {"forward", "backward"} <= set(L._COMPILED) and not L._COMPILED.get("failed")
     b = logits.clone().double().requires_grad_(True)
     m = (target != 255).double()
     logp_t = F.log_softmax(b, 1).gather(1, torch.where(target != 255, target, 0)[:, None])[:, 0]
@@ -174,7 +174,7 @@ def test_a_failing_compiler_falls_back_to_the_hand_written_path_and_says_so(monk
     def broken(*a, **k):
         raise RuntimeError("no C++ compiler")
 
-    monkeypatch.setattr(L, "_COMPILED", {"fn": broken})
+    monkeypatch.setattr(L, "_COMPILED", {"forward": broken, "backward": broken})
     g = torch.Generator().manual_seed(5)
     logits = torch.randn(1, 5, 256, 256, generator=g)
     target = torch.randint(0, 5, (1, 256, 256), generator=g)
@@ -184,3 +184,37 @@ def test_a_failing_compiler_falls_back_to_the_hand_written_path_and_says_so(monk
     assert L._COMPILED["failed"] and caplog.text.count("torch.compile of the focal loss failed") == 1
     monkeypatch.setenv("POINTSEG_COMPILE_LOSS", "0")
     assert out.item() == again.item() == pytest.approx(L.partial_focal_ce(logits, target, gamma=2.0).item())
+
+
+def test_compiled_dense_path_refuses_a_class_id_out_of_range():
+    import pointseg.losses as L
+
+    logits = torch.randn(1, 5, 256, 256)
+    target = torch.randint(0, 5, (1, 256, 256))
+    target[0, 7, 9] = 7
+    assert L._use_fused(logits, None)
+    with pytest.raises(ValueError, match="outside"):
+        L.partial_focal_ce(logits, target, gamma=2.0)
+    # an ignore_index that is a class id cannot be told apart by the compiled select: the hand-written path runs
+    assert not L._use_fused(logits, None, ignore_index=0)
+
+
+def test_a_compiler_failing_in_backward_only_gives_the_same_gradient(monkeypatch, caplog):
+    import pointseg.losses as L
+
+    g = torch.Generator().manual_seed(6)
+    logits = torch.randn(1, 5, 256, 256, generator=g)
+    target = torch.randint(0, 5, (1, 256, 256), generator=g)
+    target[torch.rand(1, 256, 256, generator=g) > 0.7] = 255
+    a = logits.clone().requires_grad_(True)
+    L.partial_focal_ce(a, target, gamma=2.0).backward()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(L, "_COMPILED", {"forward": L._COMPILED["forward"], "backward": broken})
+    b = logits.clone().requires_grad_(True)
+    with caplog.at_level("WARNING", logger="pointseg"):
+        L.partial_focal_ce(b, target, gamma=2.0).backward()
+    assert L._COMPILED["failed"] and "torch.compile of the focal loss failed" in caplog.text
+    assert torch.allclose(a.grad, b.grad, atol=1e-9)
