@@ -33,6 +33,7 @@ from pointseg.infer import evaluate
 from pointseg.io import write_json
 from pointseg.train import fit, load_split
 
+from .evaluations import style_shift
 from .stats import fmt, mean_ci
 from .timing import alternating
 
@@ -52,18 +53,6 @@ _CELL = {"points": "points-10", "full": "full"}
 
 def _baseline_dir(seed: int, sup: str = "points") -> Path:
     return EXPERIMENTS / _CELL[sup] / f"seed{seed}"
-
-
-def _shift(image: np.ndarray, kind: str) -> np.ndarray:
-    """A test tile restyled on purpose: another sensor, another sun."""
-    x = image.astype(np.float32)
-    if kind == "bright":
-        x = x * 1.35 + 25
-    elif kind == "dark":
-        x = x * 0.55
-    elif kind == "colour":
-        x = x * np.array([1.25, 1.0, 0.75]) + np.array([10, 0, -10])
-    return np.clip(x, 0, 255).astype(np.uint8)
 
 
 def eval_cache_key(name: str, run_dirs: list[Path], settings: dict) -> str:
@@ -93,7 +82,7 @@ def _eval(name: str, run_dirs: list[Path], tta: bool = False, shift: str | None 
     spec = DatasetSpec.load(cfg.data.dataset)
     scenes = load_split(cfg, "test")
     if shift:
-        scenes = [type(s)(**{**s.__dict__, "image": _shift(s.image, shift)}) for s in scenes]
+        scenes = [type(s)(**{**s.__dict__, "image": style_shift(s.image, shift)}) for s in scenes]
     metrics = evaluate(models, scenes, spec.num_classes, list(spec.class_names), "test/", window=cfg.eval.window,
                        overlap=cfg.eval.overlap, batch_size=cfg.eval.batch_size, tta=tta, style=style)
     write_json(path, metrics)

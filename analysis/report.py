@@ -257,8 +257,7 @@ def study_section(study: StudyFile, out: Path, root: Path) -> list[str]:
           f"**Process.** `python -m analysis.study {study.path}`; base `{study.base}`"
           + (f" with {', '.join(f'`{o}`' for o in study.overrides)}" if study.overrides else "")
           + f"; seeds {', '.join(map(str, study.seeds))}; cells:", ""]
-    md += [f"* `{c.id}` ({c.label}): {', '.join(f'`{o}`' for o in c.overrides) or 'the base config'}"
-           + (f"; reuses `{c.extra['reuse']}` where identical" if c.extra.get("reuse") else "") for c in study.cells]
+    md += [f"* `{c.id}` ({c.label}): {_cell_process(c)}" for c in study.cells]
     md += ["", f"Runs finished and exported: **{len(done)} of {planned}**.", ""]
     if not recs:
         return md + ["No exports yet.", ""]
@@ -266,7 +265,8 @@ def study_section(study: StudyFile, out: Path, root: Path) -> list[str]:
                       for r in recs})
     md += [f"Code versions of these runs: {', '.join(f'`{c}`' for c in commits)}.", "",
            "**Results.**", "",
-           study_table(study.name, study.reference, study.metric, root).to_markdown(index=False), ""]
+           study_table(study.name, study.reference, study.metric, root,
+                       references=study.cell_references()).to_markdown(index=False), ""]
     ceiling = study.raw.get("ceiling")
     if ceiling and ceiling in done_cells(recs):
         table = study_table(study.name, ceiling, study.metric, root)
@@ -282,6 +282,21 @@ def study_section(study: StudyFile, out: Path, root: Path) -> list[str]:
     md += ["**Verdict.** " + (fill_numbers(verdict.strip(), frame(recs)) if verdict else
                               "pending: the study has not finished all its runs (see the count above)."), ""]
     return md
+
+
+def _cell_process(c) -> str:
+    from .evaluations import describe_shift, is_evaluation, settings_of
+
+    if is_evaluation(c):
+        s = settings_of(c)
+        how = ([f"the test images {describe_shift(s['shift'])}"] if s["shift"] else []) + [
+            words for k, words in (("match", "each test tile histogram-matched to the training style"),
+                                   ("tta", "D4 TTA"), ("ensemble", "the mean probability of all seeds' models"))
+            if s[k]]
+        return (f"trains nothing: the runs of `{c.extra['evaluate']}` tested again, {'; '.join(how) or 'unchanged'}"
+                + (f"; compared with `{c.extra['reference']}`" if c.extra.get("reference") else ""))
+    return (f"{', '.join(f'`{o}`' for o in c.overrides) or 'the base config'}"
+            + (f"; reuses `{c.extra['reuse']}` where identical" if c.extra.get("reuse") else ""))
 
 
 def done_cells(recs: list[dict]) -> set[str]:
@@ -366,7 +381,7 @@ LIMITATIONS = [
 
 # the schedule first (every later study runs on it), then the headline, then what explains or moves it
 READING_ORDER = ["convergence", "schedule", "device-check", "label-efficiency", "label-efficiency-crf", "unlabelled",
-                 "crf-weight", "consistency-weight", "gamma", "placement"]
+                 "crf-weight", "consistency-weight", "test-time", "gamma", "placement"]
 
 
 def _reading_order(path: Path) -> tuple[int, str]:

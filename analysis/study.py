@@ -22,6 +22,8 @@ import yaml
 
 from pointseg.config import ConfigError, load_config
 
+from .evaluations import is_evaluation, run_evaluation
+
 log = logging.getLogger("pointseg.study")
 
 
@@ -74,6 +76,10 @@ class StudyFile:
         if unknown:
             raise ConfigError(f"{self.path}: no cells {unknown}; it has {[c.id for c in self.cells]}")
         return [c for c in self.cells if not ids or c.id in ids]
+
+    def cell_references(self) -> dict[str, str]:
+        """Cells compared with another cell than the study's reference (``reference:`` in the cell)."""
+        return {c.id: c.extra["reference"] for c in self.cells if c.extra.get("reference")}
 
     def config(self, cell: Cell, seed: int, out_dir: str = "runs/studies", export_dir: str = "results",
                machine_settings: list[str] = ()):
@@ -144,9 +150,12 @@ def run_study(study: StudyFile, seeds: list[int] | None = None, cells: list[str]
         raise ConfigError(f"--set only takes machine settings ({', '.join(MACHINE_KEYS)}), not {bad}: "
                           "a change of what a cell computes belongs in the study file")
     chosen = study.chosen(cells)
-    configs = [(s, c, study.config(c, s, out_dir, export_dir, machine_settings))
+    configs = [(s, c, None if is_evaluation(c) else study.config(c, s, out_dir, export_dir, machine_settings))
                for s in (seeds or study.seeds) for c in chosen]
     for seed, cell, cfg in configs:  # every config is checked before the first run starts
+        if is_evaluation(cell):  # trains nothing: tests another cell's finished runs again
+            run_evaluation(study, cell, seed, out_dir, export_dir)
+            continue
         if _exported(cell, seed, cfg, export_dir) or _reuse(study, cell, seed, cfg, export_dir):
             continue
         if not machine_has(cell):

@@ -16,7 +16,9 @@ from .stats import bootstrap_miou, bootstrap_paired, fmt, holm, mean_ci
 
 
 def study_table(study: str, reference: str | None = None, metric: str = "test/miou", root=RESULTS,
-                n_boot: int = 2000) -> pd.DataFrame:
+                n_boot: int = 2000, references: dict[str, str] | None = None) -> pd.DataFrame:
+    """``references``: cells compared with another cell than ``reference`` (a style-shifted copy matched back
+    is compared with the shifted copy, not with the original)."""
     recs = load_records(study, root)
     if not recs:
         raise SystemExit(f"no exported runs under {root}/{study}: run the study first")
@@ -32,14 +34,15 @@ def study_table(study: str, reference: str | None = None, metric: str = "test/mi
         row["min class IoU (test)"] = f"{g[[c for c in g.columns if c.startswith('test/iou/')]].min(axis=1).min():.3f}"
         row["ran on"] = " + ".join(sorted(set(g["machine"])))  # wall times compare only within one machine
         row["train min/run"] = f"{g['train/seconds'].mean() / 60:.1f}"
-        if reference and cell != reference and reference in set(df.cell):
-            both = sorted(set(seeds_of(recs, cell)) & set(seeds_of(recs, reference)))
+        ref = (references or {}).get(cell, reference)
+        if ref and cell != ref and ref in set(df.cell):
+            both = sorted(set(seeds_of(recs, cell)) & set(seeds_of(recs, ref)))
             if both:
-                a, b = confusions(recs, cell, both), confusions(recs, reference, both)
+                a, b = confusions(recs, cell, both), confusions(recs, ref, both)
                 r = bootstrap_paired(a, b, n_boot, how="ratio")
                 d = bootstrap_paired(a, b, n_boot, how="diff")
-                row[f"÷ {reference} [95 %]"] = f"{r.estimate:.3f} [{r.lower:.3f}, {r.upper:.3f}]"
-                row[f"− {reference} [95 %]"] = f"{d.estimate:+.3f} [{d.lower:+.3f}, {d.upper:+.3f}]"
+                row[f"÷ {ref} [95 %]"] = f"{r.estimate:.3f} [{r.lower:.3f}, {r.upper:.3f}]"
+                row[f"− {ref} [95 %]"] = f"{d.estimate:+.3f} [{d.lower:+.3f}, {d.upper:+.3f}]"
                 row["_p"] = d.p
         rows.append(row)
     out = pd.DataFrame(rows)

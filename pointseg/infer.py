@@ -107,6 +107,18 @@ def scene_confusions(models, scenes, num_classes: int, window: int = 512, overla
     return dense, (points.mat.numpy() if points is not None else None)
 
 
+def split_record(dense: Sequence[np.ndarray], scenes, class_names: list[str], prefix: str = "test/") -> dict:
+    """The metrics a run exports for a split from its per-scene confusion matrices: the whole split, each group
+    (tile), the summed matrix and every image's (so a report can bootstrap over images and seeds)."""
+    out = scores(np.sum(dense, axis=0), class_names, prefix)
+    for group in dict.fromkeys(s.group for s in scenes):
+        mats = [m for m, s in zip(dense, scenes) if s.group == group]
+        out[f"{prefix}group/{group}/miou"] = scores(np.sum(mats, axis=0), class_names)["miou"]
+    out[f"{prefix}confusion"] = np.sum(dense, axis=0).tolist()
+    out[f"{prefix}per_image_confusion"] = {s.name: np.asarray(m).tolist() for s, m in zip(scenes, dense)}
+    return out
+
+
 def evaluate(models, scenes, num_classes: int, class_names: list[str], prefix: str, window: int = 512,
              overlap: float = 0.25, batch_size: int = 4, tta: bool = False, device="cpu",
              style=None, progress: bool = True) -> dict[str, float]:

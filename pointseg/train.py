@@ -35,7 +35,7 @@ from .data.bands import BandNorm
 from .data.dataset import DatasetSpec, Scene, fit_band_norm, load_scenes
 from .data.raster import IGNORE_INDEX, DataError
 from .export import code_version, export_path, export_run, machine
-from .infer import scene_confusions
+from .infer import scene_confusions, split_record
 from .io import CorruptFileError, atomic_torch_save, load_checkpoint_file, read_jsonl, write_json, write_jsonl
 from .losses import PartialFocalCE
 from .metrics import scores
@@ -493,12 +493,7 @@ def _test(r: _Run, progress: bool) -> dict[str, Any]:
     t0 = time.perf_counter()
     dense, _ = scene_confusions(r.model, r.test_scenes, r.spec.num_classes, tta=r.cfg.eval.tta, progress=progress,
                                 desc="eval test", **r.eval_kw)
-    out = {**scores(np.sum(dense, axis=0), names, "test/"), "test/seconds": time.perf_counter() - t0}
-    for group in dict.fromkeys(s.group for s in r.test_scenes):
-        mats = [m for m, s in zip(dense, r.test_scenes) if s.group == group]
-        out[f"test/group/{group}/miou"] = scores(np.sum(mats, axis=0), names)["miou"]
-    out["test/confusion"] = np.sum(dense, axis=0).tolist()
-    out["test/per_image_confusion"] = {s.name: m.tolist() for s, m in zip(r.test_scenes, dense)}
+    out = {**split_record(dense, r.test_scenes, names, "test/"), "test/seconds": time.perf_counter() - t0}
     out["best_epoch"] = ckpt["epoch"]
     return out
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import yaml
 
@@ -126,3 +127,62 @@ def test_a_shipped_copy_takes_its_code_version_from_the_environment(tmp_path, mo
         assert export.code_version() == {"commit": None, "dirty": None}
     finally:
         export.code_version.cache_clear()
+
+
+def test_evaluation_cells_test_another_cells_runs_again_and_pair_with_them(tmp_path, fake_dataset, monkeypatch,
+                                                                           caplog):
+    import analysis.evaluations as ev
+
+    first = StudyFile.load(_study(tmp_path, fake_dataset, base="experiments/points.yaml"))
+    runs, results = str(tmp_path / "runs"), str(tmp_path / "results")
+    raw = yaml.safe_load((tmp_path / "toy.yaml").read_text())
+    src = "toy/points-2"
+    raw.update(name="tt", reference="plain", cells=[
+        {"id": "plain", "label": "as trained", "overrides": ["points.n_per_class=2"], "reuse": src},
+        {"id": "tta", "evaluate": src, "tta": True},
+        {"id": "ensemble", "evaluate": src, "ensemble": True},
+        {"id": "colour", "evaluate": src, "shift": "colour"},
+        {"id": "colour-matched", "evaluate": src, "shift": "colour", "match": True, "reference": "colour"}])
+    (tmp_path / "tt.yaml").write_text(yaml.safe_dump(raw))
+    tt = StudyFile.load(tmp_path / "tt.yaml")
+    with caplog.at_level("WARNING", logger="pointseg.study"):  # nothing to test yet: a logged skip, no export
+        run_study(tt, cells=["tta"], out_dir=runs, export_dir=results)
+    assert "not finished here" in caplog.text and not load_records("tt", results)
+
+    run_study(first, out_dir=runs, export_dir=results)
+    seen = []
+    real_test = ev._test
+    monkeypatch.setattr(ev, "_test", lambda dirs, s: seen.append(([d.name for d in dirs], s)) or real_test(dirs, s))
+    run_study(tt, out_dir=runs, export_dir=results)
+    by = {(r["cell"], r["seed"]): r for r in load_records("tt", results)}
+    assert len(by) == 10
+    assert by[("tta", 1)]["evaluation"]["tta"] and by[("tta", 1)]["evaluation"]["seeds"] == [1]
+    assert by[("colour-matched", 0)]["evaluation"]["match"]
+    # one ensemble of both seeds, tested once, recorded under each member's seed
+    assert [s for s in seen if s[1]["ensemble"]] == [(["seed0", "seed1"], ev.settings_of(tt.chosen(["ensemble"])[0]))]
+    assert by[("ensemble", 0)]["final"]["test/confusion"] == by[("ensemble", 1)]["final"]["test/confusion"]
+    assert by[("tta", 0)]["config"]["points"]["n_per_class"] == 2 and by[("tta", 0)]["name"] == "tt/tta"
+    table = study_table("tt", "plain", root=results, n_boot=50, references=tt.cell_references()).set_index("cell")
+    assert table.loc["colour-matched", "− colour [95 %]"] != "—" and table.loc["colour-matched", "− plain [95 %]"] == "—"
+    assert table.loc["tta", "− plain [95 %]"] != "—"
+    # exported: not tested again; another evaluation under the same name is refused
+    monkeypatch.setattr(ev, "_test", lambda *a: (_ for _ in ()).throw(AssertionError("tested again")))
+    run_study(tt, out_dir=runs, export_dir=results)
+    raw["cells"][1]["tta"] = False
+    (tmp_path / "tt.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match="another evaluation"):
+        run_study(StudyFile.load(tmp_path / "tt.yaml"), cells=["tta"], out_dir=runs, export_dir=results)
+
+
+def test_an_evaluation_cell_with_an_unknown_setting_is_refused(tmp_path, fake_dataset):
+    from analysis.evaluations import settings_of, style_shift
+
+    raw = yaml.safe_load(_study(tmp_path, fake_dataset, base="experiments/points.yaml").read_text())
+    raw["cells"] = [{"id": "x", "evaluate": "toy/full", "tta": True, "shfit": "colour"}]
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match="shfit"):
+        settings_of(StudyFile.load(tmp_path / "bad.yaml").cells[0])
+    image = np.full((4, 4, 3), 100, np.uint8)
+    assert style_shift(image, "colour")[0, 0].tolist() == [135, 100, 65]
+    with pytest.raises(ValueError, match="unknown style shift"):
+        style_shift(image, "sepia")
