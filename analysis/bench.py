@@ -36,7 +36,7 @@ REFERENCE_BARE_STEPS = 1200  # what the issue's pre-change converged run took: 1
 REFERENCE_BARE_BATCH = 16  # ... at its batch size (the bare loop: batch 16, 128² crops), whatever ours is
 
 
-def loss_rows(repeats: int = 60) -> list[dict]:
+def loss_rows(repeats: int = 200) -> list[dict]:
     rows = []
     for labelled, gamma in ((0.01, 2.0), (0.01, 0.0), (1.0, 2.0), (1.0, 1.0), (1.0, 0.5)):
         g = torch.Generator().manual_seed(0)

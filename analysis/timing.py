@@ -18,8 +18,9 @@ def alternating(fns: dict[str, Callable[[], object]], repeats: int, warmup: int 
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
+    order = list(fns.items())
+    for r in range(repeats):
+        for k, fn in (order if r % 2 == 0 else order[::-1]):
             t0 = time.perf_counter()
             fn()
             times[k].append(time.perf_counter() - t0)

@@ -97,10 +97,11 @@ def _fused_forward(x: torch.Tensor, t: torch.Tensor, gamma: float):
     return -(w * logp_t).sum(), g, hit.sum()
 
 
-def _fused_backward(x: torch.Tensor, t: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """d loss / d x = g · (onehot(t) - softmax(x)), one loop that recomputes the softmax from x instead of
-    writing and reading back a saved log-softmax, a zero tensor and a scatter (what cross-entropy's backward does)."""
-    return g.unsqueeze(1) * (_hit(x, t).to(x.dtype) - F.softmax(x, dim=1))
+def _fused_backward(x: torch.Tensor, t: torch.Tensor, g: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """d loss / d x = scale · g · (onehot(t) - softmax(x)), one loop that recomputes the softmax from x instead of
+    writing and reading back a saved log-softmax, a zero tensor and a scatter (what cross-entropy's backward does).
+    ``scale`` (the upstream gradient ÷ the labelled count, 0-d) is applied inside the loop, not as a pass of its own."""
+    return (g * scale).unsqueeze(1) * (_hit(x, t).to(x.dtype) - F.softmax(x, dim=1))
 
 
 class _FusedDenseFocal(torch.autograd.Function):
@@ -118,12 +119,12 @@ class _FusedDenseFocal(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x, target, g = ctx.saved_tensors
-        g = g * (grad / ctx.n_labelled)
+        scale = grad / ctx.n_labelled
         try:
-            return _compiled("backward")(x, target, g), None, None, None
+            return _compiled("backward")(x, target, g, scale), None, None, None
         except Exception as e:  # noqa: BLE001 — a compiler that fails only here: the same formula, eager
             _compile_failed(e)
-            return _fused_backward(x, target, g), None, None, None
+            return _fused_backward(x, target, g, scale), None, None, None
 
 
 _COMPILED: dict[str, object] = {}
