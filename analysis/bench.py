@@ -34,6 +34,7 @@ from .timing import alternating
 
 REFERENCE_BARE_STEPS = 1200  # what the pre-change converged run took: 1200 steps of today's loop
 REFERENCE_BARE_BATCH = 16  # ... at its batch size (the bare loop: batch 16, 128² crops), whatever ours is
+REFERENCE_CONFIG = "experiments/full.yaml"  # the default full-mask run; --config times another beside it
 
 
 def loss_rows(repeats: int = 200) -> list[dict]:
@@ -60,7 +61,7 @@ def loss_rows(repeats: int = 200) -> list[dict]:
 
 
 def _model():
-    cfg = load_config("experiments/full.yaml")
+    cfg = load_config(REFERENCE_CONFIG)
     return build_model(cfg.model.arch, cfg.model.encoder, 5, cfg.model.encoder_weights, cfg.model.decoder_channels)
 
 
@@ -102,9 +103,6 @@ def converged_val_miou() -> tuple[float | None, str]:
         return None, "no convergence exports"
     longest = df[df.steps == df.steps.max()]
     return float(longest["val/miou"].mean()), f"{int(longest.steps.iloc[0])} steps, {len(longest)} seeds"
-
-
-REFERENCE_CONFIG = "experiments/full.yaml"  # the default full-mask run; --config times another beside it
 
 
 def reference_rows(bare_steps: int, config: str = REFERENCE_CONFIG) -> list[dict]:
