@@ -279,7 +279,7 @@ def study_section(study: StudyFile, out: Path, root: Path) -> list[str]:
         if name:
             md += [f"![{study.name}]({name})", ""]
     verdict = study.raw.get("verdict")
-    md += ["**Verdict.** " + (fill_numbers(verdict.strip(), frame(recs)) if verdict else
+    md += ["**Verdict.** " + (fill_numbers(verdict.strip(), frame(recs), recs) if verdict else
                               "pending: the study has not finished all its runs (see the count above)."), ""]
     return md
 
@@ -303,10 +303,25 @@ def done_cells(recs: list[dict]) -> set[str]:
     return {r["cell"] for r in recs}
 
 
-def fill_numbers(text: str, df) -> str:
-    """A verdict names numbers as ``{cell:metric}`` (mean over the cell's seeds, 3 decimals) or
-    ``{cell-a:metric - cell-b:metric}`` (difference of the means): they are read from the exports, never typed."""
+def fill_numbers(text: str, df, recs: list[dict] | None = None) -> str:
+    """A verdict names numbers as ``{cell:metric}`` (mean over the cell's seeds, 3 decimals),
+    ``{cell-a:metric - cell-b:metric}`` (difference of the means) or ``{paired:cell-a vs cell-b}`` (test mIoU of a
+    minus b on the seeds both have, with the paired bootstrap 95 % interval of the study tables): they are read
+    from the exports, never typed."""
     import re
+
+    def paired(m: re.Match) -> str:
+        from .results import confusions, seeds_of
+        from .stats import bootstrap_paired
+
+        a, b = (x.strip() for x in m.group(1).split(" vs "))
+        both = sorted(set(seeds_of(recs or [], a)) & set(seeds_of(recs or [], b)))
+        if not both:
+            raise KeyError(f"verdict pairs {a!r} with {b!r}, but no seed has exports of both")
+        d = bootstrap_paired(confusions(recs, a, both), confusions(recs, b, both), 2000, how="diff")
+        return f"{d.estimate:+.3f} [{d.lower:+.3f}, {d.upper:+.3f}]"
+
+    text = re.sub(r"\{paired:([^{}]+)\}", paired, text)
 
     def mean(ref: str) -> float:
         cell, metric = ref.strip().split(":", 1)

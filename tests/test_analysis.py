@@ -114,6 +114,21 @@ def test_verdict_numbers_are_read_from_the_exports_never_typed():
         report.fill_numbers("{c:val/miou}", df)
 
 
+def test_a_verdict_names_a_paired_difference_with_its_interval():
+    import pandas as pd
+
+    def rec(cell, seed, right):  # two test images, two classes; `right` pixels of 10 on the diagonal per image
+        m = [[right, 10 - right], [10 - right, right]]
+        return {"cell": cell, "seed": seed, "final": {"test/per_image_confusion": {"i1": m, "i2": m}}}
+
+    recs = [rec("a", 0, 8), rec("a", 1, 8), rec("b", 0, 6), rec("b", 1, 6), rec("b", 2, 6)]
+    text = report.fill_numbers("a − b: {paired:a vs b}.", pd.DataFrame({"cell": []}), recs)
+    gain = 8 / 12 - 6 / 14  # IoU of each class: tp / (tp + fp + fn), the same for both classes
+    assert text == f"a − b: {gain:+.3f} [{gain:+.3f}, {gain:+.3f}]."  # identical images: no spread
+    with pytest.raises(KeyError, match="no seed has exports of both"):
+        report.fill_numbers("{paired:a vs c}", pd.DataFrame({"cell": []}), recs)
+
+
 def test_eval_cache_key_follows_the_checkpoint_bytes_and_the_settings(tmp_path):
     from analysis.ablations import eval_cache_key
 
