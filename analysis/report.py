@@ -52,8 +52,9 @@ def method_section() -> list[str]:
         "* **Intervals**: two-level bootstrap (seeds × test images, 2000 draws, seeded) for each cell; paired "
         "bootstrap (same seeds, same images) for ratios and differences, Holm-corrected p-values within a study.",
         _unlabelled_line(),
-        "* **Options not re-measured on this protocol** (pseudo-label teachers, TTA, ensembles, histogram matching): "
-        "off by default.", ""]
+        "* **Test-time options** (D4 TTA, ensembles of seeds, histogram matching per tile): off by default, measured "
+        "on this protocol by the study `test-time`, which tests the default method's finished runs again. The "
+        "pseudo-label teachers (FixMatch, mean teacher) are options not re-measured on this protocol.", ""]
 
 
 def _unlabelled_line() -> str:

@@ -265,85 +265,113 @@ def val_point_maps(cfg: Config, scenes: list[Scene]) -> list[np.ndarray]:
     return [sample_points(s.mask, p.n_per_class, p.strategy, image_seed(seed, "val:" + s.name)) for s in scenes]
 
 
+@dataclass
+class _Inputs:
+    """What a run reads and checks before its directory exists (bad input leaves no half-made run behind)."""
+
+    spec: DatasetSpec
+    train: list[Scene]
+    val: list[Scene]
+    test: list[Scene]
+    targets: list[np.ndarray]  # the training label maps the loss sees: clicks, or dense masks for the ceiling
+    val_maps: list[np.ndarray]  # clicks on the val tile (selection by val_points, a diagnostic otherwise)
+    points_info: dict[str, Any]
+    click_rows: list | None = None  # points.source=file: one row per input click, for the run's points.csv
+
+    @classmethod
+    def read(cls, cfg: Config) -> "_Inputs":
+        spec = DatasetSpec.load(cfg.data.dataset)
+        train, val, test = (load_split(cfg, s) for s in ("train", "val", "test"))
+        if cfg.points.source == "file" and cfg.points.supervision == "points":
+            targets, val_maps, info, rows = file_targets(cfg, train, val, test)
+            return cls(spec, train, val, test, targets, val_maps, info, rows)
+        targets, info = make_targets(cfg, train)
+        return cls(spec, train, val, test, targets, val_point_maps(cfg, val), info)
+
+
 def _prepare(cfg: Config, run_dir: Path, progress: bool) -> _Run:
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     device = resolve_device(cfg.train.device)
-    spec = DatasetSpec.load(cfg.data.dataset)
-    # read (and check) the data before creating the run directory: bad input leaves no half-made run behind
-    train_scenes, val_scenes, test_scenes = (load_split(cfg, s) for s in ("train", "val", "test"))
-    from_file = cfg.points.source == "file" and cfg.points.supervision == "points"
-    if from_file:  # read and place the clicks before the run directory exists, too
-        targets, val_maps, points_info, click_rows = file_targets(cfg, train_scenes, val_scenes, test_scenes)
-    else:
-        targets, points_info = make_targets(cfg, train_scenes)
-        val_maps = val_point_maps(cfg, val_scenes)
+    inputs = _Inputs.read(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = RunLock(run_dir).acquire()  # the same run launched twice: the second stops here, writing nothing
     try:
-        return _prepare_locked(cfg, run_dir, progress, spec, device, train_scenes, val_scenes, test_scenes,
-                               targets, val_maps, points_info, click_rows if from_file else None, lock)
+        return _prepare_locked(cfg, run_dir, inputs, device, lock)
     except BaseException:
         lock.release()
         raise
 
 
-def _prepare_locked(cfg, run_dir, progress, spec, device, train_scenes, val_scenes, test_scenes, targets,
-                    val_maps, points_info, click_rows, lock) -> _Run:
-    from_file = click_rows is not None
+def _write_inputs(cfg: Config, run_dir: Path, inputs: _Inputs) -> None:
+    """The run's config, its point record and its clicks, written before the first step."""
     save_config(cfg, run_dir / "config.yaml")
-    points_info["code"] = code_version()
-    write_json(run_dir / "points.json", points_info)
-    if from_file:
+    inputs.points_info["code"] = code_version()
+    write_json(run_dir / "points.json", inputs.points_info)
+    if inputs.click_rows is not None:
         from .annotations import save_click_table
 
-        save_click_table(run_dir / "points.csv", click_rows)
-    elif points_info["supervision"] == "points":
-        save_points(run_dir / "points.csv", [s.name for s in train_scenes], targets)
+        save_click_table(run_dir / "points.csv", inputs.click_rows)
+    elif inputs.points_info["supervision"] == "points":
+        save_points(run_dir / "points.csv", [s.name for s in inputs.train], inputs.targets)
 
+
+def _crop_sampler(cfg: Config, inputs: _Inputs) -> tuple[CropSampler, Any]:
+    """The training crops (and the histogram style they were matched to, if any)."""
     style = None
     if cfg.train.histogram_match:
         from .data.style import HistogramStyle
 
-        style = HistogramStyle.fit([s.image for s in train_scenes], cfg.train.histogram_scope)
-    images = style.restyle(train_scenes) if style else [s.image for s in train_scenes]
+        style = HistogramStyle.fit([s.image for s in inputs.train], cfg.train.histogram_scope)
+    images = style.restyle(inputs.train) if style else [s.image for s in inputs.train]
     # the same supervised crops with or without the semi-supervised loss, so that its gain is measured paired;
     # it learns from the unlabelled pixels of these crops
     # with an unlabelled-pixel method on points, the dense masks ride along for logged diagnostics only
     # (pseudo-label precision and coverage); they never reach a loss or the checkpoint selection
-    diagnostic = [s.mask for s in train_scenes] if (cfg.semi.weight > 0 and cfg.points.supervision == "points") else None
-    sampler = CropSampler(images, targets, cfg.train.crop_size, cfg.train.batch_size, cfg.seed,
+    diagnostic = ([s.mask for s in inputs.train] if (cfg.semi.weight > 0 and cfg.points.supervision == "points")
+                  else None)
+    sampler = CropSampler(images, inputs.targets, cfg.train.crop_size, cfg.train.batch_size, cfg.seed,
                           augment=cfg.train.augment, skip_empty=True, diagnostic=diagnostic)
-    model = build_model(cfg.model.arch, cfg.model.encoder, spec.num_classes, cfg.model.encoder_weights,
-                        cfg.model.decoder_channels, in_channels=spec.num_bands).to(device)
+    return sampler, style
+
+
+def _unlabelled_method(cfg: Config, model: torch.nn.Module):
+    """One interface: loss(logits, clean crop, target, progress), update, state_dict; None when off."""
+    if cfg.semi.weight <= 0:
+        return None
+    if cfg.semi.method == "gated_crf":
+        from .regularizers import GatedCRF
+
+        return GatedCRF(cfg.semi)
+    if cfg.semi.method == "consistency":
+        from .consistency import ConsistencyTeacher
+
+        return ConsistencyTeacher(model, cfg.semi)
+    from .semi import Teacher
+
+    return Teacher(model, cfg.semi)
+
+
+def _prepare_locked(cfg: Config, run_dir: Path, inputs: _Inputs, device: torch.device, lock) -> _Run:
+    _write_inputs(cfg, run_dir, inputs)
+    sampler, style = _crop_sampler(cfg, inputs)
+    model = build_model(cfg.model.arch, cfg.model.encoder, inputs.spec.num_classes, cfg.model.encoder_weights,
+                        cfg.model.decoder_channels, in_channels=inputs.spec.num_bands).to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     total_steps = cfg.train.epochs * cfg.train.steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total_steps, cfg.train.warmup_steps))
-    teacher = None
-    if cfg.semi.weight > 0:  # one interface: loss(logits, clean crop, target, progress), update, state_dict
-        if cfg.semi.method == "gated_crf":
-            from .regularizers import GatedCRF
-
-            teacher = GatedCRF(cfg.semi)
-        elif cfg.semi.method == "consistency":
-            from .consistency import ConsistencyTeacher
-
-            teacher = ConsistencyTeacher(model, cfg.semi)
-        else:
-            from .semi import Teacher
-
-            teacher = Teacher(model, cfg.semi)
-    r = _Run(cfg, run_dir, device, spec, model, PartialFocalCE(cfg.loss.gamma, IGNORE_INDEX,
-             cfg.loss.class_weights).to(device), opt, sched, teacher, None, torch.Generator().manual_seed(cfg.seed),
-             style, val_scenes, val_maps, test_scenes, points_info, norm=band_norm(cfg), lock=lock)
+    criterion = PartialFocalCE(cfg.loss.gamma, IGNORE_INDEX, cfg.loss.class_weights).to(device)
+    r = _Run(cfg, run_dir, device, inputs.spec, model, criterion, opt, sched, _unlabelled_method(cfg, model), None,
+             torch.Generator().manual_seed(cfg.seed), style, inputs.val, inputs.val_maps, inputs.test,
+             inputs.points_info, norm=band_norm(cfg), lock=lock)
     from .samples import click_example_index
 
-    first = click_example_index(train_scenes)
-    r.click_example = (train_scenes[first], targets[first] if cfg.points.supervision == "points" else None)
+    first = click_example_index(inputs.train)
+    r.click_example = (inputs.train[first], inputs.targets[first] if cfg.points.supervision == "points" else None)
     _resume(r)
     r.batches = sampler.batches(skip_samples=r.start_epoch * cfg.train.steps_per_epoch * cfg.train.batch_size)
     if cfg.wandb.mode != "disabled":
