@@ -61,9 +61,21 @@ def main(argv=None) -> int:
     ap.add_argument("--reference", help="cell the others are compared with, paired by seed")
     ap.add_argument("--metric", default="test/miou")
     ap.add_argument("--root", default=str(RESULTS))
+    ap.add_argument("--studies-dir", default="experiments/studies",
+                    help="where the study file lives: its cells' own references (reference: in a cell) apply")
     args = ap.parse_args(argv)
-    print(study_table(args.study, args.reference, args.metric, args.root).to_markdown(index=False))
+    print(study_table(args.study, args.reference, args.metric, args.root,
+                      references=_cell_references(args.studies_dir, args.study)).to_markdown(index=False))
     return 0
+
+
+def _cell_references(studies_dir: str, study: str) -> dict[str, str]:
+    from pathlib import Path
+
+    from .study import StudyFile
+
+    path = Path(studies_dir) / f"{study}.yaml"
+    return StudyFile.load(path).cell_references() if path.exists() else {}
 
 
 if __name__ == "__main__":

@@ -130,7 +130,7 @@ def test_a_shipped_copy_takes_its_code_version_from_the_environment(tmp_path, mo
 
 
 def test_evaluation_cells_test_another_cells_runs_again_and_pair_with_them(tmp_path, fake_dataset, monkeypatch,
-                                                                           caplog):
+                                                                           caplog, capsys):
     import analysis.evaluations as ev
 
     first = StudyFile.load(_study(tmp_path, fake_dataset, base="experiments/points.yaml"))
@@ -165,6 +165,10 @@ def test_evaluation_cells_test_another_cells_runs_again_and_pair_with_them(tmp_p
     table = study_table("tt", "plain", root=results, n_boot=50, references=tt.cell_references()).set_index("cell")
     assert table.loc["colour-matched", "− colour [95 %]"] != "—" and table.loc["colour-matched", "− plain [95 %]"] == "—"
     assert table.loc["tta", "− plain [95 %]"] != "—"
+    from analysis.summarize import main as summarize  # the CLI reads the cells' own references from the file
+
+    summarize(["tt", "--reference", "plain", "--root", results, "--studies-dir", str(tmp_path)])
+    assert "− colour [95 %]" in capsys.readouterr().out
     # exported: not tested again; another evaluation under the same name is refused
     monkeypatch.setattr(ev, "_test", lambda *a: (_ for _ in ()).throw(AssertionError("tested again")))
     run_study(tt, out_dir=runs, export_dir=results)
