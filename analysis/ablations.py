@@ -15,6 +15,7 @@ on 2 cores, any other job running at the same time distorts them several-fold.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import logging
@@ -82,7 +83,7 @@ def _eval(name: str, run_dirs: list[Path], tta: bool = False, shift: str | None 
     spec = DatasetSpec.load(cfg.data.dataset)
     scenes = load_split(cfg, "test")
     if shift:
-        scenes = [type(s)(**{**s.__dict__, "image": style_shift(s.image, shift)}) for s in scenes]
+        scenes = [dataclasses.replace(s, image=style_shift(s.image, shift)) for s in scenes]
     metrics = evaluate(models, scenes, spec.num_classes, list(spec.class_names), "test/", window=cfg.eval.window,
                        overlap=cfg.eval.overlap, batch_size=cfg.eval.batch_size, tta=tta, style=style)
     write_json(path, metrics)

@@ -93,7 +93,7 @@ def run_evaluation(study, cell, seed: int, out_dir: str = "runs/studies", export
                     cell.id, seed, ", ".join(missing), src)
         return False
     final = _test(run_dirs, settings)
-    for s in (seeds if settings["ensemble"] else [seed]):  # one ensemble: every member's seed gets its record
+    for s in seeds:  # one ensemble: every member's seed gets its record (else seeds is [seed])
         rec = json.loads(export_path(export_dir, src, s).read_text())
         _export(export_path(export_dir, f"{study.name}/{cell.id}", s), rec, f"{study.name}/{cell.id}", final,
                 {"of": src, **settings, "seeds": seeds})
