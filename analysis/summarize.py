@@ -16,9 +16,11 @@ from .stats import bootstrap_miou, bootstrap_paired, fmt, holm, mean_ci
 
 
 def study_table(study: str, reference: str | None = None, metric: str = "test/miou", root=RESULTS,
-                n_boot: int = 2000, references: dict[str, str] | None = None) -> pd.DataFrame:
+                n_boot: int = 2000, references: dict[str, str] | None = None,
+                order: list[str] | None = None) -> pd.DataFrame:
     """``references``: cells compared with another cell than ``reference`` (a style-shifted copy matched back
-    is compared with the shifted copy, not with the original)."""
+    is compared with the shifted copy, not with the original). ``order``: the cells' order (the study file's);
+    cells not in it follow in the order they were found."""
     recs = load_records(study, root)
     if not recs:
         raise SystemExit(f"no exported runs under {root}/{study}: run the study first")
@@ -41,11 +43,15 @@ def study_table(study: str, reference: str | None = None, metric: str = "test/mi
                 a, b = confusions(recs, cell, both), confusions(recs, ref, both)
                 r = bootstrap_paired(a, b, n_boot, how="ratio")
                 d = bootstrap_paired(a, b, n_boot, how="diff")
-                row[f"÷ {ref} [95 %]"] = f"{r.estimate:.3f} [{r.lower:.3f}, {r.upper:.3f}]"
-                row[f"− {ref} [95 %]"] = f"{d.estimate:+.3f} [{d.lower:+.3f}, {d.upper:+.3f}]"
+                row["_ref"] = ref
+                row["_ratio"] = f"{r.estimate:.3f} [{r.lower:.3f}, {r.upper:.3f}]"
+                row["_diff"] = f"{d.estimate:+.3f} [{d.lower:+.3f}, {d.upper:+.3f}]"
                 row["_p"] = d.p
         rows.append(row)
-    out = pd.DataFrame(rows)
+    out = _comparison_columns(pd.DataFrame(rows))
+    if order:
+        rank = {c: i for i, c in enumerate(order)}
+        out = out.iloc[sorted(range(len(out)), key=lambda i: (rank.get(out.cell.iloc[i], len(rank)), i))]
     if "_p" in out:
         ok = out["_p"].notna()
         # a bootstrap p of 0 means no draw crossed "no difference": below 1 / n_boot, not 0
@@ -53,6 +59,18 @@ def study_table(study: str, reference: str | None = None, metric: str = "test/mi
                                    for p in holm(out.loc[ok, "_p"].tolist())]
     out = out.drop(columns=[c for c in out.columns if c.startswith("_")])
     return out.fillna("—")
+
+
+def _comparison_columns(out: pd.DataFrame) -> pd.DataFrame:
+    """One reference: columns named after it (``÷ full [95 %]``). Several (each budget against its own pfCE cell):
+    one ``compared with`` column beside a single ratio and difference, so the table does not grow a pair of
+    columns per reference."""
+    if "_ref" not in out:
+        return out
+    refs = out["_ref"].dropna().unique()
+    if len(refs) == 1:
+        return out.rename(columns={"_ratio": f"÷ {refs[0]} [95 %]", "_diff": f"− {refs[0]} [95 %]"})
+    return out.rename(columns={"_ref": "compared with", "_ratio": "÷ it [95 %]", "_diff": "− it [95 %]"})
 
 
 def main(argv=None) -> int:
@@ -64,18 +82,23 @@ def main(argv=None) -> int:
     ap.add_argument("--studies-dir", default="experiments/studies",
                     help="where the study file lives: its cells' own references (reference: in a cell) apply")
     args = ap.parse_args(argv)
+    refs, order = _study_file(args.studies_dir, args.study)
     print(study_table(args.study, args.reference, args.metric, args.root,
-                      references=_cell_references(args.studies_dir, args.study)).to_markdown(index=False))
+                      references=refs, order=order).to_markdown(index=False))
     return 0
 
 
-def _cell_references(studies_dir: str, study: str) -> dict[str, str]:
+def _study_file(studies_dir: str, study: str) -> tuple[dict[str, str], list[str]]:
+    """The cells' own references and their order, from the study file when there is one."""
     from pathlib import Path
 
     from .study import StudyFile
 
     path = Path(studies_dir) / f"{study}.yaml"
-    return StudyFile.load(path).cell_references() if path.exists() else {}
+    if not path.exists():
+        return {}, []
+    sf = StudyFile.load(path)
+    return sf.cell_references(), [c.id for c in sf.cells]
 
 
 if __name__ == "__main__":

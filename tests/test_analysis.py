@@ -125,6 +125,9 @@ def test_a_verdict_names_a_paired_difference_with_its_interval():
     text = report.fill_numbers("a − b: {paired:a vs b}.", pd.DataFrame({"cell": []}), recs)
     gain = 8 / 12 - 6 / 14  # IoU of each class: tp / (tp + fp + fn), the same for both classes
     assert text == f"a − b: {gain:+.3f} [{gain:+.3f}, {gain:+.3f}]."  # identical images: no spread
+    ratio = (8 / 12) / (6 / 14)
+    assert report.fill_numbers("{ratio:a vs b}", pd.DataFrame({"cell": []}), recs) == \
+        f"{ratio:.3f} [{ratio:.3f}, {ratio:.3f}]"
     with pytest.raises(KeyError, match="no seed has exports of both"):
         report.fill_numbers("{paired:a vs c}", pd.DataFrame({"cell": []}), recs)
 
@@ -191,3 +194,26 @@ def test_diagnostics_figure_draws_the_logged_diagnostics_and_nothing_without_the
     assert name == "s-diagnostics.png" and (tmp_path / name).stat().st_size > 1000
     bare = [{**r, "history": [{"epoch": 1, "train/loss": 1.0}]} for r in recs]
     assert report.diagnostics_figure(study, bare, tmp_path) is None
+
+
+def test_the_headline_names_the_best_cell_the_smallest_budget_at_0_9_and_the_bar():
+    from analysis.headline import headline_section
+
+    def rec(cell, seed, right, clicks, supervision="points"):  # two identical test images: no bootstrap spread
+        m = [[right, 100 - right], [100 - right, right]]
+        cfg = {"points": {"supervision": supervision, "n_per_class": clicks}, "semi": {"method": "gated_crf",
+                                                                                     "weight": 0.1}}
+        return {"cell": cell, "seed": seed, "config": cfg, "final": {"test/per_image_confusion": {"i1": m, "i2": m}}}
+
+    recs = [rec(c, s, right, n, sup) for s in range(3) for c, right, n, sup in
+            (("full", 90, 10, "full"), ("p1", 70, 1, "points"), ("p5", 85, 5, "points"), ("p50", 90, 50, "points"))]
+    text = "\n".join(headline_section(recs, "full", ["full", "p1", "p5", "p50"], "toy"))
+    iou = lambda r: r / (200 - r)  # noqa: E731  tp / (tp + fp + fn), the same for both classes
+    assert f"test mIoU {iou(90):.3f}" in text
+    assert f"**Best point-supervised at ≤ 20 clicks per class**: `p5`" in text  # p50 is better, but over 20
+    assert f"**Best point-supervised at any budget**: `p50`" in text
+    ratio5 = iou(85) / iou(90)
+    assert ratio5 >= 0.9 > iou(70) / iou(90)
+    assert f"reaching 0.9 of the ceiling**: `p5` (pfCE + gated CRF (0.1), 5 clicks per class), ÷ ceiling " \
+           f"{ratio5:.3f} [{ratio5:.3f}, {ratio5:.3f}]" in text
+    assert ratio5 < 0.95 and "**The bar**" in text and text.rstrip().endswith("not met.")

@@ -39,6 +39,8 @@ def test_study_runs_export_and_summarise_paired(tmp_path, fake_dataset):
     table = study_table("toy", reference="full", root=tmp_path / "results", n_boot=100)
     row = table.set_index("cell").loc["points-2"]
     assert row["seeds"] == 2 and row["÷ full [95 %]"].count("[") == 1 and "p (Holm)" in table
+    ordered = study_table("toy", reference="full", root=tmp_path / "results", n_boot=100, order=["points-2", "full"])
+    assert list(ordered.cell) == ["points-2", "full"]
     # a second call trains nothing: every run is already finished
     run_study(study, out_dir=str(tmp_path / "runs"), export_dir=str(tmp_path / "results"))
     assert len(load_records("toy", tmp_path / "results")) == 4
@@ -163,12 +165,15 @@ def test_evaluation_cells_test_another_cells_runs_again_and_pair_with_them(tmp_p
     assert by[("ensemble", 0)]["final"]["test/confusion"] == by[("ensemble", 1)]["final"]["test/confusion"]
     assert by[("tta", 0)]["config"]["points"]["n_per_class"] == 2 and by[("tta", 0)]["name"] == "tt/tta"
     table = study_table("tt", "plain", root=results, n_boot=50, references=tt.cell_references()).set_index("cell")
-    assert table.loc["colour-matched", "− colour [95 %]"] != "—" and table.loc["colour-matched", "− plain [95 %]"] == "—"
-    assert table.loc["tta", "− plain [95 %]"] != "—"
+    # two references in one study: one "compared with" column, not a column pair per reference
+    assert table.loc["colour-matched", "compared with"] == "colour" and table.loc["tta", "compared with"] == "plain"
+    assert table.loc["colour-matched", "− it [95 %]"] != "—" and table.loc["tta", "− it [95 %]"] != "—"
+    assert not [c for c in table.columns if c.startswith("− colour")]
     from analysis.summarize import main as summarize  # the CLI reads the cells' own references from the file
 
     summarize(["tt", "--reference", "plain", "--root", results, "--studies-dir", str(tmp_path)])
-    assert "− colour [95 %]" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "compared with" in printed and "| colour " in printed
     # exported: not tested again; another evaluation under the same name is refused
     monkeypatch.setattr(ev, "_test", lambda *a: (_ for _ in ()).throw(AssertionError("tested again")))
     run_study(tt, out_dir=runs, export_dir=results)

@@ -1,0 +1,63 @@
+"""The report's headline, read from the exports of the study whose file says ``headline: true`` (the default
+method's label-efficiency curve): the ceiling, the best point-supervised test mIoU with its paired ratio to the
+ceiling, the smallest click budget whose ratio reaches 0.9, and whether the issue's bar is met."""
+
+from __future__ import annotations
+
+from .results import confusions, method_label, seeds_of
+from .stats import bootstrap_miou, bootstrap_paired
+
+# the bar of the issue "Label efficiency that holds up": ratio ≥ 0.95 with the lower end of its 95 % interval
+# ≥ 0.90, at ≤ 20 clicks per class per image, ≥ 3 seeds
+BAR_RATIO, BAR_LOWER, BAR_CLICKS, BAR_SEEDS = 0.95, 0.90, 20, 3
+ENOUGH = 0.9  # "the smallest budget that reaches 0.9 of the ceiling"
+
+
+def headline_rows(recs: list[dict], ceiling: str, order: list[str], n_boot: int = 2000) -> list[dict]:
+    """One row per point-supervised cell with exports: clicks, method, seeds, test mIoU and the paired ratio to
+    ``ceiling`` (on the seeds both have), in ``order``."""
+    rows = []
+    for cell in order:
+        mine = [r for r in recs if r["cell"] == cell]
+        if cell == ceiling or not mine or mine[0]["config"]["points"]["supervision"] == "full":
+            continue
+        both = sorted(set(seeds_of(recs, cell)) & set(seeds_of(recs, ceiling)))
+        if not both:
+            continue
+        est, lo, hi = bootstrap_miou(confusions(recs, cell), n_boot)
+        r = bootstrap_paired(confusions(recs, cell, both), confusions(recs, ceiling, both), n_boot, how="ratio")
+        rows.append({"cell": cell, "clicks": mine[0]["config"]["points"]["n_per_class"],
+                     "method": method_label(mine[0]["config"]), "seeds": len(mine), "miou": (est, lo, hi),
+                     "ratio": (r.estimate, r.lower, r.upper)})
+    return rows
+
+
+def headline_section(recs: list[dict], ceiling: str, order: list[str], study: str) -> list[str]:
+    rows = headline_rows(recs, ceiling, order)
+    if not rows:
+        return []
+    iv = lambda t: f"{t[0]:.3f} [{t[1]:.3f}, {t[2]:.3f}]"  # noqa: E731
+    name = lambda r: f"`{r['cell']}` ({r['method']}, {r['clicks']} clicks per class)"  # noqa: E731
+    c_est, c_lo, c_hi = bootstrap_miou(confusions(recs, ceiling))
+    within = [r for r in rows if r["clicks"] <= BAR_CLICKS]
+    md = ["## Headline", "", f"From the study `{study}` (test tiles 5 and 8, paired by seed and test image; the "
+          "section of that study has the full table).", "",
+          f"* **Ceiling** (`{ceiling}`, full masks): test mIoU {iv((c_est, c_lo, c_hi))}."]
+    for label, pool in ((f"at ≤ {BAR_CLICKS} clicks per class", within), ("at any budget", rows)):
+        if pool:
+            best = max(pool, key=lambda r: r["miou"][0])
+            md.append(f"* **Best point-supervised {label}**: {name(best)}, test mIoU {iv(best['miou'])}, "
+                      f"÷ ceiling {iv(best['ratio'])}.")
+    enough = [r for r in rows if r["ratio"][0] >= ENOUGH]
+    sure = [r for r in rows if r["ratio"][1] >= ENOUGH]
+    first = min(enough, key=lambda r: r["clicks"]) if enough else None
+    md.append(f"* **Smallest budget reaching {ENOUGH:g} of the ceiling**: "
+              + (f"{name(first)}, ÷ ceiling {iv(first['ratio'])}" if first else "none")
+              + (f"; with the lower end of the interval at {ENOUGH:g} or above: "
+                 + (name(min(sure, key=lambda r: r["clicks"])) if sure else "none") + "."))
+    met = [r for r in within if r["ratio"][0] >= BAR_RATIO and r["ratio"][1] >= BAR_LOWER
+           and r["seeds"] >= BAR_SEEDS]
+    md += [f"* **The bar** (÷ ceiling ≥ {BAR_RATIO:g} with the lower end ≥ {BAR_LOWER:g}, at ≤ {BAR_CLICKS} clicks "
+           f"per class, ≥ {BAR_SEEDS} seeds): " + ("met by " + ", ".join(name(r) for r in met) if met else
+                                                   "not met") + ".", ""]
+    return md
