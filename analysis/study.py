@@ -98,7 +98,7 @@ def machine_has(cell: Cell) -> bool:
 
 
 # what --set may change: how and where a run computes, never what it computes (config_differences ignores these)
-MACHINE_KEYS = ("wandb.", "train.threads", "train.device", "eval.batch_size")
+MACHINE_KEYS = ("wandb.", "train.threads", "train.device", "train.compile_loss", "eval.batch_size")
 
 
 def _exported(cell: Cell, seed: int, cfg, export_dir: str) -> bool:

@@ -99,6 +99,8 @@ class TrainConfig:
     histogram_match: bool = False  # match per-band histograms to the training style (stored in the checkpoint)
     histogram_scope: Literal["group", "image"] = "group"  # a whole tile (acquisition) at once, or each image
     channels_last: bool = True  # NHWC activations: oneDNN's faster convolutions on this CPU (make bench)
+    # compile the dense focal loss: ~2 ms a step faster, 13–22 s to compile, so off for runs this short (README)
+    compile_loss: bool = False
     threads: int | None = None  # torch threads; None = torch's default
     device: str = "auto"  # auto = cuda when available, else cpu
 

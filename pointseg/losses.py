@@ -145,11 +145,11 @@ def _compile_failed(e: Exception) -> None:
     _COMPILED["failed"] = True
 
 
-def _use_fused(x: torch.Tensor, weight, ignore_index: int = 255) -> bool:
-    """The compiled path: CPU, no class weights, an ignore_index that is no class id, a batch big enough, a working
-    compiler. A compiler that fails (none installed, an unsupported platform) is reported once; the hand-written
-    path takes over."""
-    if weight is not None or x.device.type != "cpu" or x[:, 0].numel() < _COMPILE_MIN_PIXELS:
+def _use_fused(x: torch.Tensor, weight, ignore_index: int = 255, compiled: bool = True) -> bool:
+    """The compiled path: asked for, CPU, no class weights, an ignore_index that is no class id, a batch big
+    enough, a working compiler. A compiler that fails (none installed, an unsupported platform) is reported once;
+    the hand-written path takes over."""
+    if not compiled or weight is not None or x.device.type != "cpu" or x[:, 0].numel() < _COMPILE_MIN_PIXELS:
         return False
     if 0 <= ignore_index < x.shape[1]:  # the compiled select treats an ignored pixel as one that hits no class
         return False
@@ -167,6 +167,7 @@ def partial_focal_ce(
     gamma: float = 2.0,
     ignore_index: int = 255,
     weight: torch.Tensor | None = None,
+    compiled: bool = False,
 ) -> torch.Tensor:
     """Partial focal cross-entropy over the labelled pixels.
 
@@ -176,6 +177,9 @@ def partial_focal_ce(
         gamma: focusing parameter; 0 gives plain cross-entropy.
         ignore_index: the value of unlabelled pixels.
         weight: optional per-class weights, shape C.
+        compiled: with dense labels, compile forward and backward (inductor, CPU): about 2 ms a step faster at
+            batch 16 × 128², but the first call compiles for 13–22 s, so it pays only beyond several thousand
+            steps (README, Speed); the trainer's ``train.compile_loss``.
 
     Returns:
         A scalar. A batch without one labelled pixel gives 0 that still backpropagates (zero gradients).
@@ -191,7 +195,7 @@ def partial_focal_ce(
         try:  # torch's own bounds checks cost nothing extra; their error is translated below
             if gamma == 0:  # exactly cross-entropy: use torch's fused kernel
                 return F.cross_entropy(logits.float(), target, weight=w, ignore_index=ignore_index)
-            if _use_fused(logits, w, ignore_index):
+            if _use_fused(logits, w, ignore_index, compiled):
                 try:
                     return _FusedDenseFocal.apply(logits.float(), target, n_labelled, float(gamma))
                 except Exception as e:  # noqa: BLE001 — any compiler failure: fall back, say so once
@@ -239,8 +243,9 @@ def partial_focal_ce(
 class PartialFocalCE(nn.Module):
     """Module form of :func:`partial_focal_ce`; class weights are a buffer so they follow ``.to(device)``."""
 
-    def __init__(self, gamma: float = 2.0, ignore_index: int = 255, weight=None):
+    def __init__(self, gamma: float = 2.0, ignore_index: int = 255, weight=None, compiled: bool = False):
         super().__init__()
+        self.compiled = bool(compiled)
         if gamma < 0:
             raise ValueError(f"gamma must be >= 0, got {gamma}")
         self.gamma = float(gamma)
@@ -248,7 +253,7 @@ class PartialFocalCE(nn.Module):
         self.register_buffer("weight", None if weight is None else torch.as_tensor(weight, dtype=torch.float32))
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return partial_focal_ce(logits, target, self.gamma, self.ignore_index, self.weight)
+        return partial_focal_ce(logits, target, self.gamma, self.ignore_index, self.weight, self.compiled)
 
     def extra_repr(self) -> str:
         return f"gamma={self.gamma}, ignore_index={self.ignore_index}"

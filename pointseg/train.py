@@ -364,7 +364,7 @@ def _prepare_locked(cfg: Config, run_dir: Path, inputs: _Inputs, device: torch.d
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     total_steps = cfg.train.epochs * cfg.train.steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total_steps, cfg.train.warmup_steps))
-    criterion = PartialFocalCE(cfg.loss.gamma, IGNORE_INDEX, cfg.loss.class_weights).to(device)
+    criterion = PartialFocalCE(cfg.loss.gamma, IGNORE_INDEX, cfg.loss.class_weights, cfg.train.compile_loss).to(device)
     r = _Run(cfg, run_dir, device, inputs.spec, model, criterion, opt, sched, _unlabelled_method(cfg, model), None,
              torch.Generator().manual_seed(cfg.seed), style, inputs.val, inputs.val_maps, inputs.test,
              inputs.points_info, norm=band_norm(cfg), lock=lock)

@@ -183,6 +183,19 @@ def test_bench_of_some_parts_keeps_the_rows_of_the_others(tmp_path, monkeypatch)
     assert [r["what"] for r in rows][2:] == ["experiments/full.yaml run", "experiments/full-fast.yaml run"]
 
 
+def test_the_compile_row_weighs_the_first_call_against_the_saving_per_step(monkeypatch):
+    from analysis import bench
+
+    # stand-ins: the row's arithmetic, not the compiler, is tested (first calls: 4 s compiled, 1 s not)
+    monkeypatch.setattr(bench, "first_call_seconds", lambda compiled: 4.0 if compiled else 1.0)
+    monkeypatch.setattr(bench, "alternating", lambda fns, repeats, warmup: {"eager": 0.010, "compiled": 0.008})
+    row = bench.compile_row(repeats=2)
+    assert row["a"] == pytest.approx(3.0 / 0.002) and row["b"] == 1600 and row["met"]
+    assert "3.0 s more than uncompiled; eager 10.00 ms, compiled 8.00 ms" in row["what"]
+    monkeypatch.setattr(bench, "alternating", lambda fns, repeats, warmup: {"eager": 0.008, "compiled": 0.010})
+    assert bench.compile_row(repeats=2)["a"] == float("inf") and not bench.compile_row(repeats=2)["met"]
+
+
 def test_diagnostics_figure_draws_the_logged_diagnostics_and_nothing_without_them(tmp_path):
     from analysis.study import Cell, StudyFile
 

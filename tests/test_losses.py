@@ -151,9 +151,9 @@ def test_compiled_dense_path_matches_the_float64_reference(gamma):
     target[torch.rand(1, 256, 256, generator=g) > 0.9] = 255
     logits[0, :, :4, :4] = torch.tensor([60.0, -60, -60, -60, -60]).view(5, 1, 1)  # certain pixels (γ < 1 edge)
     target[0, :4, :4] = 0
-    assert L._use_fused(logits, None)
+    assert L._use_fused(logits, None) and not L._use_fused(logits, None, compiled=False)
     a = logits.clone().requires_grad_(True)
-    out = L.partial_focal_ce(a, target, gamma=gamma)
+    out = L.partial_focal_ce(a, target, gamma=gamma, compiled=True)
     out.backward()
     assert {"forward", "backward"} <= set(L._COMPILED) and not L._COMPILED.get("failed")
     b = logits.clone().double().requires_grad_(True)
@@ -179,11 +179,12 @@ def test_a_failing_compiler_falls_back_to_the_hand_written_path_and_says_so(monk
     logits = torch.randn(1, 5, 256, 256, generator=g)
     target = torch.randint(0, 5, (1, 256, 256), generator=g)
     with caplog.at_level("WARNING", logger="pointseg"):
-        out = L.partial_focal_ce(logits, target, gamma=2.0)
-        again = L.partial_focal_ce(logits, target, gamma=2.0)
+        out = L.partial_focal_ce(logits, target, gamma=2.0, compiled=True)
+        again = L.partial_focal_ce(logits, target, gamma=2.0, compiled=True)
     assert L._COMPILED["failed"] and caplog.text.count("torch.compile of the focal loss failed") == 1
     monkeypatch.setenv("POINTSEG_COMPILE_LOSS", "0")
-    assert out.item() == again.item() == pytest.approx(L.partial_focal_ce(logits, target, gamma=2.0).item())
+    assert out.item() == again.item() == pytest.approx(L.partial_focal_ce(logits, target, gamma=2.0,
+                                                                          compiled=True).item())
 
 
 def test_compiled_dense_path_refuses_a_class_id_out_of_range():
@@ -194,7 +195,7 @@ def test_compiled_dense_path_refuses_a_class_id_out_of_range():
     target[0, 7, 9] = 7
     assert L._use_fused(logits, None)
     with pytest.raises(ValueError, match="outside"):
-        L.partial_focal_ce(logits, target, gamma=2.0)
+        L.partial_focal_ce(logits, target, gamma=2.0, compiled=True)
     # an ignore_index that is a class id cannot be told apart by the compiled select: the hand-written path runs
     assert not L._use_fused(logits, None, ignore_index=0)
 
@@ -207,7 +208,7 @@ def test_a_compiler_failing_in_backward_only_gives_the_same_gradient(monkeypatch
     target = torch.randint(0, 5, (1, 256, 256), generator=g)
     target[torch.rand(1, 256, 256, generator=g) > 0.7] = 255
     a = logits.clone().requires_grad_(True)
-    L.partial_focal_ce(a, target, gamma=2.0).backward()
+    L.partial_focal_ce(a, target, gamma=2.0, compiled=True).backward()
 
     def broken(*args, **kwargs):
         raise RuntimeError("no C++ compiler")
@@ -215,6 +216,6 @@ def test_a_compiler_failing_in_backward_only_gives_the_same_gradient(monkeypatch
     monkeypatch.setattr(L, "_COMPILED", {"forward": L._COMPILED["forward"], "backward": broken})
     b = logits.clone().requires_grad_(True)
     with caplog.at_level("WARNING", logger="pointseg"):
-        L.partial_focal_ce(b, target, gamma=2.0).backward()
+        L.partial_focal_ce(b, target, gamma=2.0, compiled=True).backward()
     assert L._COMPILED["failed"] and "torch.compile of the focal loss failed" in caplog.text
     assert torch.allclose(a.grad, b.grad, atol=1e-9)
