@@ -47,7 +47,7 @@ bench: setup data  ## pfCE vs cross-entropy speed, trainer vs bare loop throughp
 bench-predict: setup  ## whole-scene predict on 16 and 100 Mpx scenes: time, Mpx/s, peak memory
 	$(PY) -m analysis.bench_predict
 
-experiments: setup data  ## label-efficiency study: 1/2/5/10/20/50 clicks per class vs full masks, seeds $(SEEDS) (resumable)
+experiments: setup data  ## the default method at 1/2/5/10/20/50 clicks per class vs pfCE alone and full masks, seeds $(SEEDS) (resumable), with the headline and each part's gain
 	$(PY) -m analysis.run_experiments --seeds $(SEEDS)
 
 study: setup data  ## any study file: make study FILE=experiments/studies/convergence.yaml (resumable)

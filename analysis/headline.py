@@ -61,3 +61,44 @@ def headline_section(recs: list[dict], ceiling: str, order: list[str], study: st
            f"per class, ≥ {BAR_SEEDS} seeds): " + ("met by " + ", ".join(name(r) for r in met) if met else
                                                    "not met") + ".", ""]
     return md
+
+
+# Each framework part against the same runs without it (same seeds, clicks and test images), and where it is
+# measured: (part, default, study, with, without). The numbers are read from the exports.
+PARTS = [
+    ("unlabelled pixels: gated CRF loss, weight 0.1", "on", "label-efficiency-crf", "crf-10", "pfce-10"),
+    ("unlabelled pixels: consistency (EMA teacher, CutMix), weight 1", "off", "unlabelled", "consistency-1.0", "pfce"),
+    ("ImageNet-pretrained encoder", "on", "pretraining", "imagenet", "random"),
+    ("D4 test-time augmentation", "off", "test-time", "tta", "plain"),
+    ("ensemble of the 3 seeds' models", "off", "test-time", "ensemble", "plain"),
+    ("histogram matching per test tile", "off", "test-time", "matched", "plain"),
+    ("histogram matching per tile, on recoloured test tiles", "off", "test-time", "colour-matched", "colour"),
+]
+
+
+def parts_rows(root, n_boot: int = 2000) -> list[dict]:
+    """One row per framework part: its paired test-mIoU gain with the 95 % interval, or why there is none."""
+    from .results import load_records
+
+    rows = []
+    for part, default, study, with_, without in PARTS:
+        recs = load_records(study, root)
+        both = sorted(set(seeds_of(recs, with_)) & set(seeds_of(recs, without)))
+        row = {"part": part, "default": default, "compared": f"`{study}`: `{with_}` − `{without}`",
+               "seeds": len(both)}
+        if both:
+            d = bootstrap_paired(confusions(recs, with_, both), confusions(recs, without, both), n_boot, how="diff")
+            row["gain"] = f"{d.estimate:+.3f} [{d.lower:+.3f}, {d.upper:+.3f}]"
+        else:
+            row["gain"] = f"not run yet (`python -m analysis.study experiments/studies/{study}.yaml`)"
+        rows.append(row)
+    return rows
+
+
+def parts_section(root) -> list[str]:
+    rows = parts_rows(root)
+    md = ["## Each framework part", "", "Test mIoU with the part minus without it, paired by seed and test image "
+          "(95 % bootstrap interval); \"default\" says whether `experiments/points.yaml` uses it.", "",
+          "| part | default | compared | seeds | gain [95 %] |", "|---|---|---|---|---|"]
+    md += [f"| {r['part']} | {r['default']} | {r['compared']} | {r['seeds']} | {r['gain']} |" for r in rows]
+    return md + [""]

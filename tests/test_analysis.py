@@ -230,3 +230,25 @@ def test_the_headline_names_the_best_cell_the_smallest_budget_at_0_9_and_the_bar
     assert f"reaching 0.9 of the ceiling**: `p5` (pfCE + gated CRF (0.1), 5 clicks per class), ÷ ceiling " \
            f"{ratio5:.3f} [{ratio5:.3f}, {ratio5:.3f}]" in text
     assert ratio5 < 0.95 and "**The bar**" in text and text.rstrip().endswith("not met.")
+
+
+def test_each_framework_part_is_paired_with_the_same_runs_without_it_or_says_what_to_run(tmp_path):
+    from analysis.headline import PARTS, parts_rows, parts_section
+
+    def write(cell, seed, right):
+        m = [[right, 100 - right], [100 - right, right]]
+        path = tmp_path / "label-efficiency-crf" / cell / f"seed{seed}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"seed": seed, "final": {"test/per_image_confusion": {"i1": m, "i2": m}}}))
+
+    for seed in (0, 1):
+        write("crf-10", seed, 80)
+        write("pfce-10", seed, 70)
+    write("pfce-10", 2, 70)  # a seed only one arm has is left out of the pairing
+    rows = parts_rows(tmp_path, n_boot=50)
+    assert len(rows) == len(PARTS)
+    crf = rows[0]
+    gain = 80 / 120 - 70 / 130
+    assert crf["seeds"] == 2 and crf["gain"] == f"{gain:+.3f} [{gain:+.3f}, {gain:+.3f}]"
+    assert all(r["gain"].startswith("not run yet") for r in rows[1:])
+    assert "| unlabelled pixels: gated CRF loss, weight 0.1 | on |" in "\n".join(parts_section(tmp_path))
