@@ -4,8 +4,8 @@ ceiling, the smallest click budget whose ratio reaches 0.9, and whether the issu
 
 from __future__ import annotations
 
-from .results import confusions, method_label, seeds_of
-from .stats import bootstrap_miou, bootstrap_paired
+from .results import confusions, method_label, paired_on_shared_seeds, seeds_of
+from .stats import bootstrap_miou
 
 # the bar of the issue "Label efficiency that holds up": ratio ≥ 0.95 with the lower end of its 95 % interval
 # ≥ 0.90, at ≤ 20 clicks per class per image, ≥ 3 seeds
@@ -21,15 +21,24 @@ def headline_rows(recs: list[dict], ceiling: str, order: list[str], n_boot: int 
         mine = [r for r in recs if r["cell"] == cell]
         if cell == ceiling or not mine or mine[0]["config"]["points"]["supervision"] == "full":
             continue
-        both = sorted(set(seeds_of(recs, cell)) & set(seeds_of(recs, ceiling)))
-        if not both:
+        r = paired_on_shared_seeds(recs, cell, ceiling, "ratio", n_boot)
+        if r is None:
             continue
         est, lo, hi = bootstrap_miou(confusions(recs, cell), n_boot)
-        r = bootstrap_paired(confusions(recs, cell, both), confusions(recs, ceiling, both), n_boot, how="ratio")
         rows.append({"cell": cell, "clicks": mine[0]["config"]["points"]["n_per_class"],
                      "method": method_label(mine[0]["config"]), "seeds": len(mine), "miou": (est, lo, hi),
                      "ratio": (r.estimate, r.lower, r.upper)})
     return rows
+
+
+def study_headline(study, root) -> list[str]:
+    """The headline of a study file (:class:`analysis.study.StudyFile`) with a ``ceiling``; none without one."""
+    from .results import load_records
+
+    if not study.raw.get("ceiling"):
+        return []
+    return headline_section(load_records(study.name, root), study.raw["ceiling"], [c.id for c in study.cells],
+                            study.name)
 
 
 def headline_section(recs: list[dict], ceiling: str, order: list[str], study: str) -> list[str]:
@@ -83,11 +92,10 @@ def parts_rows(root, n_boot: int = 2000) -> list[dict]:
     rows = []
     for part, default, study, with_, without in PARTS:
         recs = load_records(study, root)
-        both = sorted(set(seeds_of(recs, with_)) & set(seeds_of(recs, without)))
+        d = paired_on_shared_seeds(recs, with_, without, "diff", n_boot)
         row = {"part": part, "default": default, "compared": f"`{study}`: `{with_}` − `{without}`",
-               "seeds": len(both)}
-        if both:
-            d = bootstrap_paired(confusions(recs, with_, both), confusions(recs, without, both), n_boot, how="diff")
+               "seeds": len(set(seeds_of(recs, with_)) & set(seeds_of(recs, without)))}
+        if d is not None:
             row["gain"] = f"{d.estimate:+.3f} [{d.lower:+.3f}, {d.upper:+.3f}]"
         else:
             row["gain"] = f"not run yet (`python -m analysis.study experiments/studies/{study}.yaml`)"

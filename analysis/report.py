@@ -314,16 +314,13 @@ def fill_numbers(text: str, df, recs: list[dict] | None = None) -> str:
     import re
 
     def paired(m: re.Match) -> str:
-        from .results import confusions, seeds_of
-        from .stats import bootstrap_paired
+        from .results import paired_on_shared_seeds
 
         how, pair = m.group(1), m.group(2)
         a, b = (x.strip() for x in pair.split(" vs "))
-        both = sorted(set(seeds_of(recs or [], a)) & set(seeds_of(recs or [], b)))
-        if not both:
+        d = paired_on_shared_seeds(recs or [], a, b, "diff" if how == "paired" else "ratio")
+        if d is None:
             raise KeyError(f"verdict pairs {a!r} with {b!r}, but no seed has exports of both")
-        d = bootstrap_paired(confusions(recs, a, both), confusions(recs, b, both), 2000,
-                             how="diff" if how == "paired" else "ratio")
         sign = "+" if how == "paired" else ""
         return f"{d.estimate:{sign}.3f} [{d.lower:{sign}.3f}, {d.upper:{sign}.3f}]"
 
@@ -439,13 +436,12 @@ def build(out: Path, studies_dir: Path = Path("experiments/studies"), root: Path
 
 def _headline(studies_dir: Path, root: Path) -> list[str]:
     """The headline of the first study whose file says ``headline: true``."""
-    from .headline import headline_section
+    from .headline import study_headline
 
     for path in sorted(studies_dir.glob("*.yaml")):
         study = StudyFile.load(path)
         if study.raw.get("headline") and study.raw.get("ceiling"):
-            return headline_section(load_records(study.name, root), study.raw["ceiling"],
-                                    [c.id for c in study.cells], study.name)
+            return study_headline(study, root)
     return []
 
 

@@ -12,8 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from .headline import headline_section, parts_section
-from .results import load_records
+from .headline import parts_section, study_headline
 from .study import StudyFile, run_study
 from .summarize import study_table
 
@@ -30,9 +29,7 @@ def main(argv=None) -> int:
     run_study(study, args.seeds, out_dir=args.out_dir, export_dir=args.export_dir)
     print(study_table(study.name, study.reference, study.metric, args.export_dir, references=study.cell_references(),
                       order=[c.id for c in study.cells]).to_markdown(index=False), "", sep="\n")
-    if study.raw.get("ceiling"):
-        print("\n".join(headline_section(load_records(study.name, args.export_dir), study.raw["ceiling"],
-                                          [c.id for c in study.cells], study.name)))
+    print("\n".join(study_headline(study, args.export_dir)))
     print("\n".join(parts_section(args.export_dir)))
     return 0
 
