@@ -15,18 +15,18 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from pointseg.config import Config  # noqa: E402
 
-from .results import frame, histories, load_records  # noqa: E402
+from .figures import _PNG, FIGURES, budget_figure, cells_figure, curve_figure  # noqa: E402
+from .results import frame, load_records  # noqa: E402
 from .study import StudyFile  # noqa: E402
 from .headline import parts_section  # noqa: E402
 from .summarize import study_table  # noqa: E402
+from .sweep_report import sweep_sections  # noqa: E402
 
-_PNG = {"metadata": {"Software": None}, "dpi": 120, "bbox_inches": "tight"}  # no version stamp: same bytes each time
 
 
 def method_section() -> list[str]:
@@ -73,184 +73,6 @@ def _unlabelled_line() -> str:
             "Studies that compare point budgets pin it explicitly.")
 
 
-def _save(fig, out: Path, name: str) -> str:
-    fig.savefig(out / name, **_PNG)
-    plt.close(fig)
-    return name
-
-
-def convergence_figure(study: StudyFile, recs: list[dict], out: Path) -> str:
-    df = frame(recs)
-    h = histories(recs)
-    steps = dict(zip(df.cell, df.steps))
-    h["budget"] = h.cell.map(lambda c: f"{steps[c]} steps")
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    sns.lineplot(df, x="steps", y="val/miou", marker="o", errorbar=("ci", 95), seed=0, ax=axes[0])
-    axes[0].set(xscale="log", xlabel="training steps (log)", ylabel="val mIoU (tile 4, dense)",
-                title="Final val mIoU by budget (95 % CI over seeds)")
-    axes[0].set_xticks(sorted(df.steps.unique()), [str(s) for s in sorted(df.steps.unique())])
-    sns.lineplot(h.dropna(subset=["val/miou"]), x="step", y="val/miou", hue="budget", errorbar=None,
-                 units="seed", estimator=None, ax=axes[1], marker=".")
-    axes[1].set(xlabel="step", ylabel="val mIoU", title="Val curves (one line per seed)")
-    return _save(fig, out, f"{study.name}.png")
-
-
-def budget_figure(study: StudyFile, recs: list[dict], out: Path, compare: list[dict] = ()) -> str:
-    """mIoU against clicks per class (log axis), one curve per method (``compare``: runs of other studies drawn
-    beside this one's, e.g. pfCE alone beside pfCE + gated CRF), the ceiling as a band."""
-    df = frame(recs + [r for r in compare if r["config"]["points"]["supervision"] == "points"])
-    pts = df[df.supervision == "points"]
-    full = df[df.supervision == "full"]
-    fig, ax = plt.subplots(figsize=(6, 3.8))
-    if not full.empty:
-        m, s = full["test/miou"].mean(), full["test/miou"].std(ddof=1) if len(full) > 1 else 0.0
-        ax.axhspan(m - s, m + s, color="grey", alpha=0.25, label=f"full masks (mean ± sd, n={len(full)})")
-        ax.axhline(m, color="grey")
-    if not pts.empty:
-        sns.lineplot(pts, x="n_per_class", y="test/miou", hue="method", marker="o", errorbar=("ci", 95), seed=0,
-                     ax=ax)
-        ticks = sorted(pts.n_per_class.unique())
-        ax.set_xscale("log")
-        ax.set_xticks(ticks, [str(t) for t in ticks])
-    ax.set(xlabel="clicks per class per image (log)", ylabel="test mIoU (tiles 5 + 8)",
-           title="Points vs the fully supervised ceiling (bands: 95 % CI over seeds)")
-    ax.legend(loc="lower right", fontsize="small")
-    return _save(fig, out, f"{study.name}.png")
-
-
-def per_class_figure(study: StudyFile, recs: list[dict], out: Path) -> str:
-    df = frame(recs)
-    cols = [c for c in df.columns if c.startswith("test/iou/")]
-    long = df.melt(id_vars=["cell", "seed"], value_vars=cols, var_name="class", value_name="IoU")
-    long["class"] = long["class"].str.removeprefix("test/iou/")
-    labels = {c.id: c.label for c in study.cells}
-    long["cell"] = long["cell"].map(labels).fillna(long["cell"])
-    fig, ax = plt.subplots(figsize=(8, 3.6))
-    order = [c.id for c in study.cells if c.id in set(df.cell)]
-    budget = df.groupby("cell").agg(points=("supervision", lambda v: v.iloc[0] == "points"), n=("n_per_class", "first"))
-    if budget.loc[budget.points, "n"].nunique() > 1:  # a budget study: the ceiling, then the budgets in order
-        order.sort(key=lambda c: (bool(budget.loc[c, "points"]), budget.loc[c, "n"]))
-    sns.barplot(long, x="class", y="IoU", hue="cell", hue_order=[labels[c] for c in order], errorbar=("ci", 95),
-                seed=0, ax=ax)
-    ax.set(xlabel="", ylabel="test IoU", title="Test IoU per class (whiskers: 95 % CI over seeds)")
-    ax.legend(title="", bbox_to_anchor=(1.01, 1), loc="upper left")
-    return _save(fig, out, f"{study.name}-per-class.png")
-
-
-def cells_figure(study: StudyFile, recs: list[dict], out: Path) -> str:
-    """The study's metric per cell: one dot per seed and the mean with a 95 % bootstrap interval over seeds."""
-    df = frame(recs)
-    labels = {c.id: c.label for c in study.cells}
-    df["cell label"] = df.cell.map(labels).fillna(df.cell)
-    order = [labels[c.id] for c in study.cells if c.id in set(df.cell)]
-    name = {"test/miou": "test mIoU (tiles " + "+".join(Config().data.test_groups) + ")", "val/miou": "val mIoU (dense)"}
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(order)), 3.6))
-    sns.pointplot(df, x="cell label", y=study.metric, order=order, errorbar=("ci", 95), seed=0, linestyle="none",
-                  capsize=0.15, color="0.2", ax=ax)
-    np.random.seed(0)  # stripplot's jitter: each figure's own, not shifted by the figures drawn before it
-    sns.stripplot(df, x="cell label", y=study.metric, order=order, hue="seed", palette="tab10", size=6, ax=ax)
-    ax.set(xlabel="", ylabel=name.get(study.metric, study.metric),
-           title=f"{study.name}: each seed (dots) and the mean with its 95 % interval")
-    ax.legend(title="seed", bbox_to_anchor=(1.01, 1), loc="upper left")
-    ax.tick_params(axis="x", labelrotation=15)
-    return _save(fig, out, f"{study.name}-cells.png")
-
-
-def confusion_figure(study: StudyFile, recs: list[dict], out: Path) -> str:
-    """Row-normalised test confusion matrix (all seeds and test images pooled) of the reference and of the
-    cell compared with it last in the study file."""
-    from .results import confusions
-
-    cells = [c for c in study.cells if any(r["cell"] == c.id for r in recs)]
-    shown = [c for c in cells if c.id == study.reference] + [c for c in cells if c.id != study.reference][-1:]
-    names = [k.removeprefix("test/iou/") for k in recs[0]["final"] if k.startswith("test/iou/")]
-    fig, axes = plt.subplots(1, len(shown), figsize=(5.4 * len(shown), 4.2), squeeze=False,
-                             gridspec_kw={"wspace": 0.45})
-    for ax, c in zip(axes[0], shown):
-        mat = confusions(recs, c.id).sum(axis=(0, 1))
-        norm = mat / np.maximum(mat.sum(1, keepdims=True), 1)
-        sns.heatmap(norm, annot=True, fmt=".2f", cmap="Blues", vmin=0, vmax=1, cbar=False, ax=ax,
-                    xticklabels=names, yticklabels=names)
-        ax.set(title=c.label, xlabel="predicted", ylabel="true")
-    fig.suptitle("Test confusion (rows sum to 1; all seeds and test images)", y=1.02)
-    return _save(fig, out, f"{study.name}-confusion.png")
-
-
-def qualitative_figure(study: StudyFile, recs: list[dict], out: Path) -> str | None:
-    """Image | truth | each cell's prediction | errors of the last cell, for the sample images the exports carry
-    (pointseg/samples.py), all cells at one seed: the smallest seed every sampled cell has. None: no samples."""
-    from matplotlib.patches import Patch
-
-    from pointseg.samples import decode
-    from pointseg.viz import colorize, draw_points, error_map
-
-    by = {(r["cell"], r["seed"]): r["samples"] for r in recs if r.get("samples")}
-    cells = [c for c in study.cells if any(k[0] == c.id for k in by)]
-    seeds = sorted({s for (_, s) in by if all((c.id, s) in by for c in cells)})
-    if not cells or not seeds:
-        return None
-    seed, ref = seeds[0], by[(cells[0].id, seeds[0])]
-    colors = [tuple(c) for c in ref["colors"]]
-    points_cells = [c for c in cells if any(im.get("clicks") for im in by[(c.id, seed)]["images"])]
-    rows = ref["images"]
-    # the error map of the last cell that is not the ceiling (the method the study is about)
-    shown = max(i for i, c in enumerate(cells) if c.id != study.raw.get("ceiling") or i == 0)
-    aspect = max(decode(im["truth"]).shape[0] / decode(im["truth"]).shape[1] for im in rows)
-    fig, axes = plt.subplots(len(rows), len(cells) + 3, figsize=(2.3 * (len(cells) + 3), (2.3 * aspect + 0.3) * len(rows)),
-                             squeeze=False, gridspec_kw={"hspace": 0.08, "wspace": 0.05})
-    for i, im in enumerate(rows):
-        clicks = next((x for c in points_cells for x in by[(c.id, seed)]["images"]
-                       if x["name"] == im["name"] and x.get("clicks")), None)
-        image, truth = decode(im["image"]), decode(im["truth"])
-        if clicks is not None:
-            image = draw_points(image, decode(clicks["clicks"]), colors, radius=1)
-        preds = [decode(next(x for x in by[(c.id, seed)]["images"] if x["name"] == im["name"])["pred"])
-                 for c in cells]
-        tiles = [image, colorize(truth, colors), *(colorize(p, colors) for p in preds), error_map(preds[shown], truth)]
-        titles = ["image" + (" + its clicks" if clicks else ""), "truth", *(c.label for c in cells),
-                  f"errors: {cells[shown].label}"]
-        for j, (ax, tile) in enumerate(zip(axes[i], tiles)):
-            ax.imshow(tile, interpolation="nearest")
-            ax.set_xticks([]), ax.set_yticks([])
-            if i == 0:
-                ax.set_title(titles[j], fontsize=9)
-        axes[i, 0].set_ylabel(f"{Path(im['name']).name}\n({im['split']}, tile {im['group']})", fontsize=8)
-    handles = [Patch(color=np.asarray(c) / 255, label=n) for n, c in zip(ref["classes"], colors)]
-    handles.append(Patch(facecolor=(0.86, 0.12, 0.12), label="wrong"))
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, bbox_to_anchor=(0.5, -0.04))
-    fig.suptitle(f"Predictions of seed {seed} (thumbnails; black = no label); the train row shows the clicks "
-                 "the points arm learned from", y=1.0, fontsize=10)
-    return _save(fig, out, f"{study.name}-panel.png")
-
-
-_DIAGNOSTICS = {"diag/unlabelled_acc": "student accuracy on unlabelled pixels",
-                "diag/pseudo_precision": "pseudo-label precision", "diag/pseudo_coverage": "pseudo-label coverage"}
-
-
-def diagnostics_figure(study: StudyFile, recs: list[dict], out: Path) -> str | None:
-    """Per epoch, against the dense masks of the training crops (logged, never used to train or select): how
-    right the student is on the pixels without a click, and how many of them a teacher labels and how well."""
-    h = histories(recs)
-    keys = [k for k in _DIAGNOSTICS if k in h.columns and h[k].notna().any()]
-    if not keys:
-        return None
-    labels = {c.id: c.label for c in study.cells}
-    h["method"] = h.cell.map(labels).fillna(h.cell)
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.6 * len(keys), 3.4), squeeze=False)
-    for ax, k in zip(axes[0], keys):
-        sns.lineplot(h.dropna(subset=[k]), x="epoch", y=k, hue="method", marker="o", errorbar=("ci", 95), seed=0,
-                     ax=ax)
-        ax.set(ylabel="", title=_DIAGNOSTICS[k], ylim=(0, 1))
-        ax.legend(fontsize=8, title="")
-    fig.suptitle("Diagnostics against the training crops' dense masks (mean over seeds, 95 % band)", y=1.03)
-    return _save(fig, out, f"{study.name}-diagnostics.png")
-
-
-FIGURES = {"convergence": [convergence_figure], "label-efficiency": [budget_figure, per_class_figure, confusion_figure],
-           "label-efficiency-crf": [budget_figure], "placement": [cells_figure, per_class_figure],
-           "unlabelled": [cells_figure, diagnostics_figure, qualitative_figure]}
-
-
 def study_section(study: StudyFile, out: Path, root: Path) -> list[str]:
     recs = load_records(study.name, root)
     planned = len(study.seeds) * len(study.cells)
@@ -277,7 +99,7 @@ def study_section(study: StudyFile, out: Path, root: Path) -> list[str]:
         md += [f"Against the ceiling (`{ceiling}`), paired by seed and test image:", "",
                table[cols].to_markdown(index=False), ""]
     compare = [r for other in study.raw.get("compare", []) for r in load_records(other, root)]
-    for fig in FIGURES.get(study.name, [cells_figure]):
+    for fig in FIGURES.get(study.name) or ([curve_figure, cells_figure] if study.raw.get("curve") else [cells_figure]):
         name = fig(study, recs, out, compare) if fig is budget_figure else fig(study, recs, out)
         if name:
             md += [f"![{study.name}]({name})", ""]
@@ -418,12 +240,15 @@ def build(out: Path, studies_dir: Path = Path("experiments/studies"), root: Path
     md += method_section()
     for path in sorted(studies_dir.glob("*.yaml"), key=_reading_order):
         md += study_section(StudyFile.load(path), out, root)
+    md += sweep_sections(out, root, png=_PNG)
     md += bench_section(root / "bench.json")
     md += byo_section(root)
     md += LIMITATIONS
     md += ["## Reproduce", "", "| what | command |", "|---|---|"]
     for path in sorted(studies_dir.glob("*.yaml")):
         md.append(f"| study `{path.stem}` | `python -m analysis.study {path}` |")
+    for path in sorted(root.glob("sweeps/*.json")):
+        md.append(f"| sweep `{path.stem}` | `make sweep STUDY={json.loads(path.read_text()).get('file')}` |")
     md += ["| every study's pending runs, side by side (GPU: more lanes) | `make queue LANES=2` |",
            "| speed table | `make bench` (the 800-step row: `python -m analysis.bench --parts reference --config "
            "experiments/full-fast.yaml`) |", "| whole-scene prediction table | `make bench-predict` |",

@@ -54,6 +54,7 @@ def frame(records: list[dict[str, Any]]) -> pd.DataFrame:
                      "dirty": (r["code"] or {}).get("dirty"), "machine": machine_label(r),
                      "supervision": c["points"]["supervision"], "n_per_class": c["points"]["n_per_class"],
                      "strategy": c["points"]["strategy"], "gamma": c["loss"]["gamma"],
+                     "semi_weight": (c.get("semi") or {}).get("weight", 0.0),
                      "steps": c["train"]["epochs"] * c["train"]["steps_per_epoch"],
                      "lr": c["train"]["lr"], "batch_size": c["train"]["batch_size"],
                      "select": c["eval"]["select"], "method": method_label(c),

@@ -28,6 +28,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_s
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
+from .record import write_record
 from .study import Study, SweepError
 
 log = logging.getLogger("pointseg.sweep")
@@ -208,8 +209,10 @@ def worker(study: Study, progress: bool = True) -> None:
             time.sleep(min(5, study.heartbeat_interval))
             continue
         s.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+        write_record(s, study)  # after every trial: a stopped sweep keeps every finished trial's record
     bar.close()
     export(s, study)
+    write_record(s, study)
 
 
 def export(s: optuna.Study, study: Study) -> Path:

@@ -18,7 +18,8 @@ class SweepError(ValueError):
 
 
 _STUDY_KEYS = {"name", "base_config", "overrides", "sampler", "seed", "objective", "direction", "seeds_per_config",
-               "trials", "pruner", "space", "storage", "heartbeat_interval", "grace_period", "max_retry", "out_dir"}
+               "trials", "pruner", "space", "storage", "heartbeat_interval", "grace_period", "max_retry", "out_dir",
+               "export_dir", "question", "hypothesis", "verdict"}
 
 
 @dataclass
@@ -39,6 +40,11 @@ class Study:
     grace_period: int = 120
     max_retry: int = 1  # a trial whose worker died is retried this many times (its run resumes where it stopped)
     out_dir: str = "runs/sweeps"
+    export_dir: str = "results/sweeps"  # the committed record, <export_dir>/<name>.json (sweeps/record.py)
+    question: str | None = None  # a study for the report says what it asks and expects before it runs
+    hypothesis: str | None = None
+    verdict: str | None = None  # written after the runs
+    path: str | None = None  # the file it was loaded from (not a key of that file)
 
     @classmethod
     def load(cls, path: str | Path, **overrides) -> "Study":
@@ -51,7 +57,7 @@ class Study:
         if unknown:
             raise SweepError(f"{p}: unknown study key(s) {sorted(unknown)}; valid: {sorted(_STUDY_KEYS)}")
         raw.update({k: v for k, v in overrides.items() if v is not None})
-        study = cls(**raw)
+        study = cls(**raw, path=str(p))
         study.validate(p)
         return study
 

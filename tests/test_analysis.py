@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis import report
+from analysis import figures, report
 from analysis.ablations import markdown
 from analysis.stats import fmt, mean_ci
 from analysis.timing import alternating
@@ -85,9 +85,9 @@ def test_report_sections_follow_the_study_files_and_their_exports(tiny_config, t
     from analysis.results import load_records
 
     recs = load_records("label-efficiency", tmp_path / "results")
-    panel = report.qualitative_figure(StudyFile.load(studies / "label-efficiency.yaml"), recs, tmp_path / "report")
+    panel = figures.qualitative_figure(StudyFile.load(studies / "label-efficiency.yaml"), recs, tmp_path / "report")
     assert panel and (tmp_path / "report" / panel).stat().st_size > 1000  # the exports alone draw the panel
-    assert report.qualitative_figure(StudyFile.load(studies / "label-efficiency.yaml"),
+    assert figures.qualitative_figure(StudyFile.load(studies / "label-efficiency.yaml"),
                                      [{k: v for k, v in r.items() if k != "samples"} for r in recs], tmp_path) is None
     again = tmp_path / "again"
     report.build(again, studies, tmp_path / "results")
@@ -203,10 +203,10 @@ def test_diagnostics_figure_draws_the_logged_diagnostics_and_nothing_without_the
     recs = [{"cell": c, "seed": s, "history": [{"epoch": e, "diag/unlabelled_acc": 0.5 + 0.05 * e,
                                                 **({"diag/pseudo_precision": 0.6} if c == "b" else {})}
                                                for e in (1, 2, 3)]} for c in "ab" for s in (0, 1)]
-    name = report.diagnostics_figure(study, recs, tmp_path)
+    name = figures.diagnostics_figure(study, recs, tmp_path)
     assert name == "s-diagnostics.png" and (tmp_path / name).stat().st_size > 1000
     bare = [{**r, "history": [{"epoch": 1, "train/loss": 1.0}]} for r in recs]
-    assert report.diagnostics_figure(study, bare, tmp_path) is None
+    assert figures.diagnostics_figure(study, bare, tmp_path) is None
 
 
 def test_the_headline_names_the_best_cell_the_smallest_budget_at_0_9_and_the_bar():
@@ -252,3 +252,18 @@ def test_each_framework_part_is_paired_with_the_same_runs_without_it_or_says_wha
     assert crf["seeds"] == 2 and crf["gain"] == f"{gain:+.3f} [{gain:+.3f}, {gain:+.3f}]"
     assert all(r["gain"].startswith("not run yet") for r in rows[1:])
     assert "| unlabelled pixels: gated CRF loss, weight 0.1 | on |" in "\n".join(parts_section(tmp_path))
+
+
+def test_a_curve_puts_the_factor_values_in_order_at_the_mean_of_their_seeds(tmp_path, monkeypatch):
+    from analysis.results import frame, load_records
+    from analysis.study import StudyFile
+
+    study = StudyFile.load(ROOT / "experiments/studies/crf-weight.yaml")
+    recs = load_records("crf-weight", ROOT / "results")
+    drawn = {}
+    monkeypatch.setattr(figures, "_save", lambda fig, out, name: drawn.setdefault(name, fig) and name)
+    name = figures.curve_figure(study, recs, tmp_path)
+    ax = drawn[name].axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "0.03", "0.1", "0.3"]
+    means = frame(recs).groupby("semi_weight")["test/miou"].mean().sort_index().to_numpy()
+    assert ax.lines[0].get_ydata() == pytest.approx(means)

@@ -18,6 +18,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
+from sweeps.record import load_record, to_study
 from sweeps.run import cell_key, make_storage, open_study, worker
 from sweeps.study import Study, SweepError
 from tests.conftest import tiny_overrides
@@ -29,7 +30,7 @@ def _study_file(tmp_path, fake_dataset, name="tiny", space=None, **extra) -> Pat
     ov = [o for o in tiny_overrides(fake_dataset, tmp_path / "unused") if not o.startswith("out_dir")]
     body = {"name": name, "base_config": str(ROOT / "experiments/points.yaml"), "overrides": ov,
             "sampler": "grid", "space": space or {"points.n_per_class": {"choices": [1, 3]}},
-            "out_dir": str(tmp_path / "sweeps"), **extra}
+            "out_dir": str(tmp_path / "sweeps"), "export_dir": str(tmp_path / "results" / "sweeps"), **extra}
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(body))
     return path
@@ -73,6 +74,17 @@ def test_tpe_study_with_pruning(tmp_path, fake_dataset):
     trials = _trials(study)
     assert len(trials) == 3 and all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
     assert all(0 <= t.params["loss.gamma"] <= 3 for t in trials)
+    # the committed record holds every trial as the storage does, and rebuilds it without the database
+    rec = load_record(tmp_path / "results" / "sweeps" / "tpe.json")
+    assert rec["file"] == str(path) and rec["space"] == study.space and rec["seeds_per_config"] == 1
+    rebuilt = {t.number: t for t in to_study(rec).trials}
+    assert len(rebuilt) == 3
+    for t, r in zip(trials, rec["trials"]):
+        assert r["number"] == t.number and r["state"] == t.state.name and r["params"] == t.params
+        assert "run_dirs" not in r["user_attrs"]  # machine paths stay out of a committed file
+        assert dict(rebuilt[r["number"]].intermediate_values) == dict(t.intermediate_values)
+        if t.state == TrialState.COMPLETE:
+            assert rebuilt[r["number"]].value == t.value and r["user_attrs"]["runs"][0]["test/miou"] >= 0
 
 
 def test_bad_studies_fail_before_training(tmp_path, fake_dataset):

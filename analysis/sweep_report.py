@@ -1,0 +1,137 @@
+"""The report's sections for Optuna sweeps: from the committed records (results/sweeps/<name>.json), never the
+database. Each sweep file that states a hypothesis gets a section, run or not; each record gets one too.
+
+Optuna draws the optimisation history and the parameter importances (fANOVA, seeded) from the record rebuilt as an
+in-memory study (sweeps.record.to_study), so a fresh clone draws the same figures.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import matplotlib
+import matplotlib.pyplot as plt
+import optuna
+from optuna.trial import TrialState
+
+from sweeps.record import load_record, to_study
+from sweeps.study import Study, SweepError
+
+from .stats import fmt, mean_ci
+
+_OBJECTIVE_LABELS = {"val_points/miou": "val-click mIoU (mean of seeds)"}
+_PARAM_LABELS = {"points.n_per_class": "clicks per class", "loss.gamma": "focal γ", "semi.weight": "unlabelled weight"}
+
+
+def importances(s: optuna.Study) -> dict[str, float] | None:
+    """fANOVA importances of the objective over the complete trials (seeded); None with fewer than 2 of them."""
+    if sum(t.state == TrialState.COMPLETE for t in s.trials) < 2:
+        return None
+    ev = optuna.importance.FanovaImportanceEvaluator(seed=0)
+    return optuna.importance.get_param_importances(s, evaluator=ev)
+
+
+def _figures(s: optuna.Study, imp: dict[str, float] | None, name: str, objective: str, out: Path,
+             png: dict) -> list[str]:
+    """Optuna's optimisation history, and the fANOVA importances as a bar chart. Optuna's matplotlib plots set a
+    global style; the rc_context keeps it from leaking into the report's other figures."""
+    import seaborn as sns
+    from optuna.visualization.matplotlib import plot_optimization_history
+
+    target = _OBJECTIVE_LABELS.get(objective, objective)
+    names = [f"sweep-{name}-history.png"]
+    with matplotlib.rc_context(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        ax = plot_optimization_history(s, target_name=target)
+        ax.set_title(f"{name}: each complete trial and the best so far")
+        ax.legend(loc="lower right", fontsize="small")
+        ax.figure.set_size_inches(6.4, 3.6)
+        ax.figure.savefig(out / names[0], **png)
+        plt.close(ax.figure)
+    if imp:
+        fig, ax = plt.subplots(figsize=(5.6, 0.5 + 0.55 * len(imp)))
+        sns.barplot(x=list(imp.values()), y=[_PARAM_LABELS.get(k, k) for k in imp], color="C0", ax=ax)
+        ax.bar_label(ax.containers[0], fmt="%.2f", padding=3)
+        ax.set(xlim=(0, 1), xlabel=f"fANOVA importance for {target}", ylabel="",
+               title=f"{name}: parameter importances (seed 0)")
+        names.append(f"sweep-{name}-importances.png")
+        fig.savefig(out / names[-1], **png)
+        plt.close(fig)
+    return names
+
+
+def _trial_table(rec: dict, s: optuna.Study, top: int = 8) -> list[str]:
+    params = list(rec["space"])
+    done = sorted((t for t in s.trials if t.state == TrialState.COMPLETE), key=lambda t: -t.value)[:top]
+    head = ["trial", *(_PARAM_LABELS.get(p, p) for p in params), f"{rec['objective']} (mean of seeds)",
+            "test mIoU (t 95 % CI over seeds)", "seeds"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for t in done:
+        runs = t.user_attrs.get("runs") or []
+        test = mean_ci([r.get("test/miou") for r in runs])
+        vals = [f"{t.params[p]:.3g}" if isinstance(t.params[p], float) else str(t.params[p]) for p in params]
+        rows.append(f"| {t.number} | " + " | ".join(vals) + f" | {t.value:.3f} | {fmt(*test)} | {len(runs)} |")
+    return rows
+
+
+def sweep_section(rec: dict | None, study: Study | None, out: Path, png: dict) -> list[str]:
+    """One sweep's section: question, hypothesis, process, then (when it ran) the trials, figures and verdict."""
+    name = rec["name"] if rec else study.name
+    # what ran says the question and hypothesis (the record); the verdict, written after, comes from the file
+    about = dict(rec or {"question": study.question, "hypothesis": study.hypothesis})
+    about["verdict"] = study.verdict if study else (rec or {}).get("verdict")
+    file = (rec or {}).get("file") or study.path
+    md = [f"## Sweep: {name}", ""]
+    if about.get("question"):
+        md += [f"**Question.** {about['question']}", ""]
+    if about.get("hypothesis"):
+        md += [f"**Hypothesis** (written before the trials). {about['hypothesis']}", ""]
+    src = rec or {"sampler": study.sampler, "pruner": study.pruner, "seeds_per_config": study.seeds_per_config,
+                  "objective": study.objective, "base_config": study.base_config, "overrides": study.overrides,
+                  "space": study.space, "budget": study.budget, "seed": study.seed}
+    space = "; ".join(f"{_PARAM_LABELS.get(k, k)} (`{k}`) {v.get('low')}–{v.get('high')}{' (log)' if v.get('log') else ''}"
+                      if "low" in v else f"`{k}` ∈ {v.get('choices')}" for k, v in src["space"].items())
+    md += [f"**Process.** `make sweep STUDY={file}`: Optuna {src['sampler'].upper() if src['sampler'] == 'tpe' else src['sampler']} "
+           f"(seed {src['seed']}), pruner {src['pruner']} (on the first seed's per-epoch `{src['objective']}`), "
+           f"{src['budget']} trials of {src['seeds_per_config']} seeds each; a trial's value is the mean of its seeds' "
+           f"`{src['objective']}` (the val tile's clicks, never its dense mask); base `{src['base_config']}`"
+           + (f" with {', '.join(f'`{o}`' for o in src['overrides'])}" if src["overrides"] else "")
+           + f"; space: {space}.", ""]
+    if rec is None:
+        return md + [f"Not run yet: no record `results/sweeps/{name}.json`. Run `make sweep STUDY={file}`.", ""]
+    s = to_study(rec)
+    states = {st: sum(t.state == st for t in s.trials) for st in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+    md += [f"Trials recorded: **{states[TrialState.COMPLETE]} complete, {states[TrialState.PRUNED]} pruned, "
+           f"{states[TrialState.FAIL]} failed** of a budget of {rec['budget']}.", ""]
+    if not states[TrialState.COMPLETE]:
+        return md + ["No complete trial yet.", ""]
+    md += ["**Results** (the best complete trials by the objective; test mIoU is a diagnostic, not what TPE saw).", "",
+           *_trial_table(rec, s), ""]
+    imp = importances(s)
+    if imp:
+        md += ["Parameter importances (fANOVA over the complete trials, seed 0): "
+               + ", ".join(f"{_PARAM_LABELS.get(k, k)} {v:.2f}" for k, v in imp.items())
+               + f". With {states[TrialState.COMPLETE]} trials they rank the parameters; they do not measure effects "
+               "(the factor studies do that, paired by seed).", ""]
+    md += [f"![{name}]({f})" for f in _figures(s, imp, name, rec["objective"], out, png)] + [""]
+    md += ["**Verdict.** " + (about["verdict"].strip() if about.get("verdict") else "pending: not written yet."), ""]
+    return md
+
+
+def sweep_sections(out: Path, root: Path = Path("results"), sweeps_dir: Path = Path("sweeps"),
+                   png: dict | None = None) -> list[str]:
+    """A section per sweep file with a hypothesis and per record (a record's own text wins: it is what ran)."""
+    files = {}
+    for p in sorted(sweeps_dir.glob("*.yaml")):
+        try:
+            st = Study.load(p)
+        except SweepError:
+            continue  # a sweep file that cannot load is make sweep's error to report, not the report's
+        if st.hypothesis:
+            files[st.name] = st
+    records = {p.stem: load_record(p) for p in sorted((root / "sweeps").glob("*.json"))}
+    md = []
+    for name in sorted(set(files) | set(records)):
+        md += sweep_section(records.get(name), files.get(name), out, png or {})
+    return md
