@@ -7,12 +7,11 @@ STORAGE ?=
 WORKERS ?= 1
 SEEDS ?= 0 1 2
 FILE ?= experiments/studies/convergence.yaml
-PARTS ?=
 STUDIES ?= $(wildcard experiments/studies/*.yaml)
 LANES ?= 2
 DEADLINE ?= inf
 
-.PHONY: help setup data test test-explore test-all demo bench bench-predict sweep report experiments study queue ablations clean
+.PHONY: help setup data test test-explore test-all demo bench bench-predict sweep report experiments study queue clean
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
@@ -56,9 +55,6 @@ study: setup data  ## any study file: make study FILE=experiments/studies/conver
 
 queue: setup data  ## every study's runs not exported yet, LANES at a time (STUDIES=… LANES=8 DEADLINE=minutes)
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m analysis.queue --lanes $(LANES) --deadline-min $(DEADLINE) -- $(STUDIES)
-
-ablations: setup data  ## each framework feature vs the same runs without it (PARTS=costs first, on an idle machine)
-	$(PY) -m analysis.ablations --seeds $(SEEDS) $(if $(PARTS),--parts $(PARTS))
 
 sweep: setup data  ## Optuna study (STUDY=… TRIALS=… STORAGE=… WORKERS=…)
 	$(PY) -m sweeps.run --study $(STUDY) $(if $(TRIALS),--trials $(TRIALS)) $(if $(STORAGE),--storage $(STORAGE)) --workers $(WORKERS)

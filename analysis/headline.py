@@ -5,7 +5,7 @@ ceiling, the smallest click budget whose ratio reaches 0.9, and whether the issu
 from __future__ import annotations
 
 from .results import confusions, method_label, paired_on_shared_seeds, seeds_of
-from .stats import bootstrap_miou
+from .stats import bootstrap_miou, interval
 
 # the bar of the issue "Label efficiency that holds up": ratio ≥ 0.95 with the lower end of its 95 % interval
 # ≥ 0.90, at ≤ 20 clicks per class per image, ≥ 3 seeds
@@ -45,7 +45,7 @@ def headline_section(recs: list[dict], ceiling: str, order: list[str], study: st
     rows = headline_rows(recs, ceiling, order)
     if not rows:
         return []
-    iv = lambda t: f"{t[0]:.3f} [{t[1]:.3f}, {t[2]:.3f}]"  # noqa: E731
+    iv = lambda t: interval(*t)  # noqa: E731
     name = lambda r: f"`{r['cell']}` ({r['method']}, {r['clicks']} clicks per class)"  # noqa: E731
     c_est, c_lo, c_hi = bootstrap_miou(confusions(recs, ceiling))
     within = [r for r in rows if r["clicks"] <= BAR_CLICKS]
@@ -96,7 +96,7 @@ def parts_rows(root, n_boot: int = 2000) -> list[dict]:
         row = {"part": part, "default": default, "compared": f"`{study}`: `{with_}` − `{without}`",
                "seeds": len(set(seeds_of(recs, with_)) & set(seeds_of(recs, without)))}
         if d is not None:
-            row["gain"] = f"{d.estimate:+.3f} [{d.lower:+.3f}, {d.upper:+.3f}]"
+            row["gain"] = interval(*d[:3], signed=True)
         else:
             row["gain"] = f"not run yet (`python -m analysis.study experiments/studies/{study}.yaml`)"
         rows.append(row)

@@ -22,6 +22,7 @@ from pointseg.config import Config  # noqa: E402
 
 from .figures import _PNG, FIGURES, budget_figure, cells_figure, curve_figure  # noqa: E402
 from .results import frame, load_records  # noqa: E402
+from .stats import interval  # noqa: E402
 from .study import StudyFile  # noqa: E402
 from .headline import parts_section  # noqa: E402
 from .summarize import study_table  # noqa: E402
@@ -143,8 +144,7 @@ def fill_numbers(text: str, df, recs: list[dict] | None = None) -> str:
         d = paired_on_shared_seeds(recs or [], a, b, "diff" if how == "paired" else "ratio")
         if d is None:
             raise KeyError(f"verdict pairs {a!r} with {b!r}, but no seed has exports of both")
-        sign = "+" if how == "paired" else ""
-        return f"{d.estimate:{sign}.3f} [{d.lower:{sign}.3f}, {d.upper:{sign}.3f}]"
+        return interval(*d[:3], signed=how == "paired")
 
     text = re.sub(r"\{(paired|ratio):([^{}]+)\}", paired, text)
 

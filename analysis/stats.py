@@ -29,6 +29,13 @@ def fmt(mean: float, half: float, n: int, digits: int = 3) -> str:
     return f"{mean:.{digits}f} ± {half:.{digits}f} (n={n})"
 
 
+def interval(estimate: float, lower: float, upper: float, signed: bool = False) -> str:
+    """``0.620 [0.573, 0.649]``, or ``+0.068 [+0.036, +0.102]`` for a difference (``signed``): every table and
+    verdict writes an estimate with its interval this one way."""
+    f = "+.3f" if signed else ".3f"
+    return f"{estimate:{f}} [{lower:{f}}, {upper:{f}}]"
+
+
 def miou_of(mats: np.ndarray) -> np.ndarray:
     """Macro mIoU of confusion matrices …×C×C (rows = truth); classes absent from truth and prediction are skipped."""
     mats = np.asarray(mats, float)

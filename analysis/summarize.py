@@ -12,7 +12,7 @@ import argparse
 import pandas as pd
 
 from .results import RESULTS, confusions, frame, load_records, seeds_of
-from .stats import bootstrap_miou, bootstrap_paired, fmt, holm, mean_ci
+from .stats import bootstrap_miou, bootstrap_paired, fmt, holm, interval, mean_ci
 
 
 def study_table(study: str, reference: str | None = None, metric: str = "test/miou", root=RESULTS,
@@ -30,7 +30,7 @@ def study_table(study: str, reference: str | None = None, metric: str = "test/mi
         m, h, n = mean_ci(g[metric].tolist())
         row = {"cell": cell, "seeds": n, f"{metric} (t 95 % CI over seeds)": fmt(m, h, n), "_mean": m}
         est, lo, hi = bootstrap_miou(confusions(recs, cell), n_boot)
-        row["test mIoU [bootstrap 95 %]"] = f"{est:.3f} [{lo:.3f}, {hi:.3f}]"
+        row["test mIoU [bootstrap 95 %]"] = interval(est, lo, hi)
         for col in sorted(c for c in g.columns if c.startswith("test/group/")):
             row[f"tile {col.split('/')[2]}"] = f"{g[col].mean():.3f}"
         row["min class IoU (test)"] = f"{g[[c for c in g.columns if c.startswith('test/iou/')]].min(axis=1).min():.3f}"
@@ -44,8 +44,8 @@ def study_table(study: str, reference: str | None = None, metric: str = "test/mi
                 r = bootstrap_paired(a, b, n_boot, how="ratio")
                 d = bootstrap_paired(a, b, n_boot, how="diff")
                 row["_ref"] = ref
-                row["_ratio"] = f"{r.estimate:.3f} [{r.lower:.3f}, {r.upper:.3f}]"
-                row["_diff"] = f"{d.estimate:+.3f} [{d.lower:+.3f}, {d.upper:+.3f}]"
+                row["_ratio"] = interval(*r[:3])
+                row["_diff"] = interval(*d[:3], signed=True)
                 row["_p"] = d.p
         rows.append(row)
     out = _comparison_columns(pd.DataFrame(rows))
@@ -76,29 +76,29 @@ def _comparison_columns(out: pd.DataFrame) -> pd.DataFrame:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("study")
-    ap.add_argument("--reference", help="cell the others are compared with, paired by seed")
-    ap.add_argument("--metric", default="test/miou")
+    ap.add_argument("--reference", help="cell the others are compared with, paired by seed (default: the study "
+                    "file's reference)")
+    ap.add_argument("--metric", help="default: the study file's metric, else test/miou")
     ap.add_argument("--root", default=str(RESULTS))
     ap.add_argument("--studies-dir", default="experiments/studies",
                     help="where the study file lives: its cells' own references (reference: in a cell) apply")
     args = ap.parse_args(argv)
-    refs, order = _study_file(args.studies_dir, args.study)
-    print(study_table(args.study, args.reference, args.metric, args.root,
-                      references=refs, order=order).to_markdown(index=False))
+    sf = _study_file(args.studies_dir, args.study)
+    print(study_table(args.study, args.reference or (sf.reference if sf else None),
+                      args.metric or (sf.metric if sf else "test/miou"), args.root,
+                      references=sf.cell_references() if sf else {},
+                      order=[c.id for c in sf.cells] if sf else None).to_markdown(index=False))
     return 0
 
 
-def _study_file(studies_dir: str, study: str) -> tuple[dict[str, str], list[str]]:
-    """The cells' own references and their order, from the study file when there is one."""
+def _study_file(studies_dir: str, study: str):
+    """The study file (its reference, metric, the cells' own references and their order), when there is one."""
     from pathlib import Path
 
     from .study import StudyFile
 
     path = Path(studies_dir) / f"{study}.yaml"
-    if not path.exists():
-        return {}, []
-    sf = StudyFile.load(path)
-    return sf.cell_references(), [c.id for c in sf.cells]
+    return StudyFile.load(path) if path.exists() else None
 
 
 if __name__ == "__main__":

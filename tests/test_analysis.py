@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from analysis import figures, report
-from analysis.ablations import markdown
-from analysis.stats import fmt, mean_ci
+from analysis.stats import fmt, interval, mean_ci
 from analysis.timing import alternating
 from pointseg.train import fit
 
@@ -25,13 +24,9 @@ def test_mean_ci_is_the_t_interval():
     assert fmt(*mean_ci([0.5])) == "0.500 (n=1)" and fmt(0.5, 0.1, 3) == "0.500 ± 0.100 (n=3)"
 
 
-def test_feature_table_says_significant_only_when_the_interval_excludes_zero():
-    row = lambda name, gain: {"feature": name, "with": (0.5, 0.1, 3), "without": (0.4, 0.1, 3),  # noqa: E731
-                              "gain": gain, "cost": "c"}
-    lines = markdown([row("a", (0.1, 0.05, 3)), row("b", (-0.1, 0.2, 3)), row("c", (0.1, None, 1))]).splitlines()
-    assert lines[2].split("|")[5].strip() == "yes"
-    assert lines[3].split("|")[5].strip() == "no"
-    assert lines[4].split("|")[5].strip() == "—"  # one value: no interval, no verdict
+def test_an_interval_is_written_one_way_and_a_difference_carries_its_sign():
+    assert interval(0.62, 0.5734, 0.649) == "0.620 [0.573, 0.649]"
+    assert interval(0.068, -0.0036, 0.102, signed=True) == "+0.068 [-0.004, +0.102]"
 
 
 def test_interleaved_timing_measures_each_callable():
@@ -95,15 +90,6 @@ def test_report_sections_follow_the_study_files_and_their_exports(tiny_config, t
     assert (again / "label-efficiency.png").read_bytes() == (tmp_path / "report" / "label-efficiency.png").read_bytes()
 
 
-def test_ablations_without_the_baseline_runs_say_what_to_run(tmp_path, monkeypatch, capsys):
-    from analysis import ablations
-
-    monkeypatch.chdir(tmp_path)  # no runs/experiments here
-    assert ablations.main(["--parts", "tta", "--seeds", "0"]) == 2
-    assert "make experiments" in capsys.readouterr().err
-    assert not (tmp_path / "runs").exists()  # nothing half-made
-
-
 def test_verdict_numbers_are_read_from_the_exports_never_typed():
     import pandas as pd
 
@@ -130,19 +116,6 @@ def test_a_verdict_names_a_paired_difference_with_its_interval():
         f"{ratio:.3f} [{ratio:.3f}, {ratio:.3f}]"
     with pytest.raises(KeyError, match="no seed has exports of both"):
         report.fill_numbers("{paired:a vs c}", pd.DataFrame({"cell": []}), recs)
-
-
-def test_eval_cache_key_follows_the_checkpoint_bytes_and_the_settings(tmp_path):
-    from analysis.ablations import eval_cache_key
-
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "best.pt").write_bytes(b"weights v1")
-    k1 = eval_cache_key("plain-s0", [run], {"tta": False})
-    assert k1.startswith("plain-s0-") and k1 == eval_cache_key("plain-s0", [run], {"tta": False})
-    assert eval_cache_key("plain-s0", [run], {"tta": True}) != k1  # another setting, another entry
-    (run / "best.pt").write_bytes(b"weights v2")  # retrained under the same name
-    assert eval_cache_key("plain-s0", [run], {"tta": False}) != k1
 
 
 def test_report_lists_runs_outside_studies_and_the_predict_bench(tmp_path):

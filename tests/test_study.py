@@ -169,11 +169,12 @@ def test_evaluation_cells_test_another_cells_runs_again_and_pair_with_them(tmp_p
     assert table.loc["colour-matched", "compared with"] == "colour" and table.loc["tta", "compared with"] == "plain"
     assert table.loc["colour-matched", "− it [95 %]"] != "—" and table.loc["tta", "− it [95 %]"] != "—"
     assert not [c for c in table.columns if c.startswith("− colour")]
-    from analysis.summarize import main as summarize  # the CLI reads the cells' own references from the file
+    from analysis.summarize import main as summarize  # the CLI reads the references from the file
 
-    summarize(["tt", "--reference", "plain", "--root", results, "--studies-dir", str(tmp_path)])
+    summarize(["tt", "--root", results, "--studies-dir", str(tmp_path)])  # no --reference: the file's, plain
     printed = capsys.readouterr().out
     assert "compared with" in printed and "| colour " in printed
+    assert "plain" in next(line for line in printed.splitlines() if line.startswith("| tta "))
     # exported: not tested again; another evaluation under the same name is refused
     monkeypatch.setattr(ev, "_test", lambda *a: (_ for _ in ()).throw(AssertionError("tested again")))
     run_study(tt, out_dir=runs, export_dir=results)
