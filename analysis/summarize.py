@@ -11,8 +11,8 @@ import argparse
 
 import pandas as pd
 
-from .results import RESULTS, confusions, frame, load_records, seeds_of
-from .stats import bootstrap_miou, bootstrap_paired, fmt, holm, interval, mean_ci
+from .results import RESULTS, confusions, frame, load_records, paired_on_shared_seeds
+from .stats import bootstrap_miou, fmt, holm, interval, mean_ci
 
 
 def study_table(study: str, reference: str | None = None, metric: str = "test/miou", root=RESULTS,
@@ -38,11 +38,9 @@ def study_table(study: str, reference: str | None = None, metric: str = "test/mi
         row["train min/run"] = f"{g['train/seconds'].mean() / 60:.1f}"
         ref = (references or {}).get(cell, reference)
         if ref and cell != ref and ref in set(df.cell):
-            both = sorted(set(seeds_of(recs, cell)) & set(seeds_of(recs, ref)))
-            if both:
-                a, b = confusions(recs, cell, both), confusions(recs, ref, both)
-                r = bootstrap_paired(a, b, n_boot, how="ratio")
-                d = bootstrap_paired(a, b, n_boot, how="diff")
+            r = paired_on_shared_seeds(recs, cell, ref, "ratio", n_boot)
+            d = paired_on_shared_seeds(recs, cell, ref, "diff", n_boot)
+            if d is not None:
                 row["_ref"] = ref
                 row["_ratio"] = interval(*r[:3])
                 row["_diff"] = interval(*d[:3], signed=True)

@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt
 import optuna
 from optuna.trial import TrialState
 
-from sweeps.record import load_record, to_study
+from sweeps.record import load_record, study_about, to_study
 from sweeps.study import Study, SweepError
 
 from .stats import fmt, mean_ci
@@ -77,19 +77,15 @@ def _trial_table(rec: dict, s: optuna.Study, top: int = 8) -> list[str]:
 
 def sweep_section(rec: dict | None, study: Study | None, out: Path, png: dict) -> list[str]:
     """One sweep's section: question, hypothesis, process, then (when it ran) the trials, figures and verdict."""
-    name = rec["name"] if rec else study.name
-    # what ran says the question and hypothesis (the record); the verdict, written after, comes from the file
-    about = dict(rec or {"question": study.question, "hypothesis": study.hypothesis})
-    about["verdict"] = study.verdict if study else (rec or {}).get("verdict")
-    file = (rec or {}).get("file") or study.path
+    # what ran says the question, hypothesis and process (the record); the verdict, written after, comes from the file
+    src = rec or study_about(study)
+    name, file = src["name"], src.get("file") or study.path
+    verdict = study.verdict if study else src.get("verdict")
     md = [f"## Sweep: {name}", ""]
-    if about.get("question"):
-        md += [f"**Question.** {about['question']}", ""]
-    if about.get("hypothesis"):
-        md += [f"**Hypothesis** (written before the trials). {about['hypothesis']}", ""]
-    src = rec or {"sampler": study.sampler, "pruner": study.pruner, "seeds_per_config": study.seeds_per_config,
-                  "objective": study.objective, "base_config": study.base_config, "overrides": study.overrides,
-                  "space": study.space, "budget": study.budget, "seed": study.seed}
+    if src.get("question"):
+        md += [f"**Question.** {src['question']}", ""]
+    if src.get("hypothesis"):
+        md += [f"**Hypothesis** (written before the trials). {src['hypothesis']}", ""]
     space = "; ".join(f"{_PARAM_LABELS.get(k, k)} (`{k}`) {v.get('low')}–{v.get('high')}{' (log)' if v.get('log') else ''}"
                       if "low" in v else f"`{k}` ∈ {v.get('choices')}" for k, v in src["space"].items())
     md += [f"**Process.** `make sweep STUDY={file}`: Optuna {src['sampler'].upper() if src['sampler'] == 'tpe' else src['sampler']} "
@@ -115,7 +111,7 @@ def sweep_section(rec: dict | None, study: Study | None, out: Path, png: dict) -
                + f". With {states[TrialState.COMPLETE]} trials they rank the parameters; they do not measure effects "
                "(the factor studies do that, paired by seed).", ""]
     md += [f"![{name}]({f})" for f in _figures(s, imp, name, rec["objective"], out, png)] + [""]
-    md += ["**Verdict.** " + (about["verdict"].strip() if about.get("verdict") else "pending: not written yet."), ""]
+    md += ["**Verdict.** " + (verdict.strip() if verdict else "pending: not written yet."), ""]
     return md
 
 

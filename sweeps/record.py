@@ -31,13 +31,18 @@ def _trial(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
             "duration_s": t.duration.total_seconds() if t.duration else None}
 
 
-def study_record(s: optuna.Study, study) -> dict[str, Any]:
-    """``study``: the sweeps.study.Study it ran from. Trials that trained nothing (a lost grid race) are left out."""
-    trials = [t for t in s.get_trials(deepcopy=False) if not t.user_attrs.get("skipped")]
+def study_about(study) -> dict[str, Any]:
+    """What a study is (``study``: a sweeps.study.Study), as the record stores it: everything but its trials."""
     return {"version": RECORD_VERSION, "name": study.name, "file": study.path, "question": study.question,
             "hypothesis": study.hypothesis, "verdict": study.verdict, "direction": study.direction,
             "objective": study.objective, **study.fingerprint(), "pruner": study.pruner, "seed": study.seed,
-            "budget": study.budget, "trials": [_trial(t) for t in trials]}
+            "budget": study.budget}
+
+
+def study_record(s: optuna.Study, study) -> dict[str, Any]:
+    """``study``: the sweeps.study.Study it ran from. Trials that trained nothing (a lost grid race) are left out."""
+    trials = [t for t in s.get_trials(deepcopy=False) if not t.user_attrs.get("skipped")]
+    return {**study_about(study), "trials": [_trial(t) for t in trials]}
 
 
 def write_record(s: optuna.Study, study) -> Path:
