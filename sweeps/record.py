@@ -36,7 +36,7 @@ def study_about(study) -> dict[str, Any]:
     return {"version": RECORD_VERSION, "name": study.name, "file": study.path, "question": study.question,
             "hypothesis": study.hypothesis, "verdict": study.verdict, "direction": study.direction,
             "objective": study.objective, **study.fingerprint(), "pruner": study.pruner, "seed": study.seed,
-            "budget": study.budget}
+            "startup_trials": study.startup_trials if study.sampler == "tpe" else None, "budget": study.budget}
 
 
 def study_record(s: optuna.Study, study) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ class SweepError(ValueError):
 
 _STUDY_KEYS = {"name", "base_config", "overrides", "sampler", "seed", "objective", "direction", "seeds_per_config",
                "trials", "pruner", "space", "storage", "heartbeat_interval", "grace_period", "max_retry", "out_dir",
-               "export_dir", "question", "hypothesis", "verdict"}
+               "export_dir", "question", "hypothesis", "verdict", "startup_trials"}
 
 
 @dataclass
@@ -30,6 +31,9 @@ class Study:
     overrides: list[str] = field(default_factory=list)
     sampler: str = "grid"  # grid (factor study: every cell once) | tpe (tuning)
     seed: int = 0
+    # TPE samples at random until this many trials finished (Optuna's default is 10, which would leave a 12-trial
+    # study 10 random trials); multivariate TPE models the parameters jointly, as a joint study asks
+    startup_trials: int = 10
     objective: str = "val_points/miou"  # the points arm selects on val clicks, never on dense masks
     direction: str = "maximize"
     seeds_per_config: int = 1
@@ -67,6 +71,8 @@ class Study:
             raise SweepError(f"{where}: the search space is empty; name at least one config key under `space:`")
         if self.sampler not in ("grid", "tpe"):
             raise SweepError(f"{where}: sampler must be grid or tpe, got {self.sampler!r}")
+        if self.startup_trials < 1:
+            raise SweepError(f"{where}: startup_trials must be at least 1, got {self.startup_trials}")
         if self.pruner not in ("none", "median", "successive_halving"):
             raise SweepError(f"{where}: pruner must be none, median or successive_halving, got {self.pruner!r}")
         if self.sampler == "grid" and self.pruner != "none":
@@ -125,7 +131,9 @@ class Study:
 
     def make_sampler(self) -> optuna.samplers.BaseSampler:
         # grid cells are enqueued as fixed trials, so the sampler only ever fills a tpe study
-        return optuna.samplers.TPESampler(seed=self.seed)
+        with warnings.catch_warnings():  # multivariate TPE is "experimental" since Optuna 2.2; used knowingly
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=self.seed, n_startup_trials=self.startup_trials, multivariate=True)
 
     def make_pruner(self) -> optuna.pruners.BasePruner:
         if self.pruner == "median":

@@ -66,10 +66,11 @@ def test_tiny_study_end_to_end(tmp_path, fake_dataset):
 
 
 def test_tpe_study_with_pruning(tmp_path, fake_dataset):
-    path = _study_file(tmp_path, fake_dataset, name="tpe", sampler="tpe", trials=3, pruner="median",
+    path = _study_file(tmp_path, fake_dataset, name="tpe", sampler="tpe", trials=3, pruner="median", startup_trials=2,
                        space={"loss.gamma": {"type": "float", "low": 0.0, "high": 3.0},
                               "points.n_per_class": {"type": "int", "low": 1, "high": 5}})
     study = Study.load(path)
+    assert study.make_sampler()._n_startup_trials == 2  # the study's random start, not Optuna's default of 10
     worker(study, progress=False)
     trials = _trials(study)
     assert len(trials) == 3 and all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
@@ -77,6 +78,7 @@ def test_tpe_study_with_pruning(tmp_path, fake_dataset):
     # the committed record holds every trial as the storage does, and rebuilds it without the database
     rec = load_record(tmp_path / "results" / "sweeps" / "tpe.json")
     assert rec["file"] == str(path) and rec["space"] == study.space and rec["seeds_per_config"] == 1
+    assert rec["startup_trials"] == 2
     rebuilt = {t.number: t for t in to_study(rec).trials}
     assert len(rebuilt) == 3
     for t, r in zip(trials, rec["trials"]):
@@ -90,6 +92,9 @@ def test_tpe_study_with_pruning(tmp_path, fake_dataset):
 def test_bad_studies_fail_before_training(tmp_path, fake_dataset):
     with pytest.raises(SweepError, match="val_points/miou"):  # the points arm never selects on dense masks
         Study.load(_study_file(tmp_path, fake_dataset, name="dense", objective="val/miou"))
+    with pytest.raises(SweepError, match="startup_trials"):
+        Study.load(_study_file(tmp_path, fake_dataset, name="s", sampler="tpe", trials=3, startup_trials=0,
+                               space={"loss.gamma": {"type": "float", "low": 0.0, "high": 3.0}}))
     with pytest.raises(SweepError, match="space.loss.gama"):
         Study.load(_study_file(tmp_path, fake_dataset, name="a", space={"loss.gama": {"choices": [1]}}))
     p = _study_file(tmp_path, fake_dataset, name="b")
