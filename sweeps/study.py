@@ -23,6 +23,25 @@ _STUDY_KEYS = {"name", "base_config", "overrides", "sampler", "seed", "objective
                "export_dir", "question", "hypothesis", "verdict", "startup_trials"}
 
 
+class TrialSeededTPE(optuna.samplers.TPESampler):
+    """TPE whose random draws are seeded by (study seed, trial number) rather than once per process.
+
+    Workers each build their sampler from the same study seed; seeded once, they would all draw the same "random"
+    parameters and collide on one run directory. Seeding each trial by its number (unique in the storage) keeps the
+    draws distinct across workers and a one-worker study reproducible. (Reaches into TPESampler's two generators.)
+    """
+
+    def __init__(self, seed: int, **kwargs) -> None:
+        super().__init__(seed=seed, **kwargs)
+        self._study_seed = seed
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        s = (self._study_seed * 1_000_003 + trial.number) % 2**32
+        self._rng.rng.seed(s)
+        self._random_sampler._rng.rng.seed(s)
+        super().before_trial(study, trial)
+
+
 @dataclass
 class Study:
     name: str
@@ -133,7 +152,7 @@ class Study:
         # grid cells are enqueued as fixed trials, so the sampler only ever fills a tpe study
         with warnings.catch_warnings():  # multivariate TPE is "experimental" since Optuna 2.2; used knowingly
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.TPESampler(seed=self.seed, n_startup_trials=self.startup_trials, multivariate=True)
+            return TrialSeededTPE(seed=self.seed, n_startup_trials=self.startup_trials, multivariate=True)
 
     def make_pruner(self) -> optuna.pruners.BasePruner:
         if self.pruner == "median":

@@ -89,6 +89,24 @@ def test_tpe_study_with_pruning(tmp_path, fake_dataset):
             assert rebuilt[r["number"]].value == t.value and r["user_attrs"]["runs"][0]["test/miou"] >= 0
 
 
+def test_parallel_workers_draw_different_parameters_and_one_worker_repeats_its_draws(tmp_path, fake_dataset):
+    # each worker builds its own sampler from the same study seed; they must not draw the same trial
+    study = Study.load(_study_file(tmp_path, fake_dataset, name="seeded", sampler="tpe", trials=4,
+                                   space={"loss.gamma": {"type": "float", "low": 0.0, "high": 3.0}}))
+    dist = {"loss.gamma": optuna.distributions.FloatDistribution(0.0, 3.0)}
+
+    def draws(workers: int) -> list[float]:
+        storage = optuna.storages.InMemoryStorage()
+        first = optuna.create_study(study_name="s", storage=storage, sampler=study.make_sampler())
+        others = [optuna.load_study(study_name="s", storage=storage, sampler=study.make_sampler())
+                  for _ in range(workers - 1)]
+        return [w.ask(dist).params["loss.gamma"] for _ in range(4 // workers) for w in [first, *others]]
+
+    two = draws(2)
+    assert len(set(two)) == 4  # trial numbers 0–3 over two workers: four different draws
+    assert draws(1) == two  # the draws follow the trial number, not the worker: one worker repeats them
+
+
 def test_bad_studies_fail_before_training(tmp_path, fake_dataset):
     with pytest.raises(SweepError, match="val_points/miou"):  # the points arm never selects on dense masks
         Study.load(_study_file(tmp_path, fake_dataset, name="dense", objective="val/miou"))
