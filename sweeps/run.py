@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import multiprocessing as mp
+import signal
 import sys
 import time
 import warnings
@@ -241,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     overrides = {"trials": args.trials, "storage": args.storage, "grace_period": args.grace_period}
+    # `kill PID` (SIGTERM) unwinds like Ctrl-C, so the workers this process started are stopped with it; their
+    # trials go stale and the next `make sweep` retries them, resuming each run where it stopped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
         study = Study.load(args.study, **overrides)
         open_study(study, make_storage(study))  # every check (space, storage, same-name study) before training
@@ -250,9 +254,15 @@ def main(argv: list[str] | None = None) -> int:
             procs = [ctx.Process(target=_worker_entry, args=(args.study, overrides)) for _ in range(args.workers - 1)]
             for p in procs:
                 p.start()
-            worker(study)
-            for p in procs:
-                p.join()
+            try:
+                worker(study)
+                for p in procs:
+                    p.join()
+            finally:  # stopped (SIGTERM, Ctrl-C) or failed: no worker trains on without its parent
+                for p in procs:
+                    if p.is_alive():
+                        p.terminate()
+                        p.join(timeout=30)
         else:
             worker(study)
         s = optuna.load_study(study_name=study.name, storage=make_storage(study))

@@ -162,6 +162,41 @@ def test_sigkill_mid_trial_then_resume(tmp_path, fake_dataset):
     assert len(failed) == 1  # the killed one, retried once
 
 
+def _alive(pid: int) -> bool:
+    try:  # a zombie (state Z) has exited; in a container nobody may reap it
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in "ZX"
+    except FileNotFoundError:
+        return False
+
+
+def test_stopping_the_sweep_stops_the_workers_it_started(tmp_path, fake_dataset):
+    path = _study_file(tmp_path, fake_dataset, name="stopme", space={"points.n_per_class": {"choices": [1, 2]}})
+    raw = yaml.safe_load(path.read_text())
+    raw["overrides"] += ["train.epochs=500"]  # far longer than the test: a worker left behind would still train
+    path.write_text(yaml.safe_dump(raw))
+    p = _run_sweep(path, "--workers", "2")
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and len(glob.glob(str(tmp_path / "sweeps/stopme/*/seed0/metrics.jsonl"))) < 2:
+            time.sleep(0.2)
+        assert p.poll() is None, p.stdout.read()
+        children = [int(c) for c in Path(f"/proc/{p.pid}/task/{p.pid}/children").read_text().split()]
+        workers = [c for c in children if "spawn_main" in Path(f"/proc/{c}/cmdline").read_text()]
+        assert len(workers) == 1  # the second worker; the first is the process itself
+        os.kill(p.pid, signal.SIGTERM)  # the sweep only, as `kill PID` does, not its process group
+        p.communicate(timeout=60)
+        deadline = time.time() + 30
+        while time.time() < deadline and any(_alive(w) for w in workers):
+            time.sleep(0.2)
+        left = [w for w in workers if _alive(w)]
+    finally:  # whatever happened, nothing of this test trains on (the sweep ran in its own process group)
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert not left  # no orphan goes on training (and writing) without its sweep
+
+
 def _pg_bin() -> Path | None:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
     if found:
