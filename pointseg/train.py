@@ -36,7 +36,8 @@ from .data.dataset import DatasetSpec, Scene, fit_band_norm, load_scenes
 from .data.raster import IGNORE_INDEX, DataError
 from .export import code_version, export_path, export_run, machine
 from .infer import scene_confusions, split_record
-from .io import CorruptFileError, atomic_torch_save, load_checkpoint_file, read_jsonl, write_json, write_jsonl
+from .io import (CorruptFileError, atomic_torch_save, atomic_write_text, load_checkpoint_file, read_jsonl, write_json,
+                 write_jsonl)
 from .losses import PartialFocalCE
 from .metrics import scores
 from .models import build_model
@@ -577,12 +578,18 @@ def fit(cfg: Config, run_dir: str | Path | None = None, callback: EpochCallback 
 
 def _export_again_if_missing(cfg: Config, res: RunResult) -> None:
     """A finished run whose export is gone (results/ cleaned, or the run finished where results/ was replaced) is
-    exported again from its run directory, so that a study never loses a finished run. Without thumbnails: they need
-    the data (``python -m analysis.samples`` adds them)."""
+    exported again from its run directory, so that a study never loses a finished run: the copy the run kept
+    (``export.json``) when there is one, else rebuilt from its files, without the machine and the thumbnails, which
+    a run directory of an older version did not keep (``python -m analysis.samples`` adds thumbnails)."""
     if not cfg.export_dir:
         return
     path = export_path(cfg.export_dir, cfg.name, cfg.seed)
     if path.exists():
+        return
+    kept = res.run_dir / "export.json"
+    if kept.exists():
+        atomic_write_text(path, kept.read_text())
+        log.warning("%s: its export was missing; copied again from %s", path, kept)
         return
     points_info = json.loads((res.run_dir / "points.json").read_text())
     export_run(path, cfg.to_dict(), res.final, res.history, points_info, res.final.get("code") or {})
@@ -617,11 +624,14 @@ def _fit(cfg: Config, run_dir: Path, callback: EpochCallback | None, progress: b
                  "points_total": r.points_info.get("points_total"),
                  "labelled_pixels": r.points_info.get("labelled_pixels", r.points_info.get("points_total")),
                  "code": r.points_info["code"]}
+        # the export is kept in the run directory too (before final.json marks the run finished), so that an
+        # export lost later is copied back whole, thumbnails and machine included (_export_again_if_missing)
+        kept = export_run(run_dir / "export.json", cfg.to_dict(), final, r.history, r.points_info,
+                          r.points_info["code"], _samples(r), machine(str(r.device)))
         write_json(final_path, final)
         (run_dir / "last.pt").unlink(missing_ok=True)  # the run is done; best.pt is what remains useful
         if cfg.export_dir:
-            export_run(export_path(cfg.export_dir, cfg.name, cfg.seed), cfg.to_dict(), final, r.history,
-                       r.points_info, r.points_info["code"], _samples(r), machine(str(r.device)))
+            atomic_write_text(export_path(cfg.export_dir, cfg.name, cfg.seed), kept.read_text())
         if r.tracker:
             r.tracker.summary({k: v for k, v in final.items() if not isinstance(v, (dict, list))})
             r.tracker.images("val/predictions", _val_panels(r), step=r.history[-1]["step"])

@@ -14,7 +14,7 @@ def test_run_directory_holds_everything(tiny_config, tmp_path):
     cfg = tiny_config()
     res = fit(cfg, progress=False)
     d = res.run_dir
-    for name in ("config.yaml", "points.json", "points.csv", "metrics.jsonl", "best.pt", "final.json"):
+    for name in ("config.yaml", "points.json", "points.csv", "metrics.jsonl", "best.pt", "final.json", "export.json"):
         assert (d / name).exists(), name
     assert not (d / "last.pt").exists()
     assert yaml.safe_load((d / "config.yaml").read_text())["seed"] == cfg.seed
@@ -26,13 +26,19 @@ def test_run_directory_holds_everything(tiny_config, tmp_path):
     # a finished run is returned, not trained again
     again = fit(cfg, progress=False)
     assert again.final == final
-    # ... and its export, when lost, is written again from the run directory (numbers identical, no thumbnails)
+    # ... and its export, when lost, is copied back whole from the run directory (machine and thumbnails too) ...
     from pointseg.export import export_path
     exp = export_path(cfg.export_dir, cfg.name, cfg.seed)
-    first = json.loads(exp.read_text())
+    first = exp.read_text()
+    assert json.loads(first)["machine"]["device"] == "cpu" and json.loads(first)["samples"]
     exp.unlink()
     fit(cfg, progress=False)
-    second = json.loads(exp.read_text())
+    assert exp.read_text() == first
+    # ... or, from a run directory of an older version without that copy, rebuilt (same numbers, no thumbnails)
+    (d / "export.json").unlink()
+    exp.unlink()
+    fit(cfg, progress=False)
+    second, first = json.loads(exp.read_text()), json.loads(first)
     assert second["final"] == first["final"] and second["history"] == first["history"]
     assert second["points"] == first["points"] and "samples" not in second
 
