@@ -17,6 +17,7 @@ import seaborn as sns  # noqa: E402
 from pointseg.config import Config  # noqa: E402
 
 from .results import frame, histories  # noqa: E402
+from .stats import seed_interval  # noqa: E402
 from .study import StudyFile  # noqa: E402
 
 _PNG = {"metadata": {"Software": None}, "dpi": 120, "bbox_inches": "tight"}  # no version stamp: same bytes each time
@@ -34,9 +35,9 @@ def convergence_figure(study: StudyFile, recs: list[dict], out: Path) -> str:
     steps = dict(zip(df.cell, df.steps))
     h["budget"] = h.cell.map(lambda c: f"{steps[c]} steps")
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    sns.lineplot(df, x="steps", y="val/miou", marker="o", errorbar=("ci", 95), seed=0, ax=axes[0])
+    sns.lineplot(df, x="steps", y="val/miou", marker="o", errorbar=seed_interval, ax=axes[0])
     axes[0].set(xscale="log", xlabel="training steps (log)", ylabel="val mIoU (tile 4, dense)",
-                title="Final val mIoU by budget (95 % CI over seeds)")
+                title="Final val mIoU by budget (95 % t-interval over seeds)")
     axes[0].set_xticks(sorted(df.steps.unique()), [str(s) for s in sorted(df.steps.unique())])
     sns.lineplot(h.dropna(subset=["val/miou"]), x="step", y="val/miou", hue="budget", errorbar=None,
                  units="seed", estimator=None, ax=axes[1], marker=".")
@@ -52,17 +53,18 @@ def budget_figure(study: StudyFile, recs: list[dict], out: Path, compare: list[d
     full = df[df.supervision == "full"]
     fig, ax = plt.subplots(figsize=(6, 3.8))
     if not full.empty:
-        m, s = full["test/miou"].mean(), full["test/miou"].std(ddof=1) if len(full) > 1 else 0.0
-        ax.axhspan(m - s, m + s, color="grey", alpha=0.25, label=f"full masks (mean ± sd, n={len(full)})")
+        lo, hi = seed_interval(full["test/miou"])
+        m = full["test/miou"].mean()
+        ax.axhspan(lo, hi, color="grey", alpha=0.25, label=f"full masks (n={len(full)})")
         ax.axhline(m, color="grey")
     if not pts.empty:
-        sns.lineplot(pts, x="n_per_class", y="test/miou", hue="method", marker="o", errorbar=("ci", 95), seed=0,
+        sns.lineplot(pts, x="n_per_class", y="test/miou", hue="method", marker="o", errorbar=seed_interval,
                      ax=ax)
         ticks = sorted(pts.n_per_class.unique())
         ax.set_xscale("log")
         ax.set_xticks(ticks, [str(t) for t in ticks])
     ax.set(xlabel="clicks per class per image (log)", ylabel="test mIoU (tiles 5 + 8)",
-           title="Points vs the fully supervised ceiling (bands: 95 % CI over seeds)")
+           title="Points vs the fully supervised ceiling (bands: 95 % t-interval over seeds)")
     ax.legend(loc="lower right", fontsize="small")
     return _save(fig, out, f"{study.name}.png")
 
@@ -79,27 +81,27 @@ def per_class_figure(study: StudyFile, recs: list[dict], out: Path) -> str:
     budget = df.groupby("cell").agg(points=("supervision", lambda v: v.iloc[0] == "points"), n=("n_per_class", "first"))
     if budget.loc[budget.points, "n"].nunique() > 1:  # a budget study: the ceiling, then the budgets in order
         order.sort(key=lambda c: (bool(budget.loc[c, "points"]), budget.loc[c, "n"]))
-    sns.barplot(long, x="class", y="IoU", hue="cell", hue_order=[labels[c] for c in order], errorbar=("ci", 95),
-                seed=0, ax=ax)
-    ax.set(xlabel="", ylabel="test IoU", title="Test IoU per class (whiskers: 95 % CI over seeds)")
+    sns.barplot(long, x="class", y="IoU", hue="cell", hue_order=[labels[c] for c in order], errorbar=seed_interval,
+                ax=ax)
+    ax.set(xlabel="", ylabel="test IoU", title="Test IoU per class (whiskers: 95 % t-interval over seeds)")
     ax.legend(title="", bbox_to_anchor=(1.01, 1), loc="upper left")
     return _save(fig, out, f"{study.name}-per-class.png")
 
 
 def cells_figure(study: StudyFile, recs: list[dict], out: Path) -> str:
-    """The study's metric per cell: one dot per seed and the mean with a 95 % bootstrap interval over seeds."""
+    """The study's metric per cell: one dot per seed and the mean with its 95 % t-interval over seeds."""
     df = frame(recs)
     labels = {c.id: c.label for c in study.cells}
     df["cell label"] = df.cell.map(labels).fillna(df.cell)
     order = [labels[c.id] for c in study.cells if c.id in set(df.cell)]
     name = {"test/miou": "test mIoU (tiles " + "+".join(Config().data.test_groups) + ")", "val/miou": "val mIoU (dense)"}
     fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(order)), 3.6))
-    sns.pointplot(df, x="cell label", y=study.metric, order=order, errorbar=("ci", 95), seed=0, linestyle="none",
+    sns.pointplot(df, x="cell label", y=study.metric, order=order, errorbar=seed_interval, linestyle="none",
                   capsize=0.15, color="0.2", ax=ax)
     np.random.seed(0)  # stripplot's jitter: each figure's own, not shifted by the figures drawn before it
     sns.stripplot(df, x="cell label", y=study.metric, order=order, hue="seed", palette="tab10", size=6, ax=ax)
     ax.set(xlabel="", ylabel=name.get(study.metric, study.metric),
-           title=f"{study.name}: each seed (dots) and the mean with its 95 % interval")
+           title=f"{study.name}: each seed (dots) and the mean with its 95 % t-interval")
     ax.legend(title="seed", bbox_to_anchor=(1.01, 1), loc="upper left")
     ax.tick_params(axis="x", labelrotation=15)
     return _save(fig, out, f"{study.name}-cells.png")
@@ -187,11 +189,11 @@ def diagnostics_figure(study: StudyFile, recs: list[dict], out: Path) -> str | N
     h["method"] = h.cell.map(labels).fillna(h.cell)
     fig, axes = plt.subplots(1, len(keys), figsize=(4.6 * len(keys), 3.4), squeeze=False)
     for ax, k in zip(axes[0], keys):
-        sns.lineplot(h.dropna(subset=[k]), x="epoch", y=k, hue="method", marker="o", errorbar=("ci", 95), seed=0,
+        sns.lineplot(h.dropna(subset=[k]), x="epoch", y=k, hue="method", marker="o", errorbar=seed_interval,
                      ax=ax)
         ax.set(ylabel="", title=_DIAGNOSTICS[k], ylim=(0, 1))
         ax.legend(fontsize=8, title="")
-    fig.suptitle("Diagnostics against the training crops' dense masks (mean over seeds, 95 % band)", y=1.03)
+    fig.suptitle("Diagnostics against the training crops' dense masks (mean over seeds, 95 % t-band)", y=1.03)
     return _save(fig, out, f"{study.name}-diagnostics.png")
 
 
@@ -200,7 +202,7 @@ _AXIS = {"gamma": "focal γ", "semi_weight": "unlabelled-pixel weight", "n_per_c
 
 def curve_figure(study: StudyFile, recs: list[dict], out: Path) -> str:
     """The study's metric against the factor it varies (the study file's ``curve: {x: column, hue: column}``,
-    columns of results.frame), one line per hue value, mean and 95 % interval over seeds. The factor's values are
+    columns of results.frame), one line per hue value, mean and 95 % t-interval over seeds. The factor's values are
     evenly spaced (γ 0 … 5 and weights 0 … 1 are no axis a reader reads distances on), labelled by their values."""
     spec = study.raw["curve"]
     df = frame(recs)
@@ -211,10 +213,10 @@ def curve_figure(study: StudyFile, recs: list[dict], out: Path) -> str:
         df[_AXIS.get(hue, hue)] = df[hue].map(lambda v: f"{v:g}")
     fig, ax = plt.subplots(figsize=(6, 3.6))
     sns.pointplot(df, x=x, y=study.metric, order=order, hue=_AXIS.get(hue, hue) if hue else None, dodge=0.2 if hue else False,
-                  errorbar=("ci", 95), seed=0, capsize=0.1, markers="o", ax=ax)
+                  errorbar=seed_interval, capsize=0.1, markers="o", ax=ax)
     name = {"test/miou": "test mIoU (tiles " + "+".join(Config().data.test_groups) + ")"}
     ax.set(xlabel=_AXIS.get(x, x), ylabel=name.get(study.metric, study.metric),
-           title=f"{study.name}: mean over seeds with its 95 % interval")
+           title=f"{study.name}: mean over seeds with its 95 % t-interval")
     if hue:
         ax.legend(title=_AXIS.get(hue, hue), loc="best", fontsize="small")
     return _save(fig, out, f"{study.name}-curve.png")

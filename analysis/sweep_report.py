@@ -88,8 +88,10 @@ def sweep_section(rec: dict | None, study: Study | None, out: Path, png: dict) -
         md += [f"**Hypothesis** (written before the trials). {src['hypothesis']}", ""]
     space = "; ".join(f"{_PARAM_LABELS.get(k, k)} (`{k}`) {v.get('low')}–{v.get('high')}{' (log)' if v.get('log') else ''}"
                       if "low" in v else f"`{k}` ∈ {v.get('choices')}" for k, v in src["space"].items())
-    md += [f"**Process.** `make sweep STUDY={file}`: Optuna {src['sampler'].upper() if src['sampler'] == 'tpe' else src['sampler']} "
-           f"(seed {src['seed']}), pruner {src['pruner']} (on the first seed's per-epoch `{src['objective']}`), "
+    sampler = (f"multivariate TPE (seed {src['seed']}; the first {src['startup_trials']} trials drawn at random)"
+               if src["sampler"] == "tpe" and src.get("startup_trials") else
+               f"{src['sampler'].upper() if src['sampler'] == 'tpe' else src['sampler']} (seed {src['seed']})")
+    md += [f"**Process.** `make sweep STUDY={file}`: Optuna {sampler}, pruner {src['pruner']} (on the first seed's per-epoch `{src['objective']}`), "
            f"{src['budget']} trials of {src['seeds_per_config']} seeds each; a trial's value is the mean of its seeds' "
            f"`{src['objective']}` (the val tile's clicks, never its dense mask); base `{src['base_config']}`"
            + (f" with {', '.join(f'`{o}`' for o in src['overrides'])}" if src["overrides"] else "")

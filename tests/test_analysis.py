@@ -6,10 +6,11 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from analysis import figures, report
-from analysis.stats import fmt, interval, mean_ci
+from analysis.stats import fmt, interval, mean_ci, seed_interval
 from analysis.timing import alternating
 from pointseg.train import fit
 
@@ -238,5 +239,11 @@ def test_a_curve_puts_the_factor_values_in_order_at_the_mean_of_their_seeds(tmp_
     name = figures.curve_figure(study, recs, tmp_path)
     ax = drawn[name].axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "0.03", "0.1", "0.3"]
-    means = frame(recs).groupby("semi_weight")["test/miou"].mean().sort_index().to_numpy()
-    assert ax.lines[0].get_ydata() == pytest.approx(means)
+    groups = frame(recs).groupby("semi_weight")["test/miou"]
+    assert ax.lines[0].get_ydata() == pytest.approx(groups.mean().sort_index().to_numpy())
+    # the whiskers are the tables' t-interval over seeds, not seaborn's bootstrap of 3 seeds (about their range)
+    whiskers = [(np.nanmin(line.get_ydata()), np.nanmax(line.get_ydata())) for line in ax.lines[1:]]
+    assert np.array(whiskers) == pytest.approx(np.array([seed_interval(v) for _, v in sorted(groups)]))
+    v = groups.get_group(0.3).to_numpy()
+    assert seed_interval(v)[1] - seed_interval(v)[0] > v.max() - v.min()  # with 3 seeds: wider than their range
+    assert seed_interval([0.5]) == (0.5, 0.5)
