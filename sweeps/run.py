@@ -33,6 +33,7 @@ from .record import write_record
 from .study import Study, SweepError
 
 log = logging.getLogger("pointseg.sweep")
+MAX_FAILED_IN_A_ROW = 3  # a worker stops after this many of its trials failed one after another
 _CELL = "grid_cell"  # user attribute naming a trial's grid cell; trials without it in a grid study are no cell
 
 
@@ -132,6 +133,16 @@ def make_objective(study: Study):
     from pointseg.train import TrainingError, fit
 
     def objective(trial: optuna.Trial) -> float:
+        try:
+            return run_trial(trial)
+        except optuna.TrialPruned:
+            raise
+        except Exception as e:  # kept with the trial: the record and the "failed in a row" error can name it
+            if "error" not in trial.user_attrs:
+                trial.set_user_attr("error", f"{type(e).__name__}: {e}")
+            raise
+
+    def run_trial(trial: optuna.Trial) -> float:
         if study.sampler == "grid" and _CELL not in trial.user_attrs:
             # lost a race for the last cell: record that this trial trained nothing
             trial.set_user_attr("skipped", "grid exhausted")
@@ -151,12 +162,18 @@ def make_objective(study: Study):
                     if trial.should_prune():
                         raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
-            try:
-                result = fit(cfg, run_dir=run_dir, callback=report, progress=False)
-            except TrainingError as e:
-                trial.set_user_attr("error", str(e))
-                raise
-            finals.append({k: v for k, v in result.final.items() if not isinstance(v, (dict, list))})
+            exported = _exported_run(cfg)
+            if exported is not None:  # finished elsewhere (another machine, a removed run directory)
+                for row in exported["history"]:
+                    report(row["epoch"], row)  # the pruner sees the same per-epoch values as if it had trained
+                final = exported["final"]
+            else:
+                try:
+                    final = fit(cfg, run_dir=run_dir, callback=report, progress=False).final
+                except TrainingError as e:
+                    trial.set_user_attr("error", str(e))
+                    raise
+            finals.append({k: v for k, v in final.items() if not isinstance(v, (dict, list))})
             run_dirs.append(str(run_dir))
             trial.set_user_attr("run_dirs", run_dirs)
             trial.set_user_attr("runs", finals)  # every metric of every seed: the study alone rebuilds the tables
@@ -168,6 +185,26 @@ def make_objective(study: Study):
         return float(sum(f[study.objective] for f in finals) / len(finals))
 
     return objective
+
+
+def _exported_run(cfg) -> dict[str, Any] | None:
+    """A seed whose export is there (results/<study>/<cell>/seed<k>.json, copied back from another machine, or
+    left when its run directory was removed) is read back, not trained again: a trial resumes from the exports,
+    which are small enough to carry where run directories are not. An export of another config is an error."""
+    from pointseg.config import load_config
+    from pointseg.export import export_path
+    from pointseg.train import config_differences
+
+    path = export_path(cfg.export_dir, cfg.name, cfg.seed) if cfg.export_dir else None
+    if path is None or not path.exists():
+        return None
+    rec = json.loads(path.read_text())
+    diff = config_differences(load_config(None, rec["config"]), cfg)
+    if diff:
+        raise SweepError(f"{path} holds a run of another config ({', '.join(diff[:5])}); move it away or give the "
+                         "study another name")
+    log.info("%s: exported already, read back instead of training", path)
+    return rec
 
 
 def _counts(s: optuna.Study, grid: bool) -> dict[str, int]:
@@ -191,6 +228,7 @@ def worker(study: Study, progress: bool = True) -> None:
     grid = study.sampler == "grid"
     budget = study.budget
     bar = tqdm(total=budget, desc=f"study {study.name}", unit="trial", disable=not progress)
+    failed_in_a_row = 0
     while True:
         with _experimental_ok():
             fail_stale_trials(s)  # a dead worker's trial → FAIL → re-enqueued once as WAITING
@@ -209,8 +247,15 @@ def worker(study: Study, progress: bool = True) -> None:
                 break
             time.sleep(min(5, study.heartbeat_interval))
             continue
-        s.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+        ended: list[optuna.trial.FrozenTrial] = []
+        s.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True,
+                   callbacks=[lambda _s, t: ended.append(t)])
         write_record(s, study)  # after every trial: a stopped sweep keeps every finished trial's record
+        failed_in_a_row = failed_in_a_row + 1 if ended and ended[-1].state == TrialState.FAIL else 0
+        if failed_in_a_row >= MAX_FAILED_IN_A_ROW:  # a broken setup fails every trial: say so, do not loop
+            t = ended[-1]
+            raise SweepError(f"{study.name}: {failed_in_a_row} trials in a row failed; the last (trial {t.number}): "
+                             f"{t.user_attrs.get('error', 'see the log above')}")
     bar.close()
     export(s, study)
     write_record(s, study)

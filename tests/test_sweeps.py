@@ -89,6 +89,52 @@ def test_tpe_study_with_pruning(tmp_path, fake_dataset):
             assert rebuilt[r["number"]].value == t.value and r["user_attrs"]["runs"][0]["test/miou"] >= 0
 
 
+def test_a_trial_resumes_from_the_exports_alone(tmp_path, fake_dataset, monkeypatch):
+    path = _study_file(tmp_path, fake_dataset, name="carry", sampler="tpe", trials=2, pruner="median",
+                       space={"loss.gamma": {"type": "float", "low": 0.0, "high": 3.0}})
+    worker(Study.load(path), progress=False)
+
+    def seen():
+        return sorted((t.params["loss.gamma"], t.value, dict(t.intermediate_values)) for t in _trials(Study.load(path)))
+
+    before = seen()
+    # another machine: the exports came along, the study database and the run directories did not
+    shutil.rmtree(tmp_path / "sweeps")
+    import pointseg.train
+
+    def no_training(*a, **k):
+        raise AssertionError("an exported seed was trained again")
+
+    monkeypatch.setattr(pointseg.train, "fit", no_training)
+    worker(Study.load(path), progress=False)
+    assert seen() == before  # same draws, values and per-epoch values the pruner saw
+    # an export of another config under the trial's name is refused, never taken for this one
+    from pointseg.config import load_config
+    from sweeps.run import _exported_run
+
+    exp = next((tmp_path / "results" / "carry").glob("*/seed0.json"))
+    rec = json.loads(exp.read_text())
+    cfg = load_config(None, rec["config"])
+    rec["config"]["train"]["lr"] *= 2
+    exp.write_text(json.dumps(rec))
+    with pytest.raises(SweepError, match="another config.*train.lr"):
+        _exported_run(cfg)
+
+
+def test_a_worker_whose_trials_all_fail_stops_and_names_the_error(tmp_path, fake_dataset, monkeypatch):
+    import pointseg.train
+
+    def broken(*a, **k):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(pointseg.train, "fit", broken)
+    study = Study.load(_study_file(tmp_path, fake_dataset, name="broken", sampler="tpe", trials=10,
+                                   space={"loss.gamma": {"type": "float", "low": 0.0, "high": 3.0}}))
+    with pytest.raises(SweepError, match="3 trials in a row failed.*RuntimeError: boom"):
+        worker(study, progress=False)  # before, it sampled and failed trials for ever
+    assert [t.state for t in _trials(study)] == [TrialState.FAIL] * 3
+
+
 def test_parallel_workers_draw_different_parameters_and_one_worker_repeats_its_draws(tmp_path, fake_dataset):
     # each worker builds its own sampler from the same study seed; they must not draw the same trial
     study = Study.load(_study_file(tmp_path, fake_dataset, name="seeded", sampler="tpe", trials=4,
