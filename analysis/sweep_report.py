@@ -24,9 +24,13 @@ _OBJECTIVE_LABELS = {"val_points/miou": "val-click mIoU (mean of seeds)"}
 _PARAM_LABELS = {"points.n_per_class": "clicks per class", "loss.gamma": "focal γ", "semi.weight": "unlabelled weight"}
 
 
+MIN_TRIALS_FOR_IMPORTANCE = 5
+
+
 def importances(s: optuna.Study) -> dict[str, float] | None:
-    """fANOVA importances of the objective over the complete trials (seeded); None with fewer than 2 of them."""
-    if sum(t.state == TrialState.COMPLETE for t in s.trials) < 2:
+    """fANOVA importances of the objective over the complete trials (seeded); None with fewer than
+    MIN_TRIALS_FOR_IMPORTANCE of them (a forest over 2 or 3 points ranks nothing)."""
+    if sum(t.state == TrialState.COMPLETE for t in s.trials) < MIN_TRIALS_FOR_IMPORTANCE:
         return None
     ev = optuna.importance.FanovaImportanceEvaluator(seed=0)
     return optuna.importance.get_param_importances(s, evaluator=ev)
@@ -112,6 +116,8 @@ def sweep_section(rec: dict | None, study: Study | None, out: Path, png: dict) -
                + ", ".join(f"{_PARAM_LABELS.get(k, k)} {v:.2f}" for k, v in imp.items())
                + f". With {states[TrialState.COMPLETE]} trials they rank the parameters; they do not measure effects "
                "(the factor studies do that, paired by seed).", ""]
+    else:
+        md += [f"Parameter importances: not computed before {MIN_TRIALS_FOR_IMPORTANCE} trials are complete.", ""]
     md += [f"![{name}]({f})" for f in _figures(s, imp, name, rec["objective"], out, png)] + [""]
     md += ["**Verdict.** " + (verdict.strip() if verdict else "pending: not written yet."), ""]
     return md

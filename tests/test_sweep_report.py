@@ -9,9 +9,11 @@ import matplotlib
 import optuna
 import pytest
 import yaml
+from optuna.trial import TrialState
 
 from analysis.sweep_report import sweep_sections
-from sweeps.record import load_record, to_study, write_record
+from pointseg.io import write_json
+from sweeps.record import load_record, study_record, to_study, write_record
 from sweeps.study import Study
 from tests.conftest import ROOT
 
@@ -96,3 +98,18 @@ def test_a_broken_record_names_its_file(tmp_path):
     bad.write_text(json.dumps({"version": 99}))
     with pytest.raises(ValueError, match="joint.json.*version"):
         load_record(bad)
+
+
+def test_a_record_with_few_complete_trials_ranks_no_parameters(tmp_path):
+    study = Study.load(_sweep_file(tmp_path))
+    s = _run_fake(study)
+    keep = [t.number for t in s.trials if t.state == TrialState.COMPLETE][:2]
+    rec = study_record(s, study)
+    rec["trials"] = [t for t in rec["trials"] if t["number"] in keep]
+    (tmp_path / "results" / "sweeps").mkdir(parents=True, exist_ok=True)
+    write_json(tmp_path / "results" / "sweeps" / "joint.json", rec)
+    out = tmp_path / "report"
+    out.mkdir()
+    md = "\n".join(sweep_sections(out, tmp_path / "results", tmp_path / "sweeps", png=_PNG))
+    assert "2 complete" in md and "not computed before 5 trials are complete" in md and "fANOVA" not in md
+    assert {p.name for p in out.glob("*.png")} == {"sweep-joint-history.png"}
