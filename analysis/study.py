@@ -101,16 +101,14 @@ def machine_has(cell: Cell) -> bool:
 MACHINE_KEYS = ("wandb.", "train.threads", "train.device", "train.compile_loss", "eval.batch_size")
 
 
-def _exported(cell: Cell, seed: int, cfg, export_dir: str) -> bool:
+def _exported(cell: Cell, seed: int, cfg) -> bool:
     """A run whose export is there (committed, or copied back from another machine) is not trained again; an
     export of another config under this cell's name is an error, never overwritten."""
-    from pointseg.export import export_path
-    from pointseg.train import config_differences
+    from pointseg.train import read_export
 
-    path = export_path(export_dir, cfg.name, seed)
-    if not path.exists():
+    path, rec, diff = read_export(cfg)
+    if rec is None:
         return False
-    diff = config_differences(load_config(None, json.loads(path.read_text())["config"]), cfg)
     if diff:
         raise ConfigError(f"{path} holds cell {cell.id} seed {seed} of another config ({', '.join(diff[:5])}); "
                           "move it away or name the cell differently")
@@ -156,7 +154,7 @@ def run_study(study: StudyFile, seeds: list[int] | None = None, cells: list[str]
         if is_evaluation(cell):  # trains nothing: tests another cell's finished runs again
             run_evaluation(study, cell, seed, out_dir, export_dir)
             continue
-        if _exported(cell, seed, cfg, export_dir) or _reuse(study, cell, seed, cfg, export_dir):
+        if _exported(cell, seed, cfg) or _reuse(study, cell, seed, cfg, export_dir):
             continue
         if not machine_has(cell):
             log.info("%s seed %d: skipped, it is a cell for a %s machine", cell.id, seed, cell.extra["machine"])

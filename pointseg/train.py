@@ -158,6 +158,17 @@ def config_differences(stored: Config, wanted: Config) -> list[str]:
             if a.get(k) != b.get(k) and not k.startswith(_RESUMABLE_WITH_OTHER)]
 
 
+def read_export(cfg: Config) -> tuple[Path, dict[str, Any] | None, list[str]]:
+    """The export this run would write: (path, its record or None when absent, the config keys on which the stored
+    run differs from ``cfg``). The study runner and the sweep read finished runs back through it, each refusing a
+    differing one in its own words."""
+    path = export_path(cfg.export_dir, cfg.name, cfg.seed)
+    if not path.exists():
+        return path, None, []
+    rec = json.loads(path.read_text())
+    return path, rec, config_differences(load_config(None, rec["config"]), cfg)
+
+
 def check_same_run(cfg: Config, run_dir: Path) -> None:
     """Refuse to resume or return a run directory that holds a run of another config.
 

@@ -191,15 +191,13 @@ def _exported_run(cfg) -> dict[str, Any] | None:
     """A seed whose export is there (results/<study>/<cell>/seed<k>.json, copied back from another machine, or
     left when its run directory was removed) is read back, not trained again: a trial resumes from the exports,
     which are small enough to carry where run directories are not. An export of another config is an error."""
-    from pointseg.config import load_config
-    from pointseg.export import export_path
-    from pointseg.train import config_differences
+    from pointseg.train import read_export
 
-    path = export_path(cfg.export_dir, cfg.name, cfg.seed) if cfg.export_dir else None
-    if path is None or not path.exists():
+    if not cfg.export_dir:
         return None
-    rec = json.loads(path.read_text())
-    diff = config_differences(load_config(None, rec["config"]), cfg)
+    path, rec, diff = read_export(cfg)
+    if rec is None:
+        return None
     if diff:
         raise SweepError(f"{path} holds a run of another config ({', '.join(diff[:5])}); move it away or give the "
                          "study another name")
