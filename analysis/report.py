@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import matplotlib
@@ -25,6 +26,7 @@ from .results import frame, load_records  # noqa: E402
 from .stats import interval  # noqa: E402
 from .study import StudyFile  # noqa: E402
 from .headline import parts_section  # noqa: E402
+from .readme_block import block, replace_block  # noqa: E402
 from .summarize import study_table  # noqa: E402
 from .sweep_report import sweep_sections  # noqa: E402
 
@@ -228,7 +230,9 @@ def _reading_order(path: Path) -> tuple[int, str]:
     return (READING_ORDER.index(path.stem) if path.stem in READING_ORDER else len(READING_ORDER), path.stem)
 
 
-def build(out: Path, studies_dir: Path = Path("experiments/studies"), root: Path = Path("results")) -> Path:
+def build(out: Path, studies_dir: Path = Path("experiments/studies"), root: Path = Path("results"),
+          readme: Path | None = None) -> Path:
+    """Write ``out``/REPORT.md and its figures; with ``readme``, also that file's results block (readme_block)."""
     out.mkdir(parents=True, exist_ok=True)
     sns.set_theme(style="whitegrid")
     np.random.seed(0)
@@ -256,6 +260,8 @@ def build(out: Path, studies_dir: Path = Path("experiments/studies"), root: Path
            "| this report | `make report` |", ""]
     report = out / "REPORT.md"
     report.write_text("\n".join(md))
+    if readme is not None:
+        replace_block(readme, block(md, Path(os.path.relpath(report, readme.parent)).as_posix()))
     return report
 
 
@@ -275,8 +281,11 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="report")
     ap.add_argument("--studies", default="experiments/studies")
     ap.add_argument("--results", default="results")
+    ap.add_argument("--readme", default="README.md", help="whose results block to rewrite ('' for none)")
     args = ap.parse_args(argv)
-    print(f"wrote {build(Path(args.out), Path(args.studies), Path(args.results))}")
+    readme = Path(args.readme) if args.readme else None
+    print(f"wrote {build(Path(args.out), Path(args.studies), Path(args.results), readme)}"
+          + (f" and the results block of {readme}" if readme else ""))
     return 0
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis import figures, report
+from analysis import figures, readme_block, report
 from analysis.stats import fmt, interval, mean_ci, seed_interval
 from analysis.timing import alternating
 from pointseg.train import fit
@@ -41,18 +41,22 @@ def test_interleaved_timing_measures_each_callable():
 
 
 def test_committed_report_is_rebuilt_exactly_from_the_committed_exports(tmp_path, monkeypatch):
-    """What a fresh clone's `make report` does: the same REPORT.md and the same figures, from results/ alone."""
+    """What a fresh clone's `make report` does: the same REPORT.md, the same figures and the same README results
+    block, from results/ alone."""
     from pathlib import Path
 
     committed = ROOT / "report"
     monkeypatch.chdir(ROOT)  # as `make report` runs: paths in the report are relative to the repository
-    md = report.build(tmp_path, Path("experiments/studies"), Path("results"))
+    readme = tmp_path / "README.md"
+    readme.write_text((ROOT / "README.md").read_text())
+    md = report.build(tmp_path / "report", Path("experiments/studies"), Path("results"), readme=readme)
     assert md.read_text() == (committed / "REPORT.md").read_text(), "report/ is stale: run `make report` and commit"
-    for png in sorted(tmp_path.glob("*.png")):
+    for png in sorted(md.parent.glob("*.png")):
         assert png.read_bytes() == (committed / png.name).read_bytes(), f"{png.name} differs from the committed one"
     figures = {p.name for p in committed.glob("*.png")}
-    assert figures == {p.name for p in tmp_path.glob("*.png")}, "report/ holds figures the report no longer makes"
-
+    assert figures == {p.name for p in md.parent.glob("*.png")}, "report/ holds figures the report no longer makes"
+    assert readme.read_text() == (ROOT / "README.md").read_text(), \
+        "README.md's results block is stale: run `make report` and commit"
 
 def test_report_sections_follow_the_study_files_and_their_exports(tiny_config, tmp_path, fake_dataset):
     import yaml
@@ -247,3 +251,33 @@ def test_a_curve_puts_the_factor_values_in_order_at_the_mean_of_their_seeds(tmp_
     v = groups.get_group(0.3).to_numpy()
     assert seed_interval(v)[1] - seed_interval(v)[0] > v.max() - v.min()  # with 3 seeds: wider than their range
     assert seed_interval([0.5]) == (0.5, 0.5)
+
+
+def test_the_readme_block_is_cut_from_the_report_and_written_only_between_its_markers(tmp_path):
+    md = ["# r", "", "## Headline", "", "* **Ceiling**: 0.673.", "", "## Method", "", "* loss", "",
+          "## Study: a-b", "", "**Question.** q", "", "**Verdict.** Rejected. The curve is flat after 0.1, "
+          "which no seed contradicts in the table of this study; see the paired rows.", "",
+          "## Study: c", "", "**Verdict.** " + "Confirmed at every budget and on both tiles " * 3 + "here. More.", ""]
+    lines = readme_block.block(md, "report/REPORT.md")
+    text = "\n".join(lines)
+    assert lines[0] == readme_block.START and lines[-1] == readme_block.END
+    assert "* **Ceiling**: 0.673." in text and "loss" not in text  # the headline, not the method
+    # a short first sentence takes the second along; a long one stands alone and says there is more
+    assert "* [Study: a-b](report/REPORT.md#study-a-b): Rejected. The curve is flat after 0.1, which" in text
+    assert text.count("see the paired rows.") == 1 and "here. …" in text and "More." not in text
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\nbefore\n{readme_block.START}\nold\n{readme_block.END}\nafter\n")
+    readme_block.replace_block(readme, lines)
+    assert readme.read_text().startswith("# x\n\nbefore\n" + readme_block.START) and "old" not in readme.read_text()
+    assert readme.read_text().endswith(readme_block.END + "\nafter\n")
+    assert readme_block.committed_block(readme) == lines
+    readme.write_text("# no markers\n")
+    with pytest.raises(ValueError, match="README.md: needs one line"):
+        readme_block.replace_block(readme, lines)
+
+
+def test_a_readme_anchor_is_the_one_github_makes_for_the_heading():
+    assert readme_block.anchor("Study: label-efficiency-crf") == "study-label-efficiency-crf"
+    assert readme_block.anchor("Each framework part") == "each-framework-part"
+    assert readme_block.anchor("Speed (`make bench`, torch 2.13.0+cu130, 2 threads)") == \
+        "speed-make-bench-torch-2130cu130-2-threads"
