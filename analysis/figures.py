@@ -34,11 +34,12 @@ def convergence_figure(study: StudyFile, recs: list[dict], out: Path) -> str:
     h = histories(recs)
     steps = dict(zip(df.cell, df.steps))
     h["budget"] = h.cell.map(lambda c: f"{steps[c]} steps")
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
     sns.lineplot(df, x="steps", y="val/miou", marker="o", errorbar=seed_interval, ax=axes[0])
     axes[0].set(xscale="log", xlabel="training steps (log)", ylabel="val mIoU (tile 4, dense)",
                 title="Final val mIoU by budget (95 % t-interval over seeds)")
     axes[0].set_xticks(sorted(df.steps.unique()), [str(s) for s in sorted(df.steps.unique())])
+    axes[0].set_xticks([], minor=True)  # a log axis labels its minor ticks ("9 × 10²") between the budgets
     sns.lineplot(h.dropna(subset=["val/miou"]), x="step", y="val/miou", hue="budget", errorbar=None,
                  units="seed", estimator=None, ax=axes[1], marker=".")
     axes[1].set(xlabel="step", ylabel="val mIoU", title="Val curves (one line per seed)")
@@ -63,6 +64,7 @@ def budget_figure(study: StudyFile, recs: list[dict], out: Path, compare: list[d
         ticks = sorted(pts.n_per_class.unique())
         ax.set_xscale("log")
         ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.set_xticks([], minor=True)
     ax.set(xlabel="clicks per class per image (log)", ylabel="test mIoU (tiles 5 + 8)",
            title="Points vs the fully supervised ceiling (bands: 95 % t-interval over seeds)")
     ax.legend(loc="lower right", fontsize="small")

@@ -116,7 +116,7 @@ def _exported(cell: Cell, seed: int, cfg) -> bool:
     return True
 
 
-def _reuse(study: StudyFile, cell: Cell, seed: int, cfg, export_dir: str) -> bool:
+def _reuse(study: StudyFile, cell: Cell, seed: int, cfg) -> bool:
     """A cell may name an identical cell of another study (``reuse: convergence/full-800``): when that study has
     exported this seed with the same config (all but name and output paths), its record is copied, not retrained."""
     src_name = cell.extra.get("reuse")
@@ -124,17 +124,15 @@ def _reuse(study: StudyFile, cell: Cell, seed: int, cfg, export_dir: str) -> boo
         return False
     from pointseg.export import export_path
     from pointseg.io import write_json
-    from pointseg.train import config_differences
+    from pointseg.train import read_export
 
-    src = export_path(export_dir, src_name, seed)
-    if not src.exists():
+    src, rec, diff = read_export(cfg, src_name)
+    if rec is None:
         return False
-    rec = json.loads(src.read_text())
-    diff = config_differences(load_config(None, rec["config"]), cfg)
     if diff:
         raise ConfigError(f"{study.path}: cell {cell.id} reuses {src_name}, but seed {seed} there ran another "
                           f"config ({', '.join(diff[:5])})")
-    write_json(export_path(export_dir, cfg.name, seed), {**rec, "reused_from": str(src)})
+    write_json(export_path(cfg.export_dir, cfg.name, seed), {**rec, "reused_from": str(src)})
     log.info("%s seed %d: reused %s", cell.id, seed, src)
     return True
 
@@ -154,7 +152,7 @@ def run_study(study: StudyFile, seeds: list[int] | None = None, cells: list[str]
         if is_evaluation(cell):  # trains nothing: tests another cell's finished runs again
             run_evaluation(study, cell, seed, out_dir, export_dir)
             continue
-        if _exported(cell, seed, cfg) or _reuse(study, cell, seed, cfg, export_dir):
+        if _exported(cell, seed, cfg) or _reuse(study, cell, seed, cfg):
             continue
         if not machine_has(cell):
             log.info("%s seed %d: skipped, it is a cell for a %s machine", cell.id, seed, cell.extra["machine"])

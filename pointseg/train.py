@@ -158,11 +158,11 @@ def config_differences(stored: Config, wanted: Config) -> list[str]:
             if a.get(k) != b.get(k) and not k.startswith(_RESUMABLE_WITH_OTHER)]
 
 
-def read_export(cfg: Config) -> tuple[Path, dict[str, Any] | None, list[str]]:
-    """The export this run would write: (path, its record or None when absent, the config keys on which the stored
-    run differs from ``cfg``). The study runner and the sweep read finished runs back through it, each refusing a
-    differing one in its own words."""
-    path = export_path(cfg.export_dir, cfg.name, cfg.seed)
+def read_export(cfg: Config, name: str | None = None) -> tuple[Path, dict[str, Any] | None, list[str]]:
+    """The export this run would write, or run ``name``'s of the same seed: (path, its record or None when absent,
+    the config keys on which the stored run differs from ``cfg``). The study runner and the sweep read finished
+    runs back through it, each refusing a differing one in its own words."""
+    path = export_path(cfg.export_dir, name or cfg.name, cfg.seed)
     if not path.exists():
         return path, None, []
     rec = json.loads(path.read_text())

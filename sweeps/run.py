@@ -130,7 +130,7 @@ def open_study(study: Study, storage: RDBStorage) -> optuna.Study:
 
 
 def make_objective(study: Study):
-    from pointseg.train import TrainingError, fit
+    from pointseg.train import fit
 
     def objective(trial: optuna.Trial) -> float:
         try:
@@ -138,8 +138,7 @@ def make_objective(study: Study):
         except optuna.TrialPruned:
             raise
         except Exception as e:  # kept with the trial: the record and the "failed in a row" error can name it
-            if "error" not in trial.user_attrs:
-                trial.set_user_attr("error", f"{type(e).__name__}: {e}")
+            trial.set_user_attr("error", f"{type(e).__name__}: {e}")
             raise
 
     def run_trial(trial: optuna.Trial) -> float:
@@ -168,11 +167,7 @@ def make_objective(study: Study):
                     report(row["epoch"], row)  # the pruner sees the same per-epoch values as if it had trained
                 final = exported["final"]
             else:
-                try:
-                    final = fit(cfg, run_dir=run_dir, callback=report, progress=False).final
-                except TrainingError as e:
-                    trial.set_user_attr("error", str(e))
-                    raise
+                final = fit(cfg, run_dir=run_dir, callback=report, progress=False).final
             finals.append({k: v for k, v in final.items() if not isinstance(v, (dict, list))})
             run_dirs.append(str(run_dir))
             trial.set_user_attr("run_dirs", run_dirs)
