@@ -188,38 +188,48 @@ def partial_focal_ce(
     if gamma < 0:
         raise ValueError(f"gamma must be >= 0, got {gamma}")
     labelled = target != ignore_index
-    n_classes = logits.shape[1]
     n_labelled = int(labelled.sum())
     if n_labelled > _DENSE_FRACTION * labelled.numel():
-        w = None if weight is None else weight.to(device=logits.device, dtype=torch.float32)
-        try:  # torch's own bounds checks cost nothing extra; their error is translated below
-            if gamma == 0:  # exactly cross-entropy: use torch's fused kernel
-                return F.cross_entropy(logits.float(), target, weight=w, ignore_index=ignore_index)
-            if _use_fused(logits, w, ignore_index, compiled):
-                try:
-                    return _FusedDenseFocal.apply(logits.float(), target, n_labelled, float(gamma))
-                except Exception as e:  # noqa: BLE001 — any compiler failure: fall back, say so once
-                    if "out of bounds" in str(e):
-                        raise
-                    _compile_failed(e)
-            unlabelled = ~labelled
-            safe_t = target.masked_fill(unlabelled, 0)
-            if w is None:
-                m, denom = None, torch.tensor(float(n_labelled), device=logits.device)
-            else:
-                m = w[safe_t].masked_fill_(unlabelled, 0.0)
-                denom = m.sum().clamp_min(torch.finfo(m.dtype).tiny)
-            return _DenseFocal.apply(logits.float(), safe_t, unlabelled, m, denom, float(gamma))
-        except (IndexError, RuntimeError) as e:
-            if "out of bounds" not in str(e):
-                raise
-            raise ValueError(f"target holds class ids outside [0, {n_classes}) that are not "
-                             f"ignore_index={ignore_index} ({e})") from None
-    # Work on the labelled pixels only (M×C, classes on the contiguous last axis): with point labels M is a
-    # tiny fraction of N·H·W, so the loss costs less than a dense cross-entropy over the whole batch.
-    if n_labelled == 0:
+        return _dense_pfce(logits, target, labelled, n_labelled, gamma, ignore_index, weight, compiled)
+    return _sparse_pfce(logits, target, labelled, gamma, ignore_index, weight)
+
+
+def _dense_pfce(logits, target, labelled, n_labelled: int, gamma: float, ignore_index: int, weight,
+                compiled: bool) -> torch.Tensor:
+    """pfCE when most pixels are labelled: over the whole batch, by a custom backward (or the fused one)."""
+    n_classes = logits.shape[1]
+    w = None if weight is None else weight.to(device=logits.device, dtype=torch.float32)
+    try:  # torch's own bounds checks cost nothing extra; their error is translated below
+        if gamma == 0:  # exactly cross-entropy: use torch's fused kernel
+            return F.cross_entropy(logits.float(), target, weight=w, ignore_index=ignore_index)
+        if _use_fused(logits, w, ignore_index, compiled):
+            try:
+                return _FusedDenseFocal.apply(logits.float(), target, n_labelled, float(gamma))
+            except Exception as e:  # noqa: BLE001 — any compiler failure: fall back, say so once
+                if "out of bounds" in str(e):
+                    raise
+                _compile_failed(e)
+        unlabelled = ~labelled
+        safe_t = target.masked_fill(unlabelled, 0)
+        if w is None:
+            m, denom = None, torch.tensor(float(n_labelled), device=logits.device)
+        else:
+            m = w[safe_t].masked_fill_(unlabelled, 0.0)
+            denom = m.sum().clamp_min(torch.finfo(m.dtype).tiny)
+        return _DenseFocal.apply(logits.float(), safe_t, unlabelled, m, denom, float(gamma))
+    except (IndexError, RuntimeError) as e:
+        if "out of bounds" not in str(e):
+            raise
+        raise ValueError(f"target holds class ids outside [0, {n_classes}) that are not "
+                         f"ignore_index={ignore_index} ({e})") from None
+
+
+def _sparse_pfce(logits, target, labelled, gamma: float, ignore_index: int, weight) -> torch.Tensor:
+    """pfCE on the labelled pixels only (M×C, classes on the contiguous last axis): with point labels M is a tiny
+    fraction of N·H·W, so the loss costs less than a dense cross-entropy over the whole batch."""
+    n, n_classes, h, w_ = logits.shape
+    if not labelled.any():
         return logits.float().sum() * 0.0  # no labelled pixel: 0 (float32, like any other value) with a graph
-    n, _, h, w_ = logits.shape
     pos = labelled.reshape(-1).nonzero().squeeze(1)  # once: boolean indexing would search again in backward
     x = logits.reshape(n, n_classes, h * w_)[pos // (h * w_), :, pos % (h * w_)].float()  # M×C, float32
     t = target.reshape(-1)[pos]  # M

@@ -90,6 +90,26 @@ def _profile(src, count: int, block: int) -> dict:
     return profile
 
 
+def _block_probs(models, src_path: Path, inp: SceneInput, luts, win: Window, halo: int, size: tuple[int, int],
+                 how: dict) -> tuple[torch.Tensor | None, np.ndarray | None]:
+    """One block's class probabilities at full resolution and its valid-pixel mask, predicted with ``halo`` pixels
+    of context around it (``how``: predict_probs' settings); (None, None) when the block has no valid pixel."""
+    big = _haloed(win, halo, *size)
+    raw, valid = read_bands(src_path, inp.bands, inp.image_nodata, window=big)
+    inner = (slice(win.row_off - big.row_off, win.row_off - big.row_off + win.height),
+             slice(win.col_off - big.col_off, win.col_off - big.col_off + win.width))
+    if not valid[inner].any():
+        return None, None
+    img = inp.norm.to_uint8(raw, str(src_path))
+    if luts is not None:
+        img = inp.style.apply(img, luts)
+    small = resize_image(img, scaled_size(img.shape[:2], inp.scale))
+    probs = predict_probs(models, small, **how)
+    if tuple(probs.shape[1:]) != img.shape[:2]:
+        probs = F.interpolate(probs[None], size=img.shape[:2], mode="bilinear", align_corners=False)[0]
+    return probs[:, inner[0], inner[1]], valid[inner]
+
+
 def predict_scene(models, src_path: str | Path, dst_path: str | Path, inp: SceneInput, window: int = 512,
                   overlap: float = 0.25, batch_size: int = 4, tta: bool = False, device="cpu", chunk: int = 2048,
                   halo: int | None = None, probs_path: str | Path | None = None, overwrite: bool = False,
@@ -126,32 +146,22 @@ def predict_scene(models, src_path: str | Path, dst_path: str | Path, inp: Scene
             if inp.colors:
                 dst.write_colormap(1, {i: tuple(c) + (255,) for i, c in enumerate(inp.colors)})
             wins = blocks(height, width, chunk)
+            how = {"window": window, "overlap": overlap, "batch_size": batch_size, "tta": tta, "device": device}
             for win in tqdm(wins, desc=f"predict {src_path.name}", leave=False, disable=not progress):
-                big = _haloed(win, halo, height, width)
-                raw, valid = read_bands(src_path, inp.bands, inp.image_nodata, window=big)
-                inner = (slice(win.row_off - big.row_off, win.row_off - big.row_off + win.height),
-                         slice(win.col_off - big.col_off, win.col_off - big.col_off + win.width))
-                if not valid[inner].any():
+                probs, valid = _block_probs(models, src_path, inp, luts, win, halo, (height, width), how)
+                if probs is None:
                     dst.write(np.full((win.height, win.width), NODATA, np.uint8), 1, window=win)
                     skipped += 1
                     continue
-                img = inp.norm.to_uint8(raw, str(src_path))
-                if luts is not None:
-                    img = inp.style.apply(img, luts)
-                small = resize_image(img, scaled_size(img.shape[:2], inp.scale))
-                probs = predict_probs(models, small, window, overlap, batch_size, tta, device)
-                if tuple(probs.shape[1:]) != img.shape[:2]:
-                    probs = F.interpolate(probs[None], size=img.shape[:2], mode="bilinear", align_corners=False)[0]
-                probs = probs[:, inner[0], inner[1]]
                 labels = probs.permute(1, 2, 0).contiguous().argmax(-1).to(torch.uint8).numpy()
-                labels[~valid[inner]] = NODATA
+                labels[~valid] = NODATA
                 dst.write(labels, 1, window=win)
                 if probs_path:
                     if probs_dst is None:
                         n_classes = probs.shape[0]
                         probs_dst = rasterio.open(tmps[1], "w", **{**probs_profile, "count": n_classes})
                     q = (probs.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-                    q[:, ~valid[inner]] = NODATA
+                    q[:, ~valid] = NODATA
                     probs_dst.write(q, window=win)
                 done += 1
         dst.close()
