@@ -13,7 +13,6 @@ by little.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile

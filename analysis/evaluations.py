@@ -108,7 +108,7 @@ def _test(run_dirs: list[Path], settings: dict) -> dict:
     from pointseg.data.dataset import DatasetSpec
     from pointseg.data.style import HistogramStyle
     from pointseg.infer import scene_confusions, split_record
-    from pointseg.train import load_split
+    from pointseg.inputs import load_split
 
     models, cfg, ckpt = [], None, None
     for d in run_dirs:

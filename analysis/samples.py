@@ -23,7 +23,7 @@ def backfill(export: Path, runs: Path) -> bool:
     from pointseg.data.dataset import DatasetSpec
     from pointseg.io import write_json
     from pointseg.samples import click_example_index, make_samples
-    from pointseg.train import load_split, make_targets
+    from pointseg.inputs import load_split, make_targets
 
     rec = json.loads(export.read_text())
     if "samples" in rec:

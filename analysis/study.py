@@ -12,7 +12,6 @@ the first seeds, which is what a paired comparison needs.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path

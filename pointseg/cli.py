@@ -52,7 +52,8 @@ def _evaluate(args) -> int:
     from .data.dataset import DatasetSpec
     from .infer import evaluate
     from .io import write_json
-    from .train import load_split, resolve_device
+    from .inputs import load_split
+    from .train import resolve_device
 
     device = resolve_device(args.device)
     models, cfg, style, ckpt = _load_models(args.checkpoints, device)

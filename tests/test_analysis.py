@@ -12,7 +12,6 @@ import pytest
 from analysis import figures, readme_block, report
 from analysis.stats import fmt, interval, mean_ci, seed_interval
 from analysis.timing import alternating
-from pointseg.train import fit
 
 from tests.conftest import ROOT
 
@@ -201,8 +200,8 @@ def test_the_headline_names_the_best_cell_the_smallest_budget_at_0_9_and_the_bar
     text = "\n".join(headline_section(recs, "full", ["full", "p1", "p5", "p50"], "toy"))
     iou = lambda r: r / (200 - r)  # noqa: E731  tp / (tp + fp + fn), the same for both classes
     assert f"test mIoU {iou(90):.3f}" in text
-    assert f"**Best point-supervised at ≤ 20 clicks per class**: `p5`" in text  # p50 is better, but over 20
-    assert f"**Best point-supervised at any budget**: `p50`" in text
+    assert "**Best point-supervised at ≤ 20 clicks per class**: `p5`" in text  # p50 is better, but over 20
+    assert "**Best point-supervised at any budget**: `p50`" in text
     ratio5 = iou(85) / iou(90)
     assert ratio5 >= 0.9 > iou(70) / iou(90)
     assert f"reaching 0.9 of the ceiling**: `p5` (pfCE + gated CRF (0.1), 5 clicks per class), ÷ ceiling " \

@@ -10,7 +10,8 @@ import pytest
 from pointseg.config import ConfigError
 from pointseg.data.raster import IGNORE_INDEX
 from pointseg.metrics import scores
-from pointseg.train import fit, load_split, val_point_maps
+from pointseg.inputs import load_split, val_point_maps
+from pointseg.train import fit
 
 
 def test_points_arm_may_not_select_on_dense_val_masks(tiny_config):

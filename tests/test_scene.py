@@ -10,7 +10,6 @@ from pointseg.data.bands import BandNorm
 from pointseg.data.dataset import DatasetSpec, load_scenes
 from pointseg.data.raster import DataError, read_bands
 from pointseg.infer import predict_probs
-from pointseg.models import build_model
 from pointseg.scene import SceneInput, predict_scene
 from tests.conftest import make_multiband_dataset, tiny_overrides, write_geotiff
 

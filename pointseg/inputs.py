@@ -1,0 +1,147 @@
+"""What a run reads before it trains: the splits' scenes (read once per process), the training label maps (fixed
+simulated clicks, a user's clicked points, or dense masks for the ceiling), the val clicks, and the protocol check
+that keeps dense masks away from the points arm. Everything here is checked before a run directory exists, so bad
+input leaves no half-made run behind."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import Config, ConfigError, save_config
+from .data.bands import BandNorm
+from .data.dataset import DatasetSpec, Scene, fit_band_norm, load_scenes
+from .data.raster import IGNORE_INDEX, DataError
+from .export import code_version
+from .io import write_json
+from .points import image_seed, sample_points, save_points
+
+log = logging.getLogger("pointseg")
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_scenes(dataset: str, root: str | None, groups: tuple[str, ...], scale: float,
+                   max_scenes: int | None, norm: BandNorm) -> tuple[Scene, ...]:
+    spec = DatasetSpec.load(dataset)
+    scenes = load_scenes(spec, list(groups), scale, root, desc=f"reading tiles {','.join(groups)}", norm=norm)
+    return tuple(scenes[:max_scenes] if max_scenes else scenes)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_norm(dataset: str, root: str | None, train_groups: tuple[str, ...]) -> BandNorm:
+    return fit_band_norm(DatasetSpec.load(dataset), list(train_groups), root)
+
+
+def band_norm(cfg: Config) -> BandNorm:
+    """The stretch of the bands to 8 bits, from the training split's pixels (identity for 8-bit data)."""
+    return _cached_norm(cfg.data.dataset, cfg.data.root, tuple(cfg.data.train_groups))
+
+
+def load_split(cfg: Config, split: str, norm: BandNorm | None = None) -> list[Scene]:
+    """The scenes of ``train``/``val``/``test``, read once per process (sweep trials share them); ``norm``:
+    a checkpoint's stored stretch (default: the one fitted on this config's training split)."""
+    d = cfg.data
+    groups = {"train": d.train_groups, "val": d.val_groups, "test": d.test_groups}[split]
+    return list(_cached_scenes(d.dataset, d.root, tuple(groups), d.scale, d.max_scenes, norm or band_norm(cfg)))
+
+
+def make_targets(cfg: Config, scenes: list[Scene]) -> tuple[list[np.ndarray], dict[str, Any]]:
+    """The label maps the loss sees: fixed simulated points (or dense masks), and a record of them."""
+    p = cfg.points
+    if p.supervision == "full":
+        targets = [s.mask.astype(np.int64) for s in scenes]
+        return targets, {"supervision": "full", "labelled_pixels": int(sum((t != IGNORE_INDEX).sum() for t in targets))}
+    seed = cfg.seed if p.seed is None else p.seed
+    targets, skipped = [], []
+    for s in scenes:
+        t = sample_points(s.mask, p.n_per_class, p.strategy, image_seed(seed, s.name))
+        if (t == IGNORE_INDEX).all():
+            skipped.append(s.name)
+            log.warning("%s: no labelled pixel to click on; the image gets no points", s.name)
+        targets.append(t)
+    info = {"supervision": "points", "seed": seed, "n_per_class": p.n_per_class, "strategy": p.strategy,
+            "points_total": int(sum((t != IGNORE_INDEX).sum() for t in targets)),
+            "images": len(scenes), "images_without_points": skipped}
+    return targets, info
+
+
+def check_protocol(cfg: Config) -> None:
+    """The points arm never sees a dense mask: not to train, not to select its checkpoint."""
+    if cfg.points.supervision == "points" and cfg.eval.select == "val_dense":
+        raise ConfigError("eval.select=val_dense picks the checkpoint with the val tile's dense masks, which a user "
+                          "with points does not have; use eval.select=last or val_points for points.supervision=points")
+    if cfg.eval.val_every < 1:
+        raise ConfigError(f"eval.val_every must be >= 1, got {cfg.eval.val_every}")
+
+
+def file_targets(cfg: Config, train: list[Scene], val: list[Scene], test: list[Scene]):
+    """Real clicks from ``points.file``: (train label maps, val label maps, record, one row per input click)."""
+    from .annotations import place, read_clicks
+
+    p = cfg.points
+    if not p.file:
+        raise ConfigError("points.source=file needs points.file (a .geojson or .csv of clicked points)")
+    spec = DatasetSpec.load(cfg.data.dataset)
+    clicks = read_clicks(p.file, list(spec.class_names), p.crs, p.class_property)
+    maps, rows, counts = place(clicks, {"train": train, "val": val, "test": test}, p.file)
+    used = counts.get("train", 0)
+    if used == 0:
+        raise DataError(f"{p.file}: none of its {len(clicks)} points lands on a training image ({counts})")
+    unused = {k: v for k, v in counts.items() if k != "train"}
+    if unused:
+        log.warning("%s: %d of %d points are not trained on: %s (the run's points.csv lists each)", p.file,
+                    len(clicks) - used, len(clicks), unused)
+    if cfg.eval.select == "val_points" and not counts.get("val"):
+        raise ConfigError(f"eval.select=val_points needs clicks on the val images, and {p.file} has none there")
+    info = {"supervision": "points", "source": "file", "file": str(p.file), "clicks": len(clicks),
+            "status": counts, "points_total": used, "images": len(train)}
+    return maps["train"], maps["val"], info, rows
+
+
+def val_point_maps(cfg: Config, scenes: list[Scene]) -> list[np.ndarray]:
+    """Clicks on the val tile, drawn like the training points (same budget and strategy, their own seed)."""
+    p = cfg.points
+    seed = cfg.seed if p.seed is None else p.seed
+    return [sample_points(s.mask, p.n_per_class, p.strategy, image_seed(seed, "val:" + s.name)) for s in scenes]
+
+
+@dataclass
+class RunInputs:
+    """What a run reads and checks before its directory exists (bad input leaves no half-made run behind)."""
+
+    spec: DatasetSpec
+    train: list[Scene]
+    val: list[Scene]
+    test: list[Scene]
+    targets: list[np.ndarray]  # the training label maps the loss sees: clicks, or dense masks for the ceiling
+    val_maps: list[np.ndarray]  # clicks on the val tile (selection by val_points, a diagnostic otherwise)
+    points_info: dict[str, Any]
+    click_rows: list | None = None  # points.source=file: one row per input click, for the run's points.csv
+
+    @classmethod
+    def read(cls, cfg: Config) -> "RunInputs":
+        spec = DatasetSpec.load(cfg.data.dataset)
+        train, val, test = (load_split(cfg, s) for s in ("train", "val", "test"))
+        if cfg.points.source == "file" and cfg.points.supervision == "points":
+            targets, val_maps, info, rows = file_targets(cfg, train, val, test)
+            return cls(spec, train, val, test, targets, val_maps, info, rows)
+        targets, info = make_targets(cfg, train)
+        return cls(spec, train, val, test, targets, val_point_maps(cfg, val), info)
+
+
+def write_inputs(cfg: Config, run_dir: Path, inputs: RunInputs) -> None:
+    """The run's config, its point record and its clicks, written before the first step."""
+    save_config(cfg, run_dir / "config.yaml")
+    inputs.points_info["code"] = code_version()
+    write_json(run_dir / "points.json", inputs.points_info)
+    if inputs.click_rows is not None:
+        from .annotations import save_click_table
+
+        save_click_table(run_dir / "points.csv", inputs.click_rows)
+    elif inputs.points_info["supervision"] == "points":
+        save_points(run_dir / "points.csv", [s.name for s in inputs.train], inputs.targets)
