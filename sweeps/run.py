@@ -3,7 +3,7 @@
     python -m sweeps.run --study sweeps/points_grid.yaml [--trials N] [--storage URL] [--workers N]
 
 Resumable: finished trials are kept; a trial whose worker died (Ctrl-C, kill -9, lost machine) stops sending
-heartbeats, is failed after the grace period and retried once (RetryHeartbeatStaleTrialCallback); its run directory is
+heartbeats, is failed after the grace period and retried (RetryHeartbeatStaleTrialCallback, ``max_retry`` times); its run directory is
 keyed by its parameters, so the retry resumes the killed run from its last epoch. Grid cells are enqueued once,
 when the study is created, and claimed atomically by the storage, so no cell runs twice or is skipped, also
 with many workers on one PostgreSQL database.

@@ -61,7 +61,10 @@ class Study:
     storage: str | None = None
     heartbeat_interval: int = 30
     grace_period: int = 120
-    max_retry: int = 1  # a trial whose worker died is retried this many times (its run resumes where it stopped)
+    # a trial whose worker died is retried this many times (its run resumes where it stopped): a long study on a
+    # machine stopped every few hours is interrupted more than once (with 1, the second stop lost the trial),
+    # while a trial that kills its worker every time (out of memory) still ends after a few tries
+    max_retry: int = 5
     out_dir: str = "runs/sweeps"
     export_dir: str = "results/sweeps"  # the committed record, <export_dir>/<name>.json (sweeps/record.py)
     question: str | None = None  # a study for the report says what it asks and expects before it runs

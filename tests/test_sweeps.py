@@ -396,3 +396,24 @@ def test_chaos_random_sigkills_of_workers(tmp_path, fake_dataset):
     assert len(run_dirs) == 8
     for d in run_dirs:
         assert (Path(d) / "final.json").exists() and not glob.glob(f"{d}/**/*.tmp", recursive=True)
+
+
+def test_a_trial_interrupted_at_two_session_ends_is_retried_each_time(tmp_path, fake_dataset):
+    """A long study on a machine stopped every few hours: the same trial's worker dies twice. With a single retry
+    the second stop lost the trial for good (the joint TPE study lost two that way); the default retries it."""
+    from optuna.storages import fail_stale_trials
+
+    study = Study.load(_study_file(tmp_path, fake_dataset, name="twice", sampler="tpe", trials=3, heartbeat_interval=1,
+                                   grace_period=1, space={"points.n_per_class": {"type": "int", "low": 1, "high": 9}}))
+    s = open_study(study, make_storage(study))
+    params = None
+    for stop in range(2):
+        trial = s.ask()  # the first draw, then the retry that fail_stale_trials enqueued
+        n = trial.suggest_int("points.n_per_class", 1, 9)
+        params = params or {"points.n_per_class": n}
+        assert {"points.n_per_class": n} == params
+        s._storage.record_heartbeat(trial._trial_id)  # a worker trains it ... and dies without a word
+        time.sleep(2.5)
+        fail_stale_trials(s)
+        waiting = [t for t in s.get_trials(deepcopy=False) if t.state == TrialState.WAITING]
+        assert [t.params for t in waiting] == [params], f"stop {stop + 1}: the trial was not queued again"
