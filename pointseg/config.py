@@ -115,6 +115,10 @@ class EvalConfig:
     # points) | val_dense (the val tile's dense masks; full supervision only: a user with points has no dense mask)
     select: Literal["last", "val_points", "val_dense"] = "last"
     val_every: int = 1  # validate every N epochs (and always after the last); val is a diagnostic under `last`
+    # simulated clicks per class per val image (the val-click metric and `val_points` selection); None = the
+    # training budget. Fix it to compare runs of different budgets (a sweep over points.n_per_class): with the
+    # training budget, a 1-click run is scored on 1 val click per class and a 20-click run on 20, two metrics
+    val_points_per_class: int | None = None
 
 
 @dataclass

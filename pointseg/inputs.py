@@ -77,6 +77,9 @@ def check_protocol(cfg: Config) -> None:
                           "with points does not have; use eval.select=last or val_points for points.supervision=points")
     if cfg.eval.val_every < 1:
         raise ConfigError(f"eval.val_every must be >= 1, got {cfg.eval.val_every}")
+    if cfg.eval.val_points_per_class is not None and cfg.eval.val_points_per_class < 1:
+        raise ConfigError(f"eval.val_points_per_class must be >= 1 (or null: the training budget), got "
+                          f"{cfg.eval.val_points_per_class}")
 
 
 def file_targets(cfg: Config, train: list[Scene], val: list[Scene], test: list[Scene]):
@@ -104,10 +107,12 @@ def file_targets(cfg: Config, train: list[Scene], val: list[Scene], test: list[S
 
 
 def val_point_maps(cfg: Config, scenes: list[Scene]) -> list[np.ndarray]:
-    """Clicks on the val tile, drawn like the training points (same budget and strategy, their own seed)."""
+    """Clicks on the val tile, drawn like the training points (same strategy, their own seed; the same budget
+    unless ``eval.val_points_per_class`` fixes it)."""
     p = cfg.points
     seed = cfg.seed if p.seed is None else p.seed
-    return [sample_points(s.mask, p.n_per_class, p.strategy, image_seed(seed, "val:" + s.name)) for s in scenes]
+    n = cfg.eval.val_points_per_class or p.n_per_class
+    return [sample_points(s.mask, n, p.strategy, image_seed(seed, "val:" + s.name)) for s in scenes]
 
 
 @dataclass

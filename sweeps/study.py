@@ -120,6 +120,12 @@ class Study:
         if base.points.supervision == "points" and self.objective.startswith(("val/", "test/")):
             raise SweepError(f"{where}: objective {self.objective!r} reads dense masks, which the points arm never "
                              "sees (not even to select); use objective: val_points/miou (clicks on the val tile)")
+        if ("points.n_per_class" in self.space and self.objective.startswith("val_points/")
+                and base.eval.val_points_per_class is None):
+            raise SweepError(f"{where}: the space varies points.n_per_class, so with val clicks drawn at each trial's "
+                             "own budget the objective would score a 1-click trial on 1 val click per class and a "
+                             "20-click one on 20, two different metrics; fix the val clicks for every trial with "
+                             "`eval.val_points_per_class=20` (or another number) under `overrides:`")
 
     def config_for(self, params: dict[str, Any], seed: int, extra: list[str] = ()):
         ov = list(self.overrides) + [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"

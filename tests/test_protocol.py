@@ -54,6 +54,19 @@ def test_val_clicks_follow_the_training_budget_and_never_land_on_ignore(tiny_con
             assert (m == c).sum() == min(3, (s.mask == c).sum())
 
 
+def test_a_fixed_val_budget_scores_runs_of_every_training_budget_on_the_same_clicks(tiny_config):
+    """A sweep over points.n_per_class compares val-click mIoU across budgets only if the val clicks are one set."""
+    scenes = load_split(tiny_config(), "val")
+    fixed = [val_point_maps(tiny_config(extra=[f"points.n_per_class={n}", "eval.val_points_per_class=4"]), scenes)
+             for n in (1, 3)]
+    for a, b in zip(*fixed):
+        assert np.array_equal(a, b)
+    own = val_point_maps(tiny_config(extra=["points.n_per_class=1"]), scenes)
+    assert sum((m != IGNORE_INDEX).sum() for m in own) < sum((m != IGNORE_INDEX).sum() for m in fixed[0])
+    with pytest.raises(ConfigError, match="eval.val_points_per_class must be >= 1"):
+        fit(tiny_config(extra=["eval.val_points_per_class=0"]), progress=False)
+
+
 def test_export_holds_what_a_report_needs_and_matches_the_run(tiny_config, tmp_path):
     res = fit(tiny_config(extra=["name=study/cell"]), progress=False)
     path = tmp_path / "results" / "study" / "cell" / "seed0.json"

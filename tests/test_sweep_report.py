@@ -25,7 +25,7 @@ def _sweep_file(tmp_path: Path, **extra) -> Path:
     body = {"name": "joint", "base_config": str(ROOT / "experiments/points.yaml"), "sampler": "tpe", "trials": 10,
             "pruner": "median", "seeds_per_config": 2, "export_dir": str(tmp_path / "results" / "sweeps"),
             "out_dir": str(tmp_path / "runs"), "question": "Which parameter matters?",
-            "hypothesis": "Clicks matter most.",
+            "hypothesis": "Clicks matter most.", "overrides": ["eval.val_points_per_class=20"],
             "space": {"points.n_per_class": {"type": "int", "low": 1, "high": 30, "log": True},
                       "loss.gamma": {"type": "float", "low": 0.0, "high": 3.0}}, **extra}
     (tmp_path / "sweeps").mkdir(exist_ok=True)

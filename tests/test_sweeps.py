@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _study_file(tmp_path, fake_dataset, name="tiny", space=None, **extra) -> Path:
-    ov = [o for o in tiny_overrides(fake_dataset, tmp_path / "unused") if not o.startswith("out_dir")]
+    ov = [o for o in tiny_overrides(fake_dataset, tmp_path / "unused") if not o.startswith("out_dir")] + \
+        ["eval.val_points_per_class=2"]  # the spaces vary the budget: one set of val clicks for every trial
     body = {"name": name, "base_config": str(ROOT / "experiments/points.yaml"), "overrides": ov,
             "sampler": "grid", "space": space or {"points.n_per_class": {"choices": [1, 3]}},
             "out_dir": str(tmp_path / "sweeps"), "export_dir": str(tmp_path / "results" / "sweeps"), **extra}
@@ -188,7 +189,7 @@ def test_sigkill_mid_trial_then_resume(tmp_path, fake_dataset):
                        overrides=None)
     raw = yaml.safe_load(path.read_text())
     raw["overrides"] = [o for o in tiny_overrides(fake_dataset, tmp_path) if not o.startswith("out_dir")] + \
-        ["train.epochs=4"]
+        ["train.epochs=4", "eval.val_points_per_class=2"]
     path.write_text(yaml.safe_dump(raw))
     p = _run_sweep(path)
     deadline = time.time() + 300
@@ -417,3 +418,21 @@ def test_a_trial_interrupted_at_two_session_ends_is_retried_each_time(tmp_path, 
         fail_stale_trials(s)
         waiting = [t for t in s.get_trials(deepcopy=False) if t.state == TrialState.WAITING]
         assert [t.params for t in waiting] == [params], f"stop {stop + 1}: the trial was not queued again"
+
+
+def test_a_space_over_the_budget_needs_one_set_of_val_clicks(tmp_path, fake_dataset):
+    """Scored on val clicks drawn at each trial's own budget, a 1-click and a 20-click trial are two metrics."""
+    path = _study_file(tmp_path, fake_dataset, name="budget")
+    raw = yaml.safe_load(path.read_text())
+    raw["overrides"] = [o for o in raw["overrides"] if not o.startswith("eval.val_points_per_class")]
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(SweepError, match="budget.yaml: the space varies points.n_per_class.*val_points_per_class"):
+        Study.load(path)
+    raw["space"] = {"loss.gamma": {"choices": [0.0, 2.0]}}  # a fixed budget: its own val clicks are one set
+    path.write_text(yaml.safe_dump(raw))
+    Study.load(path)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_sweep_file_passes_its_checks(path):
+    Study.load(path)  # unknown keys, spaces, the objective, one set of val clicks when the budget varies
