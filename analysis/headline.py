@@ -37,8 +37,27 @@ def study_headline(study, root) -> list[str]:
 
     if not study.raw.get("ceiling"):
         return []
-    return headline_section(load_records(study.name, root), study.raw["ceiling"], [c.id for c in study.cells],
-                            study.name)
+    md = headline_section(load_records(study.name, root), study.raw["ceiling"], [c.id for c in study.cells],
+                          study.name)
+    check = study.raw.get("ceiling_check")
+    if md and check:
+        md.insert(len(md) - 1, ceiling_check_line(load_records(check["study"], root), check["study"],
+                                                  check["reference"], check["longer"]))
+    return md
+
+
+def ceiling_check_line(recs: list[dict], study: str, reference: str, longer: str) -> str:
+    """How far the ceiling is from converged: the reference schedule's ceiling against a longer one's, paired."""
+    d = paired_on_shared_seeds(recs, longer, reference, "diff")
+    r = paired_on_shared_seeds(recs, reference, longer, "ratio")
+    if d is None or r is None:
+        return (f"* **Is the ceiling converged?** Not measured yet: `{study}` has no seed of both `{reference}` and "
+                f"`{longer}` (`python -m analysis.study experiments/studies/{study}.yaml`).")
+    n = len(set(seeds_of(recs, reference)) & set(seeds_of(recs, longer)))
+    verdict = "Not quite" if d[1] > 0 else "Yes, as far as the test tiles tell" if d[1] <= 0 <= d[2] else "Yes"
+    return (f"* **Is the ceiling converged?** {verdict}: the longer schedule `{longer}` of the study `{study}` "
+            f"changes the test mIoU of the ceiling's schedule `{reference}` by {interval(*d[:3], signed=True)} "
+            f"({n} seeds, paired), so against it every ratio above would be multiplied by {interval(*r[:3])}.")
 
 
 def headline_section(recs: list[dict], ceiling: str, order: list[str], study: str) -> list[str]:

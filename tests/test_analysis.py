@@ -209,6 +209,24 @@ def test_the_headline_names_the_best_cell_the_smallest_budget_at_0_9_and_the_bar
     assert ratio5 < 0.95 and "**The bar**" in text and text.rstrip().endswith("not met.")
 
 
+def test_the_headline_says_how_far_the_ceiling_is_from_converged():
+    from analysis.headline import ceiling_check_line
+
+    def rec(cell, seed, right):  # two identical test images: no bootstrap spread
+        m = [[right, 100 - right], [100 - right, right]]
+        return {"cell": cell, "seed": seed, "config": {}, "final": {"test/per_image_confusion": {"i1": m, "i2": m}}}
+
+    iou = lambda r: r / (200 - r)  # noqa: E731
+    gained = [rec("ref", s, 90) for s in range(2)] + [rec("long", s, 92) for s in range(2)]
+    line = ceiling_check_line(gained, "conv", "ref", "long")
+    d, r = iou(92) - iou(90), iou(90) / iou(92)
+    assert line.startswith("* **Is the ceiling converged?** Not quite:")
+    assert f"by {d:+.3f} [{d:+.3f}, {d:+.3f}] (2 seeds, paired)" in line and f"multiplied by {r:.3f}" in line
+    level = [rec("ref", s, 90) for s in range(2)] + [rec("long", s, 90) for s in range(2)]
+    assert "converged?** Yes" in ceiling_check_line(level, "conv", "ref", "long")
+    assert "Not measured yet" in ceiling_check_line(gained[:2], "conv", "ref", "long")
+
+
 def test_each_framework_part_is_paired_with_the_same_runs_without_it_or_says_what_to_run(tmp_path):
     from analysis.headline import PARTS, parts_rows, parts_section
 
