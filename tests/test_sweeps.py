@@ -19,7 +19,7 @@ import yaml
 from optuna.trial import TrialState
 
 from sweeps.record import load_record, to_study
-from sweeps.run import cell_key, make_storage, open_study, worker
+from sweeps.run import _experimental_ok, cell_key, make_storage, open_study, worker
 from sweeps.study import Study, SweepError
 from tests.conftest import tiny_overrides
 
@@ -415,7 +415,8 @@ def test_a_trial_interrupted_at_two_session_ends_is_retried_each_time(tmp_path, 
         assert {"points.n_per_class": n} == params
         s._storage.record_heartbeat(trial._trial_id)  # a worker trains it ... and dies without a word
         time.sleep(2.5)
-        fail_stale_trials(s)
+        with _experimental_ok():
+            fail_stale_trials(s)
         waiting = [t for t in s.get_trials(deepcopy=False) if t.state == TrialState.WAITING]
         assert [t.params for t in waiting] == [params], f"stop {stop + 1}: the trial was not queued again"
 
