@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 from pathlib import Path
 
 import matplotlib
@@ -136,7 +137,6 @@ def fill_numbers(text: str, df, recs: list[dict] | None = None) -> str:
     ``{cell-a:metric - cell-b:metric}`` (difference of the means), ``{paired:cell-a vs cell-b}`` (test mIoU of a
     minus b on the seeds both have, with the paired bootstrap 95 % interval of the study tables) or
     ``{ratio:cell-a vs cell-b}`` (a ÷ b, likewise): they are read from the exports, never typed."""
-    import re
 
     def paired(m: re.Match) -> str:
         from .results import paired_on_shared_seeds
@@ -261,6 +261,11 @@ def build(out: Path, studies_dir: Path = Path("experiments/studies"), root: Path
            "| this report | `make report` |", ""]
     report = out / "REPORT.md"
     report.write_text("\n".join(md))
+    drawn = set(re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", report.read_text()))
+    for png in sorted(out.glob("*.png")):  # a figure of a study or sweep that is gone, or draws nothing any more
+        if png.name not in drawn:
+            png.unlink()
+            print(f"removed {png}: the report no longer draws it")
     if readme is not None:
         replace_block(readme, block(md, Path(os.path.relpath(report, readme.parent)).as_posix()))
     return report

@@ -89,8 +89,11 @@ def test_report_sections_follow_the_study_files_and_their_exports(tiny_config, t
     assert figures.qualitative_figure(StudyFile.load(studies / "label-efficiency.yaml"),
                                      [{k: v for k, v in r.items() if k != "samples"} for r in recs], tmp_path) is None
     again = tmp_path / "again"
+    again.mkdir()
+    (again / "a-removed-study.png").write_bytes(b"stale")  # drawn by an earlier build, for a study now gone
     report.build(again, studies, tmp_path / "results")
     assert (again / "REPORT.md").read_text() == md  # deterministic, seeded bootstrap
+    assert not (again / "a-removed-study.png").exists() and (again / "label-efficiency.png").exists()
     assert (again / "label-efficiency.png").read_bytes() == (tmp_path / "report" / "label-efficiency.png").read_bytes()
 
 
