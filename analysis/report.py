@@ -260,8 +260,9 @@ def build(out: Path, studies_dir: Path = Path("experiments/studies"), root: Path
            "| the roads run | `python -m pointseg train --config experiments/roads.yaml` |",
            "| this report | `make report` |", ""]
     report = out / "REPORT.md"
-    report.write_text("\n".join(md))
-    drawn = set(re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", report.read_text()))
+    text = "\n".join(md)
+    report.write_text(text)
+    drawn = set(re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", text))
     for png in sorted(out.glob("*.png")):  # a figure of a study or sweep that is gone, or draws nothing any more
         if png.name not in drawn:
             png.unlink()

@@ -105,12 +105,11 @@ def _exported(cell: Cell, seed: int, cfg) -> bool:
     export of another config under this cell's name is an error, never overwritten."""
     from pointseg.train import read_export
 
-    path, rec, diff = read_export(cfg)
+    path, rec = read_export(cfg, lambda p, keys: ConfigError(f"{p} holds cell {cell.id} seed {seed} of another "
+                                                             f"config ({keys}); move it away or name the cell "
+                                                             "differently"))
     if rec is None:
         return False
-    if diff:
-        raise ConfigError(f"{path} holds cell {cell.id} seed {seed} of another config ({', '.join(diff[:5])}); "
-                          "move it away or name the cell differently")
     log.info("%s seed %d: exported already (%s)", cell.id, seed, path)
     return True
 
@@ -125,12 +124,11 @@ def _reuse(study: StudyFile, cell: Cell, seed: int, cfg) -> bool:
     from pointseg.io import write_json
     from pointseg.train import read_export
 
-    src, rec, diff = read_export(cfg, src_name)
+    src, rec = read_export(cfg, lambda _, keys: ConfigError(f"{study.path}: cell {cell.id} reuses {src_name}, but "
+                                                            f"seed {seed} there ran another config ({keys})"),
+                           src_name)
     if rec is None:
         return False
-    if diff:
-        raise ConfigError(f"{study.path}: cell {cell.id} reuses {src_name}, but seed {seed} there ran another "
-                          f"config ({', '.join(diff[:5])})")
     write_json(export_path(cfg.export_dir, cfg.name, seed), {**rec, "reused_from": str(src)})
     log.info("%s seed %d: reused %s", cell.id, seed, src)
     return True

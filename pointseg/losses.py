@@ -191,7 +191,7 @@ def partial_focal_ce(
     n_labelled = int(labelled.sum())
     if n_labelled > _DENSE_FRACTION * labelled.numel():
         return _dense_pfce(logits, target, labelled, n_labelled, gamma, ignore_index, weight, compiled)
-    return _sparse_pfce(logits, target, labelled, gamma, ignore_index, weight)
+    return _sparse_pfce(logits, target, labelled, n_labelled, gamma, ignore_index, weight)
 
 
 def _dense_pfce(logits, target, labelled, n_labelled: int, gamma: float, ignore_index: int, weight,
@@ -224,11 +224,12 @@ def _dense_pfce(logits, target, labelled, n_labelled: int, gamma: float, ignore_
                          f"ignore_index={ignore_index} ({e})") from None
 
 
-def _sparse_pfce(logits, target, labelled, gamma: float, ignore_index: int, weight) -> torch.Tensor:
+def _sparse_pfce(logits, target, labelled, n_labelled: int, gamma: float, ignore_index: int,
+                 weight) -> torch.Tensor:
     """pfCE on the labelled pixels only (M×C, classes on the contiguous last axis): with point labels M is a tiny
     fraction of N·H·W, so the loss costs less than a dense cross-entropy over the whole batch."""
     n, n_classes, h, w_ = logits.shape
-    if not labelled.any():
+    if n_labelled == 0:
         return logits.float().sum() * 0.0  # no labelled pixel: 0 (float32, like any other value) with a graph
     pos = labelled.reshape(-1).nonzero().squeeze(1)  # once: boolean indexing would search again in backward
     x = logits.reshape(n, n_classes, h * w_)[pos // (h * w_), :, pos % (h * w_)].float()  # M×C, float32

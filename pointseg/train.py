@@ -111,15 +111,19 @@ def config_differences(stored: Config, wanted: Config) -> list[str]:
             if a.get(k) != b.get(k) and not k.startswith(_RESUMABLE_WITH_OTHER)]
 
 
-def read_export(cfg: Config, name: str | None = None) -> tuple[Path, dict[str, Any] | None, list[str]]:
-    """The export this run would write, or run ``name``'s of the same seed: (path, its record or None when absent,
-    the config keys on which the stored run differs from ``cfg``). The study runner and the sweep read finished
-    runs back through it, each refusing a differing one in its own words."""
+def read_export(cfg: Config, refuse: Callable[[Path, str], Exception],
+                name: str | None = None) -> tuple[Path, dict[str, Any] | None]:
+    """The export this run would write, or run ``name``'s of the same seed: (path, its record or None when absent).
+    A stored run of another config raises ``refuse(path, keys)`` (keys: the first differing config keys), so the
+    study runner and the sweep each refuse it in their own words and never take it for this run."""
     path = export_path(cfg.export_dir, name or cfg.name, cfg.seed)
     if not path.exists():
-        return path, None, []
+        return path, None
     rec = json.loads(path.read_text())
-    return path, rec, config_differences(load_config(None, rec["config"]), cfg)
+    diff = config_differences(load_config(None, rec["config"]), cfg)
+    if diff:
+        raise refuse(path, ", ".join(diff[:5]))
+    return path, rec
 
 
 def check_same_run(cfg: Config, run_dir: Path) -> None:

@@ -190,13 +190,10 @@ def _exported_run(cfg) -> dict[str, Any] | None:
 
     if not cfg.export_dir:
         return None
-    path, rec, diff = read_export(cfg)
-    if rec is None:
-        return None
-    if diff:
-        raise SweepError(f"{path} holds a run of another config ({', '.join(diff[:5])}); move it away or give the "
-                         "study another name")
-    log.info("%s: exported already, read back instead of training", path)
+    path, rec = read_export(cfg, lambda p, keys: SweepError(f"{p} holds a run of another config ({keys}); move it "
+                                                            "away or give the study another name"))
+    if rec is not None:
+        log.info("%s: exported already, read back instead of training", path)
     return rec
 
 
