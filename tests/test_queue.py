@@ -49,7 +49,8 @@ def _fake(monkeypatch, seconds: dict[str, float], exit_codes: dict[str, int] | N
 
 
 def test_lanes_run_side_by_side_and_failures_are_reported(tmp_path, monkeypatch):
-    _fake(monkeypatch, {"a": 1.0, "b": 1.0, "c": 1.0, "d": 0.1}, {"d": 3}, stamps=tmp_path)
+    # each sleeps 3 s, longer than an interpreter takes to start on a loaded CI machine, so all three overlap
+    _fake(monkeypatch, {"a": 3.0, "b": 3.0, "c": 3.0, "d": 0.1}, {"d": 3}, stamps=tmp_path)
     rep = run_queue([Task("f", "s", c, 0) for c in "abcd"], lanes=3, deadline_s=60, log_dir=tmp_path / "logs",
                     expect_s=1, poll_s=0.05)
     assert sorted(rep["done"]) == ["s/a seed 0", "s/b seed 0", "s/c seed 0"] and rep["failed"] == ["s/d seed 0"]
@@ -60,10 +61,11 @@ def test_lanes_run_side_by_side_and_failures_are_reported(tmp_path, monkeypatch)
 
 
 def test_the_deadline_starts_nothing_that_would_end_late_and_stops_what_runs(tmp_path, monkeypatch):
-    _fake(monkeypatch, {"a": 0.3, "b": 30, "c": 0.3})
+    _fake(monkeypatch, {"a": 0.1, "b": 60, "c": 0.1})
     rep = run_queue([Task("f", "s", "a", 0), Task("f", "s", "b", 0), Task("f", "s", "c", 0)], lanes=2,
-                    deadline_s=1.0, log_dir=tmp_path, expect_s=0.2, poll_s=0.05)
-    # a and b start; a ends after 0.3 s, then c is expected to take 0.3 s and fits; b is stopped at 1 s
+                    deadline_s=8.0, log_dir=tmp_path, expect_s=0.2, poll_s=0.05)
+    # a and b start; a ends (0.1 s of sleep plus an interpreter's start, which takes seconds on a loaded CI
+    # machine, hence the roomy deadline), then c is expected to take as long as a did and fits; b is stopped at 8 s
     assert rep["done"] == ["s/a seed 0", "s/c seed 0"] and rep["stopped"] == ["s/b seed 0"]
     rep = run_queue([Task("f", "s", "a", 0)], lanes=1, deadline_s=1.0, log_dir=tmp_path, expect_s=5)
     assert rep["not started"] == ["s/a seed 0"] and not rep["done"]
