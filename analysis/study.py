@@ -77,8 +77,10 @@ class StudyFile:
         return [c for c in self.cells if not ids or c.id in ids]
 
     def cell_references(self) -> dict[str, str]:
-        """Cells compared with another cell than the study's reference (``reference:`` in the cell)."""
-        return {c.id: c.extra["reference"] for c in self.cells if c.extra.get("reference")}
+        """Cells compared with another cell than the study's reference (``reference:`` in the cell); ``reference:
+        null`` maps to "" (compared with nothing: a second arm's own reference, which is not a treatment of the
+        first, and would otherwise count as one more comparison in the Holm correction)."""
+        return {c.id: c.extra["reference"] or "" for c in self.cells if "reference" in c.extra}
 
     def config(self, cell: Cell, seed: int, out_dir: str = "runs/studies", export_dir: str = "results",
                machine_settings: list[str] = ()):

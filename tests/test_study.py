@@ -143,7 +143,7 @@ def test_evaluation_cells_test_another_cells_runs_again_and_pair_with_them(tmp_p
         {"id": "plain", "label": "as trained", "overrides": ["points.n_per_class=2"], "reuse": src},
         {"id": "tta", "evaluate": src, "tta": True},
         {"id": "ensemble", "evaluate": src, "ensemble": True},
-        {"id": "colour", "evaluate": src, "shift": "colour"},
+        {"id": "colour", "evaluate": src, "shift": "colour", "reference": None},
         {"id": "colour-matched", "evaluate": src, "shift": "colour", "match": True, "reference": "colour"}])
     (tmp_path / "tt.yaml").write_text(yaml.safe_dump(raw))
     tt = StudyFile.load(tmp_path / "tt.yaml")
@@ -169,6 +169,8 @@ def test_evaluation_cells_test_another_cells_runs_again_and_pair_with_them(tmp_p
     assert table.loc["colour-matched", "compared with"] == "colour" and table.loc["tta", "compared with"] == "plain"
     assert table.loc["colour-matched", "− it [95 %]"] != "—" and table.loc["tta", "− it [95 %]"] != "—"
     assert not [c for c in table.columns if c.startswith("− colour")]
+    # `reference: null`: compared with nothing, so not one more comparison in the Holm correction
+    assert table.loc["colour", "compared with"] == "—" and table.loc["colour", "p (Holm)"] == "—"
     from analysis.summarize import main as summarize  # the CLI reads the references from the file
 
     summarize(["tt", "--root", results, "--studies-dir", str(tmp_path)])  # no --reference: the file's, plain
