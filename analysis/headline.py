@@ -4,7 +4,7 @@ ceiling, the smallest click budget whose ratio reaches 0.9, and whether the issu
 
 from __future__ import annotations
 
-from .results import confusions, method_label, paired_on_shared_seeds, seeds_of
+from .results import confusions, method_label, paired_on_shared_seeds, shared_seeds
 from .stats import bootstrap_miou, interval
 
 # the bar of the issue "Label efficiency that holds up": ratio ≥ 0.95 with the lower end of its 95 % interval
@@ -53,7 +53,7 @@ def ceiling_check_line(recs: list[dict], study: str, reference: str, longer: str
     if d is None or r is None:
         return (f"* **Is the ceiling converged?** Not measured yet: `{study}` has no seed of both `{reference}` and "
                 f"`{longer}` (`python -m analysis.study experiments/studies/{study}.yaml`).")
-    n = len(set(seeds_of(recs, reference)) & set(seeds_of(recs, longer)))
+    n = len(shared_seeds(recs, reference, longer))
     verdict = "Not quite" if d[1] > 0 else "Yes, as far as the test tiles tell" if d[1] <= 0 <= d[2] else "Yes"
     return (f"* **Is the ceiling converged?** {verdict}: the longer schedule `{longer}` of the study `{study}` "
             f"changes the test mIoU of the ceiling's schedule `{reference}` by {interval(*d[:3], signed=True)} "
@@ -113,7 +113,7 @@ def parts_rows(root, n_boot: int = 2000) -> list[dict]:
         recs = load_records(study, root)
         d = paired_on_shared_seeds(recs, with_, without, "diff", n_boot)
         row = {"part": part, "default": default, "compared": f"`{study}`: `{with_}` − `{without}`",
-               "seeds": len(set(seeds_of(recs, with_)) & set(seeds_of(recs, without)))}
+               "seeds": len(shared_seeds(recs, with_, without))}
         if d is not None:
             row["gain"] = interval(*d[:3], signed=True)
         else:

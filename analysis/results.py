@@ -86,12 +86,17 @@ def seeds_of(records: list[dict[str, Any]], cell: str) -> list[int]:
     return sorted(r["seed"] for r in records if r["cell"] == cell)
 
 
+def shared_seeds(records: list[dict[str, Any]], a: str, b: str) -> list[int]:
+    """The seeds that cells ``a`` and ``b`` both have exports of: what a paired comparison of them rests on."""
+    return sorted(set(seeds_of(records, a)) & set(seeds_of(records, b)))
+
+
 def paired_on_shared_seeds(records: list[dict[str, Any]], a: str, b: str, how: str, n_boot: int = 2000):
     """Cell ``a`` against cell ``b`` (``ratio`` or ``diff`` of test mIoU) on the seeds both have, with the paired
     bootstrap of :func:`analysis.stats.bootstrap_paired`; None when no seed has exports of both."""
     from .stats import bootstrap_paired
 
-    both = sorted(set(seeds_of(records, a)) & set(seeds_of(records, b)))
+    both = shared_seeds(records, a, b)
     if not both:
         return None
     return bootstrap_paired(confusions(records, a, both), confusions(records, b, both), n_boot, how=how)
