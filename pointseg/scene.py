@@ -110,6 +110,66 @@ def _block_probs(models, src_path: Path, inp: SceneInput, luts, win: Window, hal
     return probs[:, inner[0], inner[1]], valid[inner]
 
 
+class _MapWriter:
+    """The class map of one scene (and, with a second path, its probabilities), written block by block beside the
+    targets and renamed onto them only once every block is in: a killed predict leaves no half-written map."""
+
+    def __init__(self, outs: list[Path], profile: dict, colors):
+        self.outs, self.profile, self.probs = outs, profile, None
+        self.tmps = [p.with_name(f".{p.name}.{os.getpid()}.tmp") for p in outs]
+        self.labels = self._open(self.tmps[0], 1)
+        if colors:
+            self.labels.write_colormap(1, {i: tuple(c) + (255,) for i, c in enumerate(colors)})
+
+    def _open(self, path: Path, count: int):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return rasterio.open(path, "w", **{**self.profile, "count": count})
+
+    def skip(self, win: Window) -> None:
+        self.labels.write(np.full((win.height, win.width), NODATA, np.uint8), 1, window=win)
+
+    def write(self, win: Window, probs: torch.Tensor, valid: np.ndarray) -> None:
+        labels = probs.permute(1, 2, 0).contiguous().argmax(-1).to(torch.uint8).numpy()
+        labels[~valid] = NODATA
+        self.labels.write(labels, 1, window=win)
+        if len(self.tmps) > 1:
+            if self.probs is None:  # its band count is known once the first block is predicted
+                self.probs = self._open(self.tmps[1], probs.shape[0])
+            q = (probs.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+            q[:, ~valid] = NODATA
+            self.probs.write(q, window=win)
+
+    def commit(self) -> None:
+        self.labels.close()
+        if self.probs is not None:
+            self.probs.close()
+        elif len(self.tmps) > 1:  # a scene with no valid pixel: its probability raster holds only no-data
+            with self._open(self.tmps[1], 1) as p:
+                p.write(np.full((p.height, p.width), NODATA, np.uint8), 1)
+        for tmp, p in zip(self.tmps, self.outs):
+            tmp.replace(p)
+
+    def __enter__(self) -> "_MapWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for f in (self.labels, self.probs):
+            if f is not None and not f.closed:
+                f.close()
+        for tmp in self.tmps:
+            tmp.unlink(missing_ok=True)
+
+
+def _grid(inp: SceneInput, window: int, chunk: int, halo: int | None) -> tuple[int, int]:
+    """Block size and halo in full-resolution pixels. The halo defaults to half a sliding window at the working
+    scale; both are rounded up to the working-scale pixel grid (at scale 0.5, even pixels), so a block's resize
+    lines up with the one of the whole scene."""
+    halo = math.ceil(window / 4 / inp.scale) if halo is None else halo
+    step = round(1 / inp.scale) if inp.scale < 1 and abs(1 / inp.scale - round(1 / inp.scale)) < 1e-6 else 1
+    return -(-chunk // step) * step, -(-halo // step) * step
+
+
 def predict_scene(models, src_path: str | Path, dst_path: str | Path, inp: SceneInput, window: int = 512,
                   overlap: float = 0.25, batch_size: int = 4, tta: bool = False, device="cpu", chunk: int = 2048,
                   halo: int | None = None, probs_path: str | Path | None = None, overwrite: bool = False,
@@ -122,60 +182,23 @@ def predict_scene(models, src_path: str | Path, dst_path: str | Path, inp: Scene
     for p in outs:
         if p.exists() and not overwrite:
             raise DataError(f"{p}: exists; pass --overwrite to replace it")
-    # context around a block: half a sliding window at the working scale, in full-resolution pixels
-    halo = math.ceil(window / 4 / inp.scale) if halo is None else halo
-    # blocks start on the working-scale pixel grid (at scale 0.5, on even pixels), so a block's resize lines up
-    # with the one of the whole scene
-    step = round(1 / inp.scale) if inp.scale < 1 and abs(1 / inp.scale - round(1 / inp.scale)) < 1e-6 else 1
-    chunk, halo = -(-chunk // step) * step, -(-halo // step) * step
+    chunk, halo = _grid(inp, window, chunk, halo)
     t0 = time.perf_counter()
     with _open(src_path) as src:
         height, width = src.height, src.width
         profile = _profile(src, 1, 512 if min(height, width) >= 512 else 16)
-    probs_profile = dict(profile)  # its band count is set once the number of classes is known
     luts = _scene_luts(src_path, inp, chunk, height, width)
-    # write beside the target and rename at the end: a killed predict leaves no half-written map
-    tmps = [p.with_name(f".{p.name}.{os.getpid()}.tmp") for p in outs]
-    n_classes = None
     done = skipped = 0
-    dst = probs_dst = None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            dst = rasterio.open(tmps[0], "w", **profile)
-            if inp.colors:
-                dst.write_colormap(1, {i: tuple(c) + (255,) for i, c in enumerate(inp.colors)})
-            wins = blocks(height, width, chunk)
-            how = {"window": window, "overlap": overlap, "batch_size": batch_size, "tta": tta, "device": device}
-            for win in tqdm(wins, desc=f"predict {src_path.name}", leave=False, disable=not progress):
-                probs, valid = _block_probs(models, src_path, inp, luts, win, halo, (height, width), how)
-                if probs is None:
-                    dst.write(np.full((win.height, win.width), NODATA, np.uint8), 1, window=win)
-                    skipped += 1
-                    continue
-                labels = probs.permute(1, 2, 0).contiguous().argmax(-1).to(torch.uint8).numpy()
-                labels[~valid] = NODATA
-                dst.write(labels, 1, window=win)
-                if probs_path:
-                    if probs_dst is None:
-                        n_classes = probs.shape[0]
-                        probs_dst = rasterio.open(tmps[1], "w", **{**probs_profile, "count": n_classes})
-                    q = (probs.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-                    q[:, ~valid] = NODATA
-                    probs_dst.write(q, window=win)
+    how = {"window": window, "overlap": overlap, "batch_size": batch_size, "tta": tta, "device": device}
+    with _MapWriter(outs, profile, inp.colors) as out:
+        for win in tqdm(blocks(height, width, chunk), desc=f"predict {src_path.name}", leave=False,
+                        disable=not progress):
+            probs, valid = _block_probs(models, src_path, inp, luts, win, halo, (height, width), how)
+            if probs is None:
+                out.skip(win)
+                skipped += 1
+            else:
+                out.write(win, probs, valid)
                 done += 1
-        dst.close()
-        if probs_dst is not None:
-            probs_dst.close()
-        elif probs_path:  # a scene with no valid pixel: its probability raster holds only no-data
-            with rasterio.open(tmps[1], "w", **{**probs_profile, "count": 1}) as p:
-                p.write(np.full((height, width), NODATA, np.uint8), 1)
-        for tmp, p in zip(tmps, outs):
-            tmp.replace(p)
-    finally:
-        for f in (dst, probs_dst):
-            if f is not None and not f.closed:
-                f.close()
-        for tmp in tmps:
-            tmp.unlink(missing_ok=True)
+        out.commit()
     return {"pixels": height * width, "blocks": done, "blocks_skipped": skipped, "seconds": time.perf_counter() - t0}

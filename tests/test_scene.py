@@ -114,3 +114,25 @@ def test_blocks_meet_without_seams(tmp_path):
     with rasterio.open(tmp_path / "many.probs.tif") as p:
         probs = p.read()
     assert probs.shape == (3, 300, 300) and np.abs(probs.astype(int).sum(0) - 255).max() <= 3
+
+
+def test_a_scene_of_only_no_data_writes_no_data_and_a_failed_one_leaves_nothing(tmp_path):
+    model = torch.nn.Conv2d(3, 2, 1)
+    inp = SceneInput(None, [0, 0, 0], BandNorm.identity(3), 1.0, [(0, 0, 0), (255, 0, 0)])
+    src = write_geotiff(tmp_path / "empty.tif", np.zeros((40, 40, 3), np.uint8))
+    info = predict_scene([model], src, tmp_path / "empty_pred.tif", inp, window=32, chunk=16, progress=False,
+                         probs_path=tmp_path / "empty_probs.tif")
+    assert info["blocks"] == 0 and info["blocks_skipped"] == 9
+    for name in ("empty_pred.tif", "empty_probs.tif"):
+        with rasterio.open(tmp_path / name) as d:
+            assert d.count == 1 and (d.read(1) == 255).all()
+    # a scene that fails at its first block leaves neither map nor temp file (two bands: neither the first three
+    # nor one repeated, an error naming the file rather than a broadcast error deep in numpy)
+    two = write_geotiff(tmp_path / "two.tif", np.ones((40, 40, 2), np.uint8))
+    with pytest.raises(DataError, match=r"two\.tif: has 2 bands; without a band list"):
+        predict_scene([model], two, tmp_path / "two_pred.tif", inp, window=32, chunk=16, progress=False,
+                      probs_path=tmp_path / "two_probs.tif")
+    assert sorted(p.name for p in tmp_path.iterdir() if "two" in p.name) == ["two.tif"]
+    # image no-data with a value count that fits neither one value nor one per band: named, not a numpy error
+    with pytest.raises(DataError, match=r"empty\.tif: image no-data \[0, 0\] has 2 values for 3 band"):
+        read_bands(src, None, [0, 0])

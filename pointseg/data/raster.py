@@ -69,6 +69,9 @@ def read_bands(path: str | Path, bands: list[int] | None = None, nodata: float |
         bad = [b for b in chosen if not 1 <= b <= src.count]
         if bad:
             raise DataError(f"{path}: has {src.count} band(s); the dataset asks for band(s) {bad} (1-based)")
+        if not bands and src.count == 2:  # the first three bands, or one band repeated: two are neither
+            raise DataError(f"{path}: has 2 bands; without a band list the first 3 are read (or 1, repeated): "
+                            "name the bands to read in the dataset's `bands:`")
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
@@ -84,7 +87,11 @@ def read_bands(path: str | Path, bands: list[int] | None = None, nodata: float |
     img = np.ascontiguousarray(data.transpose(1, 2, 0))
     valid = np.ones(img.shape[:2], bool) if own is None else own
     if nodata is not None:
-        value = np.broadcast_to(np.asarray(nodata, dtype=np.float64), (img.shape[2],))
+        value = np.asarray(nodata, dtype=np.float64).reshape(-1)
+        if value.size not in (1, img.shape[2]):
+            raise DataError(f"{path}: image no-data {list(nodata)} has {value.size} values for "
+                            f"{img.shape[2]} band(s) read; give one value, or one per band")
+        value = np.broadcast_to(value, (img.shape[2],))
         valid &= ~(img == value.astype(img.dtype)).all(axis=2)
     return img, valid
 
