@@ -153,64 +153,85 @@ def place(clicks: list[Click], splits: dict[str, list], path: str | Path) -> tup
     """Put clicks on the scenes of each split: (sparse label maps per split at the working scale, one row per
     click with its status, counts per status). ``splits`` maps a split name to its scenes."""
     scenes = [(name, i, s) for name, ss in splits.items() for i, s in enumerate(ss)]
-    maps = {name: [np.full(s.mask.shape, IGNORE_INDEX, np.int64) for s in ss] for name, ss in splits.items()}
-    by_name = {}
-    for entry in scenes:
-        by_name.setdefault(entry[2].name, entry)
-        by_name.setdefault(Path(entry[2].name).name, entry)
     headers = {}
     for name, i, s in scenes:
         with _open(s.image_path) as src:
             headers[(name, i)] = (src.crs, src.transform, src.height, src.width)
-    # reproject map clicks once per (click CRS, scene CRS) pair
-    located: dict[int, tuple[str, int, float, float]] = {}
+    located = _locate_pixel_clicks(clicks, scenes, headers, path)
+    located.update(_locate_map_clicks([c for c in clicks if c.image is None], scenes, headers, path))
+    maps = {name: [np.full(s.mask.shape, IGNORE_INDEX, np.int64) for s in ss] for name, ss in splits.items()}
+    rows, counts = [], {}
     for c in clicks:
-        if c.image is not None:
-            hit = by_name.get(c.image) or by_name.get(Path(c.image).name)
-            if hit is None:
-                raise DataError(f"{path}: click {c.index} names image {c.image!r}, which is not in the data set")
-            h, w = headers[hit[:2]][2:]
-            if not (0 <= c.row < h and 0 <= c.col < w):
-                raise DataError(f"{path}: click {c.index} at row {c.row}, col {c.col} is outside {c.image} "
-                                f"({w}×{h} px)")
-            located[c.index] = (hit[0], hit[1], c.row, c.col)
-    map_clicks = [c for c in clicks if c.image is None]
-    for (name, i, s) in scenes:
+        row = _mark(c, located.get(c.index), splits, headers, maps)
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+        rows.append(row)
+    return maps, rows, counts
+
+
+def _locate_pixel_clicks(clicks: list[Click], scenes: list, headers: dict, path) -> dict[int, tuple]:
+    """Clicks that name their image: click index → (split, scene index, row, col) in full-resolution pixels. A
+    click on an image the data set does not have, or outside its image, is an error."""
+    by_name = {}
+    for entry in scenes:
+        by_name.setdefault(entry[2].name, entry)
+        by_name.setdefault(Path(entry[2].name).name, entry)
+    located = {}
+    for c in clicks:
+        if c.image is None:
+            continue
+        hit = by_name.get(c.image) or by_name.get(Path(c.image).name)
+        if hit is None:
+            raise DataError(f"{path}: click {c.index} names image {c.image!r}, which is not in the data set")
+        h, w = headers[hit[:2]][2:]
+        if not (0 <= c.row < h and 0 <= c.col < w):
+            raise DataError(f"{path}: click {c.index} at row {c.row}, col {c.col} is outside {c.image} "
+                            f"({w}×{h} px)")
+        located[c.index] = (hit[0], hit[1], c.row, c.col)
+    return located
+
+
+def _locate_map_clicks(clicks: list[Click], scenes: list, headers: dict, path) -> dict[int, tuple]:
+    """Clicks in map coordinates: each lands on the first georeferenced scene that holds it, reprojected once per
+    (click CRS, scene CRS) pair; a click on no scene is left out (its status says "outside")."""
+    if clicks and all(h[0] is None for h in headers.values()):
+        raise DataError(f"{path}: its points are in map coordinates, but no image of the data set is georeferenced; "
+                        "give pixel positions instead (CSV image,row,col,class)")
+    located = {}
+    for (name, i, _) in scenes:
         crs, tf, h, w = headers[(name, i)]
-        todo = [c for c in map_clicks if c.index not in located]
+        todo = [c for c in clicks if c.index not in located]
         if not todo or crs is None:
             continue
+        inv = ~tf
         for src_crs in {c.crs for c in todo}:
             group = [c for c in todo if c.crs == src_crs]
             xs, ys = reproject_points(CRS.from_user_input(src_crs), crs, [c.x for c in group], [c.y for c in group])
-            inv = ~tf
             for c, x, y in zip(group, xs, ys):
                 col, row = inv * (x, y)
                 if 0 <= row < h and 0 <= col < w:
                     located[c.index] = (name, i, row, col)
-    if map_clicks and all(headers[k][0] is None for k in headers):
-        raise DataError(f"{path}: its points are in map coordinates, but no image of the data set is georeferenced; "
-                        "give pixel positions instead (CSV image,row,col,class)")
-    rows, counts = [], {}
-    for c in clicks:
-        status, r_w, c_w, image = "outside", None, None, c.image or ""
-        if c.index in located:
-            name, i, row, col = located[c.index]
-            s = splits[name][i]
-            h_full, w_full = headers[(name, i)][2:]
-            r_w = min(int(math.floor(row * s.mask.shape[0] / h_full)), s.mask.shape[0] - 1)
-            c_w = min(int(math.floor(col * s.mask.shape[1] / w_full)), s.mask.shape[1] - 1)
-            image = s.name
-            if s.valid is not None and not s.valid[r_w, c_w]:
-                status = "nodata"
-            elif maps[name][i][r_w, c_w] != IGNORE_INDEX:
-                status = "duplicate"
-            else:
-                maps[name][i][r_w, c_w] = c.cls
-                status = name
-        counts[status] = counts.get(status, 0) + 1
-        rows.append({"index": c.index, "image": image, "row": r_w, "col": c_w, "class": c.cls, "status": status})
-    return maps, rows, counts
+    return located
+
+
+def _mark(c: Click, where: tuple | None, splits: dict, headers: dict, maps: dict) -> dict:
+    """Write one located click into its scene's label map at the working scale, unless it falls on no-data or on
+    a pixel already clicked; its row of the click table, with where it landed and its status."""
+    status, r_w, c_w, image = "outside", None, None, c.image or ""
+    if where is not None:
+        name, i, row, col = where
+        s = splits[name][i]
+        h_full, w_full = headers[(name, i)][2:]
+        r_w = min(int(math.floor(row * s.mask.shape[0] / h_full)), s.mask.shape[0] - 1)
+        c_w = min(int(math.floor(col * s.mask.shape[1] / w_full)), s.mask.shape[1] - 1)
+        image = s.name
+        if s.valid is not None and not s.valid[r_w, c_w]:
+            status = "nodata"
+        elif maps[name][i][r_w, c_w] != IGNORE_INDEX:
+            status = "duplicate"
+        else:
+            maps[name][i][r_w, c_w] = c.cls
+            status = name
+    return {"index": c.index, "image": image, "row": r_w, "col": c_w, "class": c.cls, "status": status}
 
 
 def save_click_table(path: str | Path, rows: list[dict]) -> None:

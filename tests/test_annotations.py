@@ -90,6 +90,26 @@ def test_bad_point_files_are_clear_errors(data, tmp_path):
         place(read_clicks(out, NAMES), {"train": splits["a"]}, out)
     with pytest.raises(DataError, match="points file not found"):
         read_clicks(tmp_path / "none.geojson", NAMES)
+    nope = tmp_path / "nope.csv"
+    nope.write_text("image,row,col,class\nnope.tif,1,1,road\n")
+    with pytest.raises(DataError, match=r"nope\.csv: click 0 names image 'nope\.tif', which is not in the data set"):
+        place(read_clicks(nope, NAMES), {"train": splits["a"]}, nope)
+
+
+def test_map_clicks_on_images_without_georeference_are_refused(tmp_path):
+    from types import SimpleNamespace
+
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
+
+    plain = tmp_path / "plain.tif"
+    with pytest.warns(NotGeoreferencedWarning), rasterio.open(plain, "w", driver="GTiff", height=8, width=8,
+                                                                count=3, dtype="uint8") as d:
+        d.write(np.zeros((3, 8, 8), np.uint8))
+    scene = SimpleNamespace(name="plain.tif", image_path=plain, mask=np.zeros((8, 8), np.uint8), valid=None)
+    xy = _geojson(tmp_path / "xy.geojson", [(_map_xy(1, 1), "road")])
+    with pytest.raises(DataError, match=r"xy\.geojson: its points are in map coordinates, but no image"):
+        place(read_clicks(xy, NAMES), {"train": [scene]}, xy)
 
 
 def test_exported_simulated_points_read_back_to_the_same_pixels(data, tmp_path):
