@@ -68,6 +68,18 @@ def test_mask_size_mismatch(tmp_path):
         load_scenes(DatasetSpec.load(str(yaml_path)), ["1"])
 
 
+def test_image_nodata_of_the_wrong_length_is_refused_when_the_data_set_loads(tmp_path, fake_dataset):
+    import yaml
+
+    raw = yaml.safe_load(fake_dataset.read_text())
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**raw, "image_nodata": [255, 255]}))
+    with pytest.raises(DataError, match=r"bad\.yaml: image_nodata \[255, 255\] has 2 values for 3 band"):
+        DatasetSpec.load(str(bad))
+    bad.write_text(yaml.safe_dump({**raw, "image_nodata": 255, "bands": [1, 2]}))
+    assert DatasetSpec.load(str(bad)).image_nodata == (255.0,)  # one value serves every band
+
+
 def test_unknown_split_group(fake_dataset):
     with pytest.raises(DataError, match=r"group\(s\) \['9'\]"):
         load_scenes(DatasetSpec.load(str(fake_dataset)), ["9"])

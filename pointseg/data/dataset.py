@@ -118,6 +118,10 @@ class DatasetSpec:
         if not builtin and not root.is_absolute():
             root = path.parent / root
         nodata = raw.get("image_nodata")
+        n_bands = len(raw["bands"]) if raw.get("bands") else 3
+        if nodata is not None and np.atleast_1d(nodata).size not in (1, n_bands):
+            raise DataError(f"{where}: image_nodata {nodata} has {np.atleast_1d(nodata).size} values for {n_bands} "
+                            "band(s) read; give one value, or one per band")
         return cls(
             name=raw["name"], root=str(root), images=raw["images"], class_names=tuple(names),
             class_colors=tuple(colors), class_values=tuple(values),
