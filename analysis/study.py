@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from pointseg.config import ConfigError, load_config
+from pointseg.config import MACHINE_KEYS, ConfigError, load_config
 
 from .evaluations import is_evaluation, run_evaluation
 
@@ -98,14 +98,10 @@ def machine_has(cell: Cell) -> bool:
     return torch.cuda.is_available()
 
 
-# what --set may change: how and where a run computes, never what it computes (config_differences ignores these)
-MACHINE_KEYS = ("wandb.", "train.threads", "train.device", "train.compile_loss", "eval.batch_size")
-
-
 def _exported(cell: Cell, seed: int, cfg) -> bool:
     """A run whose export is there (committed, or copied back from another machine) is not trained again; an
     export of another config under this cell's name is an error, never overwritten."""
-    from pointseg.train import read_export
+    from pointseg.export import read_export
 
     path, rec = read_export(cfg, lambda p, keys: ConfigError(f"{p} holds cell {cell.id} seed {seed} of another "
                                                              f"config ({keys}); move it away or name the cell "
@@ -124,7 +120,7 @@ def _reuse(study: StudyFile, cell: Cell, seed: int, cfg) -> bool:
         return False
     from pointseg.export import export_path
     from pointseg.io import write_json
-    from pointseg.train import read_export
+    from pointseg.export import read_export
 
     src, rec = read_export(cfg, lambda _, keys: ConfigError(f"{study.path}: cell {cell.id} reuses {src_name}, but "
                                                             f"seed {seed} there ran another config ({keys})"),

@@ -279,3 +279,30 @@ def save_config(cfg: Config, path: str | Path) -> None:
     from .io import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+# how and where a run computes, never what: `--set` of the study runner and the queue takes only these, and a run
+# may be resumed or read back with other values of them (so may one stored under another name or folder)
+MACHINE_KEYS = ("wandb.", "train.threads", "train.device", "train.compile_loss", "eval.batch_size")
+_SAME_RUN_WITH_OTHER = ("name", "out_dir", "export_dir", *MACHINE_KEYS)
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_differences(stored: Config, wanted: Config) -> list[str]:
+    """The keys (with both values) on which two configs would compute different runs."""
+    a, b = _flat(stored.to_dict()), _flat(wanted.to_dict())
+    for flat in (a, b):  # settings of a switched-off semi-supervised loss change nothing
+        if not flat.get("semi.weight"):
+            for k in [k for k in flat if k.startswith("semi.") and k != "semi.weight"]:
+                del flat[k]
+    return [f"{k}: {a.get(k)!r} there, {b.get(k)!r} now" for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k) and not k.startswith(_SAME_RUN_WITH_OTHER)]

@@ -10,9 +10,11 @@ only these files, so a fresh clone rebuilds the report without training.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import platform
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,3 +77,20 @@ def export_run(path: Path, config: dict[str, Any], final: dict[str, Any], histor
         record["samples"] = samples
     write_json(path, record)
     return path
+
+
+def read_export(cfg, refuse: Callable[[Path, str], Exception],
+                name: str | None = None) -> tuple[Path, dict[str, Any] | None]:
+    """The export this run would write, or run ``name``'s of the same seed: (path, its record or None when absent).
+    A stored run of another config raises ``refuse(path, keys)`` (keys: the first differing config keys), so the
+    study runner and the sweep each refuse it in their own words and never take it for this run."""
+    from .config import config_differences, load_config
+
+    path = export_path(cfg.export_dir, name or cfg.name, cfg.seed)
+    if not path.exists():
+        return path, None
+    rec = json.loads(path.read_text())
+    diff = config_differences(load_config(None, rec["config"]), cfg)
+    if diff:
+        raise refuse(path, ", ".join(diff[:5]))
+    return path, rec

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .config import Config, load_config
+from .config import Config, config_differences, load_config
 from .data.crops import CropSampler, photometric_jitter
 from .data.bands import BandNorm
 from .data.dataset import DatasetSpec, Scene
@@ -84,46 +84,6 @@ def _lr_lambda(total: int, warmup: int) -> Callable[[int], float]:
 def _set_encoder_trainable(model: torch.nn.Module, trainable: bool) -> None:
     for prm in model.encoder.parameters():
         prm.requires_grad_(trainable)
-
-
-# keys that do not change what a run computes: a run may be resumed or reread with other values
-_RESUMABLE_WITH_OTHER = ("name", "out_dir", "export_dir", "wandb.", "train.threads", "train.device", "eval.batch_size")
-
-
-def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def config_differences(stored: Config, wanted: Config) -> list[str]:
-    """The keys (with both values) on which two configs would compute different runs."""
-    a, b = _flat(stored.to_dict()), _flat(wanted.to_dict())
-    for flat in (a, b):  # settings of a switched-off semi-supervised loss change nothing
-        if not flat.get("semi.weight"):
-            for k in [k for k in flat if k.startswith("semi.") and k != "semi.weight"]:
-                del flat[k]
-    return [f"{k}: {a.get(k)!r} there, {b.get(k)!r} now" for k in sorted(set(a) | set(b))
-            if a.get(k) != b.get(k) and not k.startswith(_RESUMABLE_WITH_OTHER)]
-
-
-def read_export(cfg: Config, refuse: Callable[[Path, str], Exception],
-                name: str | None = None) -> tuple[Path, dict[str, Any] | None]:
-    """The export this run would write, or run ``name``'s of the same seed: (path, its record or None when absent).
-    A stored run of another config raises ``refuse(path, keys)`` (keys: the first differing config keys), so the
-    study runner and the sweep each refuse it in their own words and never take it for this run."""
-    path = export_path(cfg.export_dir, name or cfg.name, cfg.seed)
-    if not path.exists():
-        return path, None
-    rec = json.loads(path.read_text())
-    diff = config_differences(load_config(None, rec["config"]), cfg)
-    if diff:
-        raise refuse(path, ", ".join(diff[:5]))
-    return path, rec
 
 
 def check_same_run(cfg: Config, run_dir: Path) -> None:

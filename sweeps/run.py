@@ -186,7 +186,7 @@ def _exported_run(cfg) -> dict[str, Any] | None:
     """A seed whose export is there (results/<study>/<cell>/seed<k>.json, copied back from another machine, or
     left when its run directory was removed) is read back, not trained again: a trial resumes from the exports,
     which are small enough to carry where run directories are not. An export of another config is an error."""
-    from pointseg.train import read_export
+    from pointseg.export import read_export
 
     if not cfg.export_dir:
         return None

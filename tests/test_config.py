@@ -47,3 +47,16 @@ def test_wrong_types_and_choices():
 def test_every_experiment_config_loads(path):
     cfg = load_config(path)
     assert cfg.name == path.stem or cfg.name
+
+
+def test_machine_settings_do_not_make_another_run():
+    """Every key the study runner's --set accepts (MACHINE_KEYS) is one config_differences ignores: a study run
+    with --set train.compile_loss=true reads its committed exports back instead of refusing them."""
+    from pointseg.config import MACHINE_KEYS, config_differences
+
+    base = load_config(None)
+    machine = ["wandb.mode=online", "train.threads=1", "train.device=cuda", "train.compile_loss=true",
+               "eval.batch_size=3", "name=elsewhere", "out_dir=/tmp/x", "export_dir=/tmp/y"]
+    assert all(any(m.startswith(k) for m in machine) for k in MACHINE_KEYS)  # each of them is tried
+    assert config_differences(base, load_config(None, overrides=machine)) == []
+    assert config_differences(base, load_config(None, overrides=["loss.gamma=0"])) == ["loss.gamma: 2.0 there, 0.0 now"]
