@@ -55,8 +55,10 @@ def tasks(specs: list[str], export_dir: str = "results") -> list[Task]:
         chosen = study.chosen(wanted.split(",") if wanted else None)
         for seed in study.seeds:
             for cell in chosen:
-                if cell.extra.get("reuse") or not machine_has(cell):  # copied by analysis.study / another machine's
+                if not machine_has(cell):  # another machine's cell
                     continue
+                if cell.extra.get("reuse") and export_path(export_dir, cell.extra["reuse"], seed).exists():
+                    continue  # analysis.study copies it; a seed the reused study lacks is trained like any other
                 if not export_path(export_dir, f"{study.name}/{cell.id}", seed).exists():
                     out.append(Task(path, study.name, cell.id, seed))
     return out

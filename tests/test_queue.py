@@ -23,15 +23,17 @@ def _study_file(tmp_path):
     return str(path)
 
 
-def test_tasks_are_seed_major_skip_exports_reused_cells_and_other_machines(tmp_path, monkeypatch):
+def test_tasks_are_seed_major_skip_exports_reused_seeds_and_other_machines(tmp_path, monkeypatch):
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     path = _study_file(tmp_path)
     (tmp_path / "results" / "toy" / "a").mkdir(parents=True)
     (tmp_path / "results" / "toy" / "a" / "seed0.json").write_text("{}")
+    (tmp_path / "results" / "other" / "c").mkdir(parents=True)
+    (tmp_path / "results" / "other" / "c" / "seed0.json").write_text("{}")  # c reuses seed 0, other has no seed 1
     got = [(t.cell, t.seed) for t in tasks([path], str(tmp_path / "results"))]
-    assert got == [("b", 0), ("a", 1), ("b", 1)]
+    assert got == [("b", 0), ("a", 1), ("b", 1), ("c", 1)]
     assert [(t.cell, t.seed) for t in tasks([path + ":b"], str(tmp_path / "results"))] == [("b", 0), ("b", 1)]
     with pytest.raises(ConfigError, match="no cells"):
         tasks([path + ":z"])
