@@ -130,8 +130,6 @@ def open_study(study: Study, storage: RDBStorage) -> optuna.Study:
 
 
 def make_objective(study: Study):
-    from pointseg.train import fit
-
     def objective(trial: optuna.Trial) -> float:
         try:
             return run_trial(trial)
@@ -150,24 +148,7 @@ def make_objective(study: Study):
         finals, run_dirs = [], []
         for s in range(study.seeds_per_config):
             run_dir = Path(study.out_dir) / study.name / _slug(params) / f"seed{s}"
-            # the name (hence the export results/<study>/<cell>/seed<k>.json) is the trial's cell
-            cfg = study.config_for(params, seed=s, extra=[f"name={study.name}/{_slug(params)}",
-                                                          f"wandb.group={study.name}"])
-            cfg.wandb.tags = [study.name, f"trial-{trial.number}"]
-
-            def report(epoch: int, row: dict, _first=(s == 0)) -> None:
-                if _first and study.pruner != "none" and study.objective in row:
-                    trial.report(row[study.objective], epoch)
-                    if trial.should_prune():
-                        raise optuna.TrialPruned(f"pruned at epoch {epoch}")
-
-            exported = _exported_run(cfg)
-            if exported is not None:  # finished elsewhere (another machine, a removed run directory)
-                for row in exported["history"]:
-                    report(row["epoch"], row)  # the pruner sees the same per-epoch values as if it had trained
-                final = exported["final"]
-            else:
-                final = fit(cfg, run_dir=run_dir, callback=report, progress=False).final
+            final = _run_seed(study, trial, params, s, run_dir)
             finals.append({k: v for k, v in final.items() if not isinstance(v, (dict, list))})
             run_dirs.append(str(run_dir))
             trial.set_user_attr("run_dirs", run_dirs)
@@ -180,6 +161,30 @@ def make_objective(study: Study):
         return float(sum(f[study.objective] for f in finals) / len(finals))
 
     return objective
+
+
+def _run_seed(study: Study, trial: optuna.Trial, params: dict, seed: int, run_dir: Path) -> dict[str, Any]:
+    """One seed of a trial: its final metrics, trained here or read from its export. The first seed's per-epoch
+    objective goes to the pruner, the same values whether it trained or was read back."""
+    from pointseg.train import fit
+
+    # the name (hence the export results/<study>/<cell>/seed<k>.json) is the trial's cell
+    cfg = study.config_for(params, seed=seed, extra=[f"name={study.name}/{_slug(params)}",
+                                                     f"wandb.group={study.name}"])
+    cfg.wandb.tags = [study.name, f"trial-{trial.number}"]
+
+    def report(epoch: int, row: dict) -> None:
+        if seed == 0 and study.pruner != "none" and study.objective in row:
+            trial.report(row[study.objective], epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at epoch {epoch}")
+
+    exported = _exported_run(cfg)
+    if exported is None:
+        return fit(cfg, run_dir=run_dir, callback=report, progress=False).final
+    for row in exported["history"]:  # finished elsewhere (another machine, a removed run directory)
+        report(row["epoch"], row)
+    return exported["final"]
 
 
 def _exported_run(cfg) -> dict[str, Any] | None:
