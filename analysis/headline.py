@@ -43,6 +43,10 @@ def study_headline(study, root) -> list[str]:
     if md and check:
         md.insert(len(md) - 1, ceiling_check_line(load_records(check["study"], root), check["study"],
                                                   check["reference"], check["longer"]))
+    longer = study.raw.get("longer_points")
+    if md and longer:
+        md.insert(len(md) - 1, longer_points_line(load_records(longer["study"], root), longer["study"],
+                                                  longer["points"], longer["ceiling"], longer.get("seeds", BAR_SEEDS)))
     return md
 
 
@@ -58,6 +62,18 @@ def ceiling_check_line(recs: list[dict], study: str, reference: str, longer: str
     return (f"* **Is the ceiling converged?** {verdict}: the longer schedule `{longer}` of the study `{study}` "
             f"changes the test mIoU of the ceiling's schedule `{reference}` by {interval(*d[:3], signed=True)} "
             f"({n} seeds, paired), so against it every ratio above would be multiplied by {interval(*r[:3])}.")
+
+
+def longer_points_line(recs: list[dict], study: str, points: str, ceiling: str, min_seeds: int) -> str:
+    """The ratio with both arms on the longer schedule: what the ceiling check's factor leaves open (does the
+    points arm gain from more steps too?). Shown from ``min_seeds`` shared seeds on, never from fewer."""
+    n = len(shared_seeds(recs, points, ceiling))
+    head = f"* **With both arms on the longer schedule** (`{study}`: `{points}` ÷ `{ceiling}`)"
+    if n < min_seeds:
+        return (f"{head}: not measured yet ({n} of {min_seeds} seeds of both; "
+                f"`python -m analysis.study experiments/studies/{study}.yaml`).")
+    r = paired_on_shared_seeds(recs, points, ceiling, "ratio")
+    return f"{head}: ÷ ceiling {interval(*r[:3])} ({n} seeds, paired)."
 
 
 def headline_section(recs: list[dict], ceiling: str, order: list[str], study: str) -> list[str]:

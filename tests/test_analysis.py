@@ -228,6 +228,15 @@ def test_the_headline_says_how_far_the_ceiling_is_from_converged():
     level = [rec("ref", s, 90) for s in range(2)] + [rec("long", s, 90) for s in range(2)]
     assert "converged?** Yes" in ceiling_check_line(level, "conv", "ref", "long")
     assert "Not measured yet" in ceiling_check_line(gained[:2], "conv", "ref", "long")
+    # both arms on the longer schedule: a ratio only from enough shared seeds
+    from analysis.headline import longer_points_line
+
+    both = gained + [rec("pts", s, 85) for s in range(3)]
+    assert "not measured yet (2 of 3 seeds of both" in longer_points_line(both, "cp", "pts", "long", 3)
+    r = iou(85) / iou(92)
+    assert longer_points_line(both, "cp", "pts", "long", 2) == (
+        f"* **With both arms on the longer schedule** (`cp`: `pts` ÷ `long`): ÷ ceiling {r:.3f} [{r:.3f}, {r:.3f}] "
+        "(2 seeds, paired).")
 
 
 def test_each_framework_part_is_paired_with_the_same_runs_without_it_or_says_what_to_run(tmp_path):
