@@ -6,7 +6,8 @@
 One run is too small to fill a GPU (or a many-core machine), so each lane is its own process
 (``python -m analysis.study FILE --cells CELL --seeds SEED``): a lane that fails stops only its run. Tasks start in
 the order given (the files, then seed-major in each, as ``analysis.study`` does), so a study that is cut short has
-whole seeds. Runs whose export exists are skipped before any process starts. No run starts that would end after
+whole seeds. Runs whose export exists are skipped before any process starts, and what ``reuse:`` cells take from
+other studies' exports is copied first, in this process. No run starts that would end after
 the deadline by the median of the finished ones; at the deadline the lanes still running are stopped (each resumes
 from its last epoch next time) and the queue says what did not run.
 """
@@ -62,6 +63,28 @@ def tasks(specs: list[str], export_dir: str = "results") -> list[Task]:
                 if not export_path(export_dir, f"{study.name}/{cell.id}", seed).exists():
                     out.append(Task(path, study.name, cell.id, seed))
     return out
+
+
+def copy_reused(specs: list[str], export_dir: str = "results") -> list[str]:
+    """Copy, in this process, every seed that a ``reuse:`` cell takes from another study's export (checked key by
+    key, as ``analysis.study`` does; a differing config is an error): a copy takes no lane and no time, and after
+    the queue each study has all its runs. Returns what was copied."""
+    from .study import _reuse
+
+    copied = []
+    for spec in specs:
+        path, _, wanted = spec.partition(":")
+        study = StudyFile.load(path)
+        for seed in study.seeds:
+            for cell in study.chosen(wanted.split(",") if wanted else None):
+                src = cell.extra.get("reuse")
+                if (not src or export_path(export_dir, f"{study.name}/{cell.id}", seed).exists()
+                        or not export_path(export_dir, src, seed).exists()):
+                    continue
+                cfg = study.config(cell, seed, "runs/studies", export_dir, [])
+                if _reuse(study, cell, seed, cfg):
+                    copied.append(f"{study.name}/{cell.id} seed {seed}")
+    return copied
 
 
 def run_queue(todo: list[Task], lanes: int, deadline_s: float, machine_settings: list[str] | None = None,
@@ -120,6 +143,9 @@ def main(argv=None) -> int:
     ap.add_argument("--export-dir", default="results")
     ap.add_argument("--log-dir", default="runs/queue")
     args = ap.parse_args(argv)
+    copied = copy_reused(args.specs, args.export_dir)
+    if copied:
+        log.info("copied %d reused runs from other studies' exports", len(copied))
     todo = tasks(args.specs, args.export_dir)
     log.info("%d runs to do over %d lanes", len(todo), args.lanes)
     report = run_queue(todo, args.lanes, args.deadline_min * 60, args.set, args.export_dir, args.log_dir,

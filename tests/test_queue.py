@@ -71,3 +71,26 @@ def test_the_deadline_starts_nothing_that_would_end_late_and_stops_what_runs(tmp
     assert rep["done"] == ["s/a seed 0", "s/c seed 0"] and rep["stopped"] == ["s/b seed 0"]
     rep = run_queue([Task("f", "s", "a", 0)], lanes=1, deadline_s=1.0, log_dir=tmp_path, expect_s=5)
     assert rep["not started"] == ["s/a seed 0"] and not rep["done"]
+
+
+def test_the_queue_copies_what_reuse_cells_take_from_other_studies_and_refuses_another_config(tmp_path):
+    import json
+
+    from analysis.queue import copy_reused
+    from analysis.study import StudyFile
+
+    path = _study_file(tmp_path)
+    study = StudyFile.load(path)
+    results = tmp_path / "results"
+    cfg = study.config(study.chosen(["c"])[0], 0, export_dir=str(results))
+    (results / "other" / "c").mkdir(parents=True)
+    (results / "other" / "c" / "seed0.json").write_text(json.dumps({"config": cfg.to_dict(), "final": {}}))
+    assert copy_reused([path], str(results)) == ["toy/c seed 0"]  # seed 1: other/c has none, the queue trains it
+    assert json.loads((results / "toy" / "c" / "seed0.json").read_text())["reused_from"].endswith("seed0.json")
+    assert copy_reused([path], str(results)) == []  # copied once
+    (results / "toy" / "c" / "seed0.json").unlink()
+    other = study.config(study.chosen(["b"])[0], 0, export_dir=str(results))  # 2 clicks, not 3
+    (results / "other" / "c" / "seed0.json").write_text(json.dumps({"config": other.to_dict(), "final": {}}))
+    with pytest.raises(ConfigError, match=r"cell c reuses other/c, but seed 0 there ran another config "
+                                          r"\(points.n_per_class: 2 there, 3 now"):
+        copy_reused([path], str(results))
