@@ -47,21 +47,28 @@ class Task:
         return f"{self.study}/{self.cell} seed {self.seed}"
 
 
-def tasks(specs: list[str], export_dir: str = "results") -> list[Task]:
-    """``FILE`` or ``FILE:cell,cell`` → the runs not exported yet, in order (files, then seed-major)."""
-    out = []
+def _runs(specs: list[str]):
+    """(study file, study, cell, seed) of every run that ``FILE`` or ``FILE:cell,cell`` names, in order (the files,
+    then seed-major in each); an unknown cell is an error."""
     for spec in specs:
         path, _, wanted = spec.partition(":")
         study = StudyFile.load(path)
         chosen = study.chosen(wanted.split(",") if wanted else None)
         for seed in study.seeds:
             for cell in chosen:
-                if not machine_has(cell):  # another machine's cell
-                    continue
-                if cell.extra.get("reuse") and export_path(export_dir, cell.extra["reuse"], seed).exists():
-                    continue  # analysis.study copies it; a seed the reused study lacks is trained like any other
-                if not export_path(export_dir, f"{study.name}/{cell.id}", seed).exists():
-                    out.append(Task(path, study.name, cell.id, seed))
+                yield path, study, cell, seed
+
+
+def tasks(specs: list[str], export_dir: str = "results") -> list[Task]:
+    """``FILE`` or ``FILE:cell,cell`` → the runs not exported yet, in order (files, then seed-major)."""
+    out = []
+    for path, study, cell, seed in _runs(specs):
+        if not machine_has(cell):  # another machine's cell
+            continue
+        if cell.extra.get("reuse") and export_path(export_dir, cell.extra["reuse"], seed).exists():
+            continue  # analysis.study copies it; a seed the reused study lacks is trained like any other
+        if not export_path(export_dir, f"{study.name}/{cell.id}", seed).exists():
+            out.append(Task(path, study.name, cell.id, seed))
     return out
 
 
@@ -72,18 +79,11 @@ def copy_reused(specs: list[str], export_dir: str = "results") -> list[str]:
     from .study import _reuse
 
     copied = []
-    for spec in specs:
-        path, _, wanted = spec.partition(":")
-        study = StudyFile.load(path)
-        for seed in study.seeds:
-            for cell in study.chosen(wanted.split(",") if wanted else None):
-                src = cell.extra.get("reuse")
-                if (not src or export_path(export_dir, f"{study.name}/{cell.id}", seed).exists()
-                        or not export_path(export_dir, src, seed).exists()):
-                    continue
-                cfg = study.config(cell, seed, "runs/studies", export_dir, [])
-                if _reuse(study, cell, seed, cfg):
-                    copied.append(f"{study.name}/{cell.id} seed {seed}")
+    for _, study, cell, seed in _runs(specs):
+        if not cell.extra.get("reuse") or export_path(export_dir, f"{study.name}/{cell.id}", seed).exists():
+            continue
+        if _reuse(study, cell, seed, study.config(cell, seed, export_dir=export_dir)):  # False: the source lacks it
+            copied.append(f"{study.name}/{cell.id} seed {seed}")
     return copied
 
 

@@ -118,9 +118,8 @@ def _reuse(study: StudyFile, cell: Cell, seed: int, cfg) -> bool:
     src_name = cell.extra.get("reuse")
     if not src_name:
         return False
-    from pointseg.export import export_path
+    from pointseg.export import export_path, read_export
     from pointseg.io import write_json
-    from pointseg.export import read_export
 
     src, rec = read_export(cfg, lambda _, keys: ConfigError(f"{study.path}: cell {cell.id} reuses {src_name}, but "
                                                             f"seed {seed} there ran another config ({keys})"),
