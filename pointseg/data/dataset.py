@@ -14,7 +14,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from .bands import BandNorm
-from .raster import IGNORE_INDEX, DataError, decode_index_mask, decode_mask, read_bands
+from .raster import IGNORE_INDEX, DataError, decode_index_mask, decode_mask, nodata_values, read_bands
 
 _BUILTIN = Path(__file__).parent / "datasets"
 
@@ -118,10 +118,8 @@ class DatasetSpec:
         if not builtin and not root.is_absolute():
             root = path.parent / root
         nodata = raw.get("image_nodata")
-        n_bands = len(raw["bands"]) if raw.get("bands") else 3
-        if nodata is not None and np.atleast_1d(nodata).size not in (1, n_bands):
-            raise DataError(f"{where}: image_nodata {nodata} has {np.atleast_1d(nodata).size} values for {n_bands} "
-                            "band(s) read; give one value, or one per band")
+        if nodata is not None:  # checked here, so that the error names this file rather than the first image
+            nodata_values(nodata, len(raw["bands"]) if raw.get("bands") else 3, f"{where}: image_nodata")
         return cls(
             name=raw["name"], root=str(root), images=raw["images"], class_names=tuple(names),
             class_colors=tuple(colors), class_values=tuple(values),

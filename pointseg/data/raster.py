@@ -87,13 +87,19 @@ def read_bands(path: str | Path, bands: list[int] | None = None, nodata: float |
     img = np.ascontiguousarray(data.transpose(1, 2, 0))
     valid = np.ones(img.shape[:2], bool) if own is None else own
     if nodata is not None:
-        value = np.asarray(nodata, dtype=np.float64).reshape(-1)
-        if value.size not in (1, img.shape[2]):
-            raise DataError(f"{path}: image no-data {list(nodata)} has {value.size} values for "
-                            f"{img.shape[2]} band(s) read; give one value, or one per band")
-        value = np.broadcast_to(value, (img.shape[2],))
+        value = np.broadcast_to(nodata_values(nodata, img.shape[2], f"{path}: image no-data"), (img.shape[2],))
         valid &= ~(img == value.astype(img.dtype)).all(axis=2)
     return img, valid
+
+
+def nodata_values(nodata: float | list[float], n_bands: int, what: str) -> np.ndarray:
+    """Image no-data as float64 values: one for every band, or one per band; another count is a DataError that
+    starts with ``what`` (the file, or the data set's YAML, and the key)."""
+    value = np.asarray(nodata, dtype=np.float64).reshape(-1)
+    if value.size not in (1, n_bands):
+        raise DataError(f"{what} {np.atleast_1d(nodata).tolist()} has {value.size} values for {n_bands} band(s) "
+                        "read; give one value, or one per band")
+    return value
 
 
 def decode_index_mask(path: str | Path, values: list[int], ignore_values: list[int] = (),
