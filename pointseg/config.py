@@ -85,6 +85,15 @@ class SemiConfig:
 
 
 @dataclass
+class SelfTrainConfig:
+    # one round of self-training (pointseg/selftrain.py): the finished points run (its directory or best.pt) whose
+    # confident predictions label the training pixels of this run, the clicks overriding them; "{seed}" in the
+    # path becomes this run's seed. None = off
+    teacher: str | None = None
+    threshold: float = 0.9  # the teacher's softmax probability needed for a pseudo-label
+
+
+@dataclass
 class TrainConfig:
     # the reference schedule (experiments/studies/convergence.yaml: 800 steps were 0.017 val mIoU below 1600, 2 seeds);
     # experiments/smoke.yaml is the short one for smoke runs. Counted in steps: points and masks get the same compute
@@ -142,6 +151,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     semi: SemiConfig = field(default_factory=SemiConfig)
+    selftrain: SelfTrainConfig = field(default_factory=SelfTrainConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
@@ -300,9 +310,10 @@ def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
 def config_differences(stored: Config, wanted: Config) -> list[str]:
     """The keys (with both values) on which two configs would compute different runs."""
     a, b = _flat(stored.to_dict()), _flat(wanted.to_dict())
-    for flat in (a, b):  # settings of a switched-off semi-supervised loss change nothing
-        if not flat.get("semi.weight"):
-            for k in [k for k in flat if k.startswith("semi.") and k != "semi.weight"]:
-                del flat[k]
+    for flat in (a, b):  # settings of a switched-off part change nothing (and older runs did not store them)
+        for section, switch in (("semi.", "semi.weight"), ("selftrain.", "selftrain.teacher")):
+            if not flat.get(switch):
+                for k in [k for k in flat if k.startswith(section) and k != switch]:
+                    del flat[k]
     return [f"{k}: {a.get(k)!r} there, {b.get(k)!r} now" for k in sorted(set(a) | set(b))
             if a.get(k) != b.get(k) and not k.startswith(_SAME_RUN_WITH_OTHER)]

@@ -75,6 +75,11 @@ def check_protocol(cfg: Config) -> None:
     if cfg.points.supervision == "points" and cfg.eval.select == "val_dense":
         raise ConfigError("eval.select=val_dense picks the checkpoint with the val tile's dense masks, which a user "
                           "with points does not have; use eval.select=last or val_points for points.supervision=points")
+    if cfg.selftrain.teacher and cfg.points.supervision != "points":
+        raise ConfigError("selftrain.teacher labels the pixels a points run did not click; with "
+                          f"points.supervision={cfg.points.supervision} there is nothing to label")
+    if not 0 < cfg.selftrain.threshold <= 1:
+        raise ConfigError(f"selftrain.threshold must be in (0, 1], got {cfg.selftrain.threshold}")
     if cfg.eval.val_every < 1:
         raise ConfigError(f"eval.val_every must be >= 1, got {cfg.eval.val_every}")
     if cfg.eval.val_points_per_class is not None and cfg.eval.val_points_per_class < 1:
@@ -127,6 +132,12 @@ class RunInputs:
     val_maps: list[np.ndarray]  # clicks on the val tile (selection by val_points, a diagnostic otherwise)
     points_info: dict[str, Any]
     click_rows: list | None = None  # points.source=file: one row per input click, for the run's points.csv
+    pseudo: list[np.ndarray] | None = None  # selftrain: the teacher's confident labels with the clicks on top
+
+    @property
+    def loss_targets(self) -> list[np.ndarray]:
+        """What the loss trains on: the self-training labels when there are, else the clicks (or masks)."""
+        return self.pseudo if self.pseudo is not None else self.targets
 
     @classmethod
     def read(cls, cfg: Config) -> "RunInputs":
@@ -134,9 +145,15 @@ class RunInputs:
         train, val, test = (load_split(cfg, s) for s in ("train", "val", "test"))
         if cfg.points.source == "file" and cfg.points.supervision == "points":
             targets, val_maps, info, rows = file_targets(cfg, train, val, test)
-            return cls(spec, train, val, test, targets, val_maps, info, rows)
-        targets, info = make_targets(cfg, train)
-        return cls(spec, train, val, test, targets, val_point_maps(cfg, val), info)
+            inputs = cls(spec, train, val, test, targets, val_maps, info, rows)
+        else:
+            targets, info = make_targets(cfg, train)
+            inputs = cls(spec, train, val, test, targets, val_point_maps(cfg, val), info)
+        if cfg.selftrain.teacher:
+            from .selftrain import pseudo_targets
+
+            inputs.pseudo, info["selftrain"] = pseudo_targets(cfg, train, targets)
+        return inputs
 
 
 def write_inputs(cfg: Config, run_dir: Path, inputs: RunInputs) -> None:

@@ -184,7 +184,7 @@ def _crop_sampler(cfg: Config, inputs: RunInputs) -> tuple[CropSampler, Any]:
     # (pseudo-label precision and coverage); they never reach a loss or the checkpoint selection
     diagnostic = ([s.mask for s in inputs.train] if (cfg.semi.weight > 0 and cfg.points.supervision == "points")
                   else None)
-    sampler = CropSampler(images, inputs.targets, cfg.train.crop_size, cfg.train.batch_size, cfg.seed,
+    sampler = CropSampler(images, inputs.loss_targets, cfg.train.crop_size, cfg.train.batch_size, cfg.seed,
                           augment=cfg.train.augment, skip_empty=True, diagnostic=diagnostic)
     return sampler, style
 

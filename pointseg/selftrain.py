@@ -1,0 +1,106 @@
+"""One round of self-training: a finished points run labels the training pixels it is sure of, and a new run
+trains on those labels with the clicks on top (pseudo-labelling, Lee 2013; for segmentation e.g. Zou et al.,
+ECCV 2018).
+
+The teacher must be a points run on the same training tiles: then no dense mask reaches the student, neither
+directly nor through the teacher's weights. Where the teacher's softmax probability is at least
+``selftrain.threshold`` its class becomes the label; elsewhere the pixel stays unlabelled (the loss ignores it,
+an unlabelled-pixel method such as the gated CRF still sees it); a clicked pixel keeps its click. The dense masks
+measure the pseudo-labels' coverage and precision for the run's record (points.json), a diagnostic never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import Config, ConfigError
+from .data.dataset import Scene
+from .data.raster import IGNORE_INDEX
+
+log = logging.getLogger("pointseg")
+
+
+def teacher_path(cfg: Config) -> Path:
+    """The teacher's best.pt for this run's seed; a clear error when it is not there."""
+    raw = cfg.selftrain.teacher.replace("{seed}", str(cfg.seed))
+    p = Path(raw)
+    p = p / "best.pt" if p.is_dir() or p.suffix != ".pt" else p
+    if not p.exists():
+        raise ConfigError(f"selftrain.teacher: {p} not found. The teacher's weights must be on this machine (a "
+                          "committed export carries none): train the teacher run first, then this one")
+    return p
+
+
+def check_teacher(cfg: Config, teacher: Config, path: Path) -> None:
+    """The student may learn only from a model that saw what the student may see."""
+    if teacher.points.supervision != "points":
+        raise ConfigError(f"selftrain.teacher: {path} was trained on dense masks (points.supervision="
+                          f"{teacher.points.supervision}); a points run may only learn from a points run")
+    mine, theirs = cfg.data, teacher.data
+    if (mine.dataset, list(mine.train_groups), mine.scale) != (theirs.dataset, list(theirs.train_groups), theirs.scale):
+        raise ConfigError(f"selftrain.teacher: {path} trained on {theirs.dataset} groups {theirs.train_groups} at "
+                          f"scale {theirs.scale}, this run on {mine.dataset} groups {mine.train_groups} at scale "
+                          f"{mine.scale}; the teacher must have trained on this run's training images alone")
+    if (teacher.points.n_per_class, teacher.points.strategy, teacher.points.seed, teacher.seed) != (
+            cfg.points.n_per_class, cfg.points.strategy, cfg.points.seed, cfg.seed):
+        log.warning("%s: the teacher's clicks (%d per class, %s, seed %s) are not this run's (%d per class, %s, seed "
+                    "%s)", path, teacher.points.n_per_class, teacher.points.strategy,
+                    teacher.points.seed if teacher.points.seed is not None else teacher.seed, cfg.points.n_per_class,
+                    cfg.points.strategy, cfg.points.seed if cfg.points.seed is not None else cfg.seed)
+
+
+def pseudo_label(probs: np.ndarray, clicks: np.ndarray, threshold: float, valid: np.ndarray | None = None
+                 ) -> np.ndarray:
+    """C×h×w probabilities + the h×w click map → the label map the student trains on."""
+    label = probs.argmax(0).astype(np.int64)
+    label[probs.max(0) < threshold] = IGNORE_INDEX
+    if valid is not None:
+        label[~valid] = IGNORE_INDEX
+    clicked = clicks != IGNORE_INDEX
+    label[clicked] = clicks[clicked]
+    return label
+
+
+def diagnostics(labels: list[np.ndarray], clicks: list[np.ndarray], masks: list[np.ndarray]) -> dict[str, float]:
+    """Against the dense masks, over the labelled pixels without a click: the share that got a pseudo-label
+    (coverage) and the share of those that is right (precision). Recorded, never used."""
+    covered = right = free = 0
+    for lab, c, m in zip(labels, clicks, masks):
+        f = (c == IGNORE_INDEX) & (m != IGNORE_INDEX)
+        used = f & (lab != IGNORE_INDEX)
+        free, covered, right = free + int(f.sum()), covered + int(used.sum()), right + int((lab == m)[used].sum())
+    return {"pseudo_coverage": covered / max(free, 1), "pseudo_precision": right / covered if covered else float("nan")}
+
+
+def pseudo_targets(cfg: Config, scenes: list[Scene], clicks: list[np.ndarray]) -> tuple[list[np.ndarray], dict[str, Any]]:
+    """The training label maps from ``cfg.selftrain.teacher``, and the record of where they came from."""
+    from .checkpoint import load_model
+    from .infer import predict_probs
+    from .train import resolve_device
+
+    path = teacher_path(cfg)
+    device = resolve_device(cfg.train.device)
+    model, tcfg, ckpt = load_model(path, device)
+    check_teacher(cfg, tcfg, path)
+    if ckpt.get("style"):
+        raise ConfigError(f"selftrain.teacher: {path} trained on histogram-matched images; self-training from such "
+                          "a teacher is not supported")
+    e = cfg.eval
+    labels = []
+    for s, c in zip(scenes, clicks):
+        probs = predict_probs(model, s.image, e.window, e.overlap, e.batch_size, device=device).numpy()
+        labels.append(pseudo_label(probs, c, cfg.selftrain.threshold, s.valid))
+    diag = diagnostics(labels, clicks, [s.mask for s in scenes])
+    log.info("%s: pseudo-labels on %.0f %% of the unclicked pixels (right on %.1f %% of them: a diagnostic)", path,
+             100 * diag["pseudo_coverage"], 100 * diag["pseudo_precision"])
+    record = {"teacher": str(path), "teacher_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+              "teacher_name": tcfg.name, "teacher_seed": tcfg.seed, "threshold": cfg.selftrain.threshold,
+              "pseudo_pixels": int(sum(((lab != IGNORE_INDEX) & (c == IGNORE_INDEX)).sum()
+                                       for lab, c in zip(labels, clicks))),
+              "diagnostic": diag}
+    return labels, record

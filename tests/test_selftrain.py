@@ -1,0 +1,93 @@
+"""Self-training: a points run's confident predictions become the next run's labels, the clicks on top, and no
+dense mask reaches the student, neither directly nor through its teacher."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import pointseg.train as train
+
+from pointseg.data.crops import CropSampler
+from pointseg.config import ConfigError, config_differences, load_config
+from pointseg.data.raster import IGNORE_INDEX
+from pointseg.inputs import RunInputs
+from pointseg.selftrain import diagnostics, pseudo_label
+from pointseg.train import fit
+
+I = IGNORE_INDEX
+
+
+def test_confident_pixels_get_the_teachers_class_and_clicks_win():
+    probs = np.zeros((3, 2, 3), np.float32)
+    probs[0] = [[0.95, 0.5, 0.2], [0.1, 0.1, 0.0]]
+    probs[1] = [[0.05, 0.4, 0.8], [0.9, 0.0, 0.0]]
+    probs[2] = 1 - probs[0] - probs[1]
+    clicks = np.full((2, 3), I, np.int64)
+    clicks[0, 0] = 2  # a click overrides a confident teacher
+    valid = np.array([[True, True, True], [True, True, False]])  # no-data stays unlabelled
+    got = pseudo_label(probs, clicks, 0.8, valid)
+    assert got.tolist() == [[2, I, 1], [1, 2, I]]
+
+
+def test_diagnostics_count_only_unclicked_labelled_pixels():
+    mask = np.array([[0, 1, 1, I]])
+    clicks = np.array([[0, I, I, I]])
+    labels = np.array([[0, 1, 0, 2]])  # the click, one right, one wrong, one on an ignored pixel
+    d = diagnostics([labels], [clicks], [mask])
+    assert d == {"pseudo_coverage": 1.0, "pseudo_precision": 0.5}
+    assert np.isnan(diagnostics([np.full((1, 4), I)], [clicks], [mask])["pseudo_precision"])
+
+
+def test_a_student_trains_on_its_teachers_labels_and_records_where_they_came_from(tiny_config, monkeypatch):
+    teacher = fit(tiny_config(extra=["name=teacher"]), progress=False)
+    cfg = tiny_config(extra=["name=student", f"selftrain.teacher={teacher.run_dir.parent}/seed{{seed}}",
+                             "selftrain.threshold=0.01"])
+    inputs = RunInputs.read(cfg)
+    clicked = sum(int((t != I).sum()) for t in inputs.targets)
+    assert sum(int((t != I).sum()) for t in inputs.loss_targets) > 3 * clicked
+    for t, p in zip(inputs.targets, inputs.loss_targets):
+        assert (p[t != I] == t[t != I]).all()  # every click kept
+    seen = []
+
+    class Recording(CropSampler):
+        def __init__(self, images, targets, *a, **k):
+            seen.append(targets)
+            super().__init__(images, targets, *a, **k)
+
+    monkeypatch.setattr(train, "CropSampler", Recording)
+    res = fit(cfg, progress=False)
+    assert sum(int((t != I).sum()) for t in seen[0]) > 3 * clicked  # the crops carry the pseudo-labels
+    rec = json.loads((res.run_dir / "points.json").read_text())["selftrain"]
+    assert rec["teacher"] == str(teacher.run_dir / "best.pt") and len(rec["teacher_sha256"]) == 64
+    assert 0 < rec["diagnostic"]["pseudo_coverage"] <= 1 and rec["pseudo_pixels"] > 0
+    rows = (res.run_dir / "points.csv").read_text().splitlines()
+    assert len(rows) - 1 == clicked  # the run's clicks are the clicks, not the pseudo-labels
+
+
+def test_the_teacher_must_be_a_points_run_on_the_same_training_tiles(tiny_config):
+    full = fit(tiny_config(extra=["name=full-teacher", "points.supervision=full"]), progress=False)
+    with pytest.raises(ConfigError, match="dense masks"):
+        RunInputs.read(tiny_config(extra=[f"selftrain.teacher={full.run_dir}"]))
+    other = fit(tiny_config(extra=["name=other-tiles", "data.train_groups=['2']", "data.val_groups=['1']"]),
+                progress=False)
+    with pytest.raises(ConfigError, match="training images alone"):
+        RunInputs.read(tiny_config(extra=[f"selftrain.teacher={other.run_dir}"]))
+
+
+def test_bad_self_training_settings_are_refused_before_a_run_starts(tiny_config, tmp_path):
+    with pytest.raises(ConfigError, match=r"nowhere/seed0/best.pt not found"):
+        fit(tiny_config(extra=[f"selftrain.teacher={tmp_path}/nowhere/seed{{seed}}"]), progress=False)
+    with pytest.raises(ConfigError, match="nothing to label"):
+        fit(tiny_config(extra=["points.supervision=full", f"selftrain.teacher={tmp_path}"]), progress=False)
+    with pytest.raises(ConfigError, match="threshold"):
+        fit(tiny_config(extra=["selftrain.threshold=1.5"]), progress=False)
+
+
+def test_runs_stored_before_self_training_existed_are_the_same_runs():
+    old = load_config(overrides={"selftrain": {"threshold": 0.5}})  # a switched-off part's setting
+    assert config_differences(old, load_config()) == []
+    on = load_config(overrides=["selftrain.teacher=runs/x"])
+    assert config_differences(on, load_config()) != []
