@@ -225,8 +225,7 @@ LIMITATIONS = [
 # the schedule first (every later study runs on it), then the headline, then what explains or moves it
 READING_ORDER = ["convergence", "convergence-points", "schedule", "device-check", "label-efficiency",
                  "label-efficiency-crf", "unlabelled", "crf-weight", "consistency-weight", "self-training", "test-time",
-                 "gamma",
-                 "placement", "pretraining"]
+                 "gamma", "placement", "pretraining"]
 
 
 def _reading_order(path: Path) -> tuple[int, str]:
