@@ -43,10 +43,12 @@ def study_headline(study, root) -> list[str]:
     if md and check:
         md.insert(len(md) - 1, ceiling_check_line(load_records(check["study"], root), check["study"],
                                                   check["reference"], check["longer"]))
-    longer = study.raw.get("longer_points")
-    if md and longer:
-        md.insert(len(md) - 1, longer_points_line(load_records(longer["study"], root), longer["study"],
-                                                  longer["points"], longer["ceiling"], longer.get("seeds", BAR_SEEDS)))
+    for key, head in (("longer_points", "With both arms on the longer schedule"),
+                      ("self_trained", "With one round of self-training")):
+        other = study.raw.get(key)
+        if md and other:
+            md.insert(len(md) - 1, other_ratio_line(load_records(other["study"], root), head, other["study"],
+                                                    other["points"], other["ceiling"], other.get("seeds", BAR_SEEDS)))
     return md
 
 
@@ -64,16 +66,19 @@ def ceiling_check_line(recs: list[dict], study: str, reference: str, longer: str
             f"({n} seeds, paired), so against it every ratio above would be multiplied by {interval(*r[:3])}.")
 
 
-def longer_points_line(recs: list[dict], study: str, points: str, ceiling: str, min_seeds: int) -> str:
-    """The ratio with both arms on the longer schedule: what the ceiling check's factor leaves open (does the
-    points arm gain from more steps too?). Shown from ``min_seeds`` shared seeds on, never from fewer."""
+def other_ratio_line(recs: list[dict], head: str, study: str, points: str, ceiling: str, min_seeds: int) -> str:
+    """A points ÷ full ratio measured in another study than the headline's (both arms on the longer schedule;
+    a self-trained points arm), and whether it meets the bar. Shown from ``min_seeds`` shared seeds on, never
+    from fewer."""
     n = len(shared_seeds(recs, points, ceiling))
-    head = f"* **With both arms on the longer schedule** (`{study}`: `{points}` ÷ `{ceiling}`)"
+    head = f"* **{head}** (`{study}`: `{points}` ÷ `{ceiling}`)"
     if n < min_seeds:
         return (f"{head}: not measured yet ({n} of {min_seeds} seeds of both; "
                 f"`python -m analysis.study experiments/studies/{study}.yaml`).")
     r = paired_on_shared_seeds(recs, points, ceiling, "ratio")
-    return f"{head}: ÷ ceiling {interval(*r[:3])} ({n} seeds, paired)."
+    clicks = next(x["config"]["points"]["n_per_class"] for x in recs if x["cell"] == points)
+    met = r.estimate >= BAR_RATIO and r.lower >= BAR_LOWER and clicks <= BAR_CLICKS
+    return f"{head}: ÷ ceiling {interval(*r[:3])} ({n} seeds, paired); the bar: {'met' if met else 'not met'}."
 
 
 def headline_section(recs: list[dict], ceiling: str, order: list[str], study: str) -> list[str]:
@@ -112,6 +117,8 @@ def headline_section(recs: list[dict], ceiling: str, order: list[str], study: st
 PARTS = [
     ("unlabelled pixels: gated CRF loss, weight 0.1", "on", "label-efficiency-crf", "crf-10", "pfce-10"),
     ("unlabelled pixels: consistency (EMA teacher, CutMix), weight 1", "off", "unlabelled", "consistency-1.0", "pfce"),
+    ("unlabelled pixels: one round of self-training (threshold 0.9), against its teacher", "off", "self-training",
+     "st-20", "teacher"),
     ("ImageNet-pretrained encoder", "on", "pretraining", "imagenet", "random"),
     ("D4 test-time augmentation", "off", "test-time", "tta", "plain"),
     ("ensemble of the 3 seeds' models", "off", "test-time", "ensemble", "plain"),

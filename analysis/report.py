@@ -57,6 +57,10 @@ def method_section() -> list[str]:
         "* **Intervals**: two-level bootstrap (seeds × test images, 2000 draws, seeded) for each cell; paired "
         "bootstrap (same seeds, same images) for ratios and differences, Holm-corrected p-values within a study.",
         _unlabelled_line(),
+        "* **Self-training** (`selftrain.teacher`, off by default): one round, in which a finished points run on the "
+        "same clicks labels each training pixel where its softmax probability reaches `selftrain.threshold`, the "
+        "clicks override it, and a new run trains on that map; the teacher must be a points run on the same "
+        "training tiles, so no dense mask reaches the student; see the study `self-training`.",
         "* **Test-time options** (D4 TTA, ensembles of seeds, histogram matching per tile): off by default, measured "
         "on this protocol by the study `test-time`, which tests the default method's finished runs again. The "
         "pseudo-label teachers (FixMatch, mean teacher) are options not re-measured on this protocol.", ""]

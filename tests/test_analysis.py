@@ -228,15 +228,22 @@ def test_the_headline_says_how_far_the_ceiling_is_from_converged():
     level = [rec("ref", s, 90) for s in range(2)] + [rec("long", s, 90) for s in range(2)]
     assert "converged?** Yes" in ceiling_check_line(level, "conv", "ref", "long")
     assert "Not measured yet" in ceiling_check_line(gained[:2], "conv", "ref", "long")
-    # both arms on the longer schedule: a ratio only from enough shared seeds
-    from analysis.headline import longer_points_line
+    # a ratio from another study (both arms longer, self-trained): only from enough shared seeds, with the bar
+    from analysis.headline import other_ratio_line
 
-    both = gained + [rec("pts", s, 85) for s in range(3)]
-    assert "not measured yet (2 of 3 seeds of both" in longer_points_line(both, "cp", "pts", "long", 3)
+    def pts(seed, right, clicks=20):
+        return {**rec("pts", seed, right), "config": {"points": {"n_per_class": clicks}}}
+
+    both = gained + [pts(s, 85) for s in range(3)]
+    assert "not measured yet (2 of 3 seeds of both" in other_ratio_line(both, "Longer", "cp", "pts", "long", 3)
     r = iou(85) / iou(92)
-    assert longer_points_line(both, "cp", "pts", "long", 2) == (
-        f"* **With both arms on the longer schedule** (`cp`: `pts` ÷ `long`): ÷ ceiling {r:.3f} [{r:.3f}, {r:.3f}] "
-        "(2 seeds, paired).")
+    assert other_ratio_line(both, "Longer", "cp", "pts", "long", 2) == (
+        f"* **Longer** (`cp`: `pts` ÷ `long`): ÷ ceiling {r:.3f} [{r:.3f}, {r:.3f}] (2 seeds, paired); the bar: "
+        "not met.")
+    close = gained + [pts(s, 91) for s in range(2)]  # ratio 0.98 at 20 clicks: met; at 50 clicks: not
+    assert other_ratio_line(close, "Self", "st", "pts", "long", 2).endswith("the bar: met.")
+    far = gained + [pts(s, 91, clicks=50) for s in range(2)]
+    assert other_ratio_line(far, "Self", "st", "pts", "long", 2).endswith("the bar: not met.")
 
 
 def test_each_framework_part_is_paired_with_the_same_runs_without_it_or_says_what_to_run(tmp_path):
