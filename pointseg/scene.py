@@ -115,11 +115,9 @@ class _MapWriter:
     targets and renamed onto them only once every block is in: a killed predict leaves no half-written map."""
 
     def __init__(self, outs: list[Path], profile: dict, colors):
-        self.outs, self.profile, self.probs = outs, profile, None
+        self.outs, self.profile, self.colors = outs, profile, colors
         self.tmps = [p.with_name(f".{p.name}.{os.getpid()}.tmp") for p in outs]
-        self.labels = self._open(self.tmps[0], 1)
-        if colors:
-            self.labels.write_colormap(1, {i: tuple(c) + (255,) for i, c in enumerate(colors)})
+        self.labels = self.probs = None
 
     def _open(self, path: Path, count: int):
         with warnings.catch_warnings():
@@ -151,6 +149,13 @@ class _MapWriter:
             tmp.replace(p)
 
     def __enter__(self) -> "_MapWriter":
+        try:  # opened here, not in __init__: a failure while opening still removes the temporary file
+            self.labels = self._open(self.tmps[0], 1)
+            if self.colors:
+                self.labels.write_colormap(1, {i: tuple(c) + (255,) for i, c in enumerate(self.colors)})
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc) -> None:

@@ -133,6 +133,11 @@ def test_a_scene_of_only_no_data_writes_no_data_and_a_failed_one_leaves_nothing(
         predict_scene([model], two, tmp_path / "two_pred.tif", inp, window=32, chunk=16, progress=False,
                       probs_path=tmp_path / "two_probs.tif")
     assert sorted(p.name for p in tmp_path.iterdir() if "two" in p.name) == ["two.tif"]
+    # a colour table the raster refuses (four channels where three are expected): the temporary map goes too
+    bad = SceneInput(None, [0, 0, 0], BandNorm.identity(3), 1.0, [(0, 0, 0, 0), (255, 0, 0, 0)])
+    with pytest.raises(ValueError):
+        predict_scene([model], src, tmp_path / "bad_pred.tif", bad, window=32, chunk=16, progress=False)
+    assert not [p.name for p in tmp_path.iterdir() if "bad" in p.name]
     # image no-data with a value count that fits neither one value nor one per band: named, not a numpy error
     with pytest.raises(DataError, match=r"empty\.tif: image no-data \[0, 0\] has 2 values for 3 band"):
         read_bands(src, None, [0, 0])
