@@ -18,6 +18,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from pointseg.config import Config  # noqa: E402
@@ -106,6 +107,7 @@ def study_section(study: StudyFile, out: Path, root: Path) -> list[str]:
         cols = ["cell", "seeds"] + [c for c in table.columns if c.startswith(("÷", "−"))]
         md += [f"Against the ceiling (`{ceiling}`), paired by seed and test image:", "",
                table[cols].to_markdown(index=False), ""]
+    md += _pseudo_label_table(recs)
     compare = [r for other in study.raw.get("compare", []) for r in load_records(other, root)]
     for fig in FIGURES.get(study.name) or ([curve_figure, cells_figure] if study.raw.get("curve") else [cells_figure]):
         name = fig(study, recs, out, compare) if fig is budget_figure else fig(study, recs, out)
@@ -115,6 +117,19 @@ def study_section(study: StudyFile, out: Path, root: Path) -> list[str]:
     md += ["**Verdict.** " + (fill_numbers(verdict.strip(), frame(recs), recs) if verdict else
                               "pending: the study has not finished all its runs (see the count above)."), ""]
     return md
+
+
+def _pseudo_label_table(recs: list[dict]) -> list[str]:
+    """Self-trained runs: what their teacher labelled, measured against the dense masks (recorded, never used)."""
+    rows = [{"cell": r["cell"], "seed": r["seed"], "teacher": f"`{st['teacher_name']}` seed {st['teacher_seed']}",
+             "threshold": st["threshold"], "coverage": st["diagnostic"]["pseudo_coverage"],
+             "precision": st["diagnostic"]["pseudo_precision"]}
+            for r in sorted(recs, key=lambda r: (r["cell"], r["seed"])) if (st := (r.get("points") or {}).get("selftrain"))]
+    if not rows:
+        return []
+    return ["Pseudo-labels of the self-trained runs, against the training images' dense masks (a diagnostic, never "
+            "used): coverage = share of the unclicked labelled pixels that got one, precision = share of those "
+            "that is right.", "", pd.DataFrame(rows).to_markdown(index=False, floatfmt=".3f"), ""]
 
 
 def _cell_process(c) -> str:

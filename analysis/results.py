@@ -31,10 +31,10 @@ def method_label(config: dict[str, Any]) -> str:
     if config["points"]["supervision"] == "full":
         return "full masks"
     semi = config.get("semi") or {}
-    if not semi.get("weight"):
-        return "pfCE"
     names = {"gated_crf": "gated CRF", "fixmatch": "FixMatch", "mean_teacher": "mean teacher"}
-    return f"pfCE + {names.get(semi['method'], semi['method'])} ({semi['weight']:g})"
+    label = (f"pfCE + {names.get(semi['method'], semi['method'])} ({semi['weight']:g})" if semi.get("weight")
+             else "pfCE")
+    return label + (", self-trained" if (config.get("selftrain") or {}).get("teacher") else "")
 
 
 def machine_label(record: dict[str, Any]) -> str:

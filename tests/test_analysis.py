@@ -317,3 +317,20 @@ def test_a_readme_anchor_is_the_one_github_makes_for_the_heading():
     assert readme_block.anchor("Each framework part") == "each-framework-part"
     assert readme_block.anchor("Speed (`make bench`, torch 2.13.0+cu130, 2 threads)") == \
         "speed-make-bench-torch-2130cu130-2-threads"
+
+
+def test_self_trained_runs_are_named_so_and_their_pseudo_labels_tabled():
+    from analysis.report import _pseudo_label_table
+    from analysis.results import method_label
+
+    crf = {"points": {"supervision": "points"}, "semi": {"weight": 0.1, "method": "gated_crf"}}
+    assert method_label(crf) == "pfCE + gated CRF (0.1)"
+    assert method_label({**crf, "selftrain": {"teacher": "runs/t/seed{seed}"}}) == "pfCE + gated CRF (0.1), self-trained"
+    assert method_label({"points": {"supervision": "points"}, "selftrain": {"teacher": None}}) == "pfCE"
+    st = {"teacher_name": "cp/crf-20-3200", "teacher_seed": 1, "threshold": 0.9,
+          "diagnostic": {"pseudo_coverage": 0.6519, "pseudo_precision": 0.9642}}
+    recs = [{"cell": "st-20", "seed": 1, "points": {"selftrain": st}}, {"cell": "teacher", "seed": 1, "points": {}}]
+    md = "\n".join(_pseudo_label_table(recs))
+    assert "| st-20  |      1 | `cp/crf-20-3200` seed 1 |" in md and "0.652" in md and "0.964" in md
+    assert len([ln for ln in md.splitlines() if ln.startswith("|")]) == 3  # header, rule, st-20: no teacher row
+    assert _pseudo_label_table(recs[1:]) == []
