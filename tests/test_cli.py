@@ -26,6 +26,13 @@ def test_train_evaluate_predict(fake_dataset, tmp_path):
     r = _cli("train", "--config", "experiments/points.yaml", "--run-dir", str(run), "--no-wandb",
              *tiny_overrides(fake_dataset, tmp_path), "loss.gamma=0")
     assert r.returncode == 1 and "another config (loss.gamma" in r.stderr and "Traceback" not in r.stderr
+    # one round of self-training from that run, as the README shows it; a missing teacher is one clear line
+    r = _cli("train", "--config", "experiments/points.yaml", "--no-wandb", *tiny_overrides(fake_dataset, tmp_path),
+             "name=student", f"selftrain.teacher={run}", "selftrain.threshold=0.5")
+    assert r.returncode == 0 and "pseudo-labels on" in r.stderr, r.stderr
+    r = _cli("train", "--config", "experiments/points.yaml", "--no-wandb", *tiny_overrides(fake_dataset, tmp_path),
+             "name=orphan", f"selftrain.teacher={tmp_path}/no-teacher/seed{{seed}}")
+    assert r.returncode == 2 and "no-teacher/seed0/best.pt not found" in r.stderr and "Traceback" not in r.stderr
     r = _cli("evaluate", str(run), str(run), "--split", "val", "--output", str(tmp_path / "m.json"))
     assert r.returncode == 0, r.stderr
     assert '"val/miou"' in r.stdout and (tmp_path / "m.json").exists()
