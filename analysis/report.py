@@ -107,7 +107,8 @@ def study_section(study: StudyFile, out: Path, root: Path) -> list[str]:
         cols = ["cell", "seeds"] + [c for c in table.columns if c.startswith(("÷", "−"))]
         md += [f"Against the ceiling (`{ceiling}`), paired by seed and test image:", "",
                table[cols].to_markdown(index=False), ""]
-    md += _pseudo_label_table(recs)
+    recomputed = Path(root) / study.name / "pseudo-labels.json"
+    md += _pseudo_label_table(recs, json.loads(recomputed.read_text()) if recomputed.exists() else None)
     compare = [r for other in study.raw.get("compare", []) for r in load_records(other, root)]
     for fig in FIGURES.get(study.name) or ([curve_figure, cells_figure] if study.raw.get("curve") else [cells_figure]):
         name = fig(study, recs, out, compare) if fig is budget_figure else fig(study, recs, out)
@@ -119,17 +120,36 @@ def study_section(study: StudyFile, out: Path, root: Path) -> list[str]:
     return md
 
 
-def _pseudo_label_table(recs: list[dict]) -> list[str]:
-    """Self-trained runs: what their teacher labelled, measured against the dense masks (recorded, never used)."""
-    rows = [{"cell": r["cell"], "seed": r["seed"], "teacher": f"`{st['teacher_name']}` seed {st['teacher_seed']}",
-             "threshold": st["threshold"], "coverage": st["diagnostic"]["pseudo_coverage"],
-             "precision": st["diagnostic"]["pseudo_precision"]}
-            for r in sorted(recs, key=lambda r: (r["cell"], r["seed"])) if (st := (r.get("points") or {}).get("selftrain"))]
+def _pseudo_label_table(recs: list[dict], recomputed: dict | None = None) -> list[str]:
+    """Self-trained runs: what their teacher labelled, measured against the dense masks (recorded, never used);
+    per class from the runs' own record or, for runs that recorded only totals, from ``recomputed``
+    (results/<study>/pseudo-labels.json, written by ``python -m analysis.pseudo_labels``)."""
+    rows, per_class = [], []
+    for r in sorted(recs, key=lambda r: (r["cell"], r["seed"])):
+        st = (r.get("points") or {}).get("selftrain")
+        if not st:
+            continue
+        rows.append({"cell": r["cell"], "seed": r["seed"], "teacher": f"`{st['teacher_name']}` seed {st['teacher_seed']}",
+                     "threshold": st["threshold"], "coverage": st["diagnostic"]["pseudo_coverage"],
+                     "precision": st["diagnostic"]["pseudo_precision"]})
+        classes = (st["diagnostic"].get("per_class")
+                   or ((recomputed or {}).get(f"{r['cell']}/seed{r['seed']}") or {}).get("diagnostic", {}).get("per_class"))
+        for name, v in (classes or {}).items():
+            per_class.append({"cell": r["cell"], "class": name, **v})
     if not rows:
         return []
-    return ["Pseudo-labels of the self-trained runs, against the training images' dense masks (a diagnostic, never "
-            "used): coverage = share of the unclicked labelled pixels that got one, precision = share of those "
-            "that is right.", "", pd.DataFrame(rows).to_markdown(index=False, floatfmt=".3f"), ""]
+    md = ["Pseudo-labels of the self-trained runs, against the training images' dense masks (a diagnostic, never "
+          "used): coverage = share of the unclicked labelled pixels that got one, precision = share of those "
+          "that is right.", "", pd.DataFrame(rows).to_markdown(index=False, floatfmt=".3f"), ""]
+    if per_class:
+        df = pd.DataFrame(per_class).astype({"coverage": float, "precision": float})
+        table = df.groupby(["cell", "class"], sort=False)[["coverage", "precision"]].mean().reset_index()
+        for col in ("coverage", "precision"):  # a class no pixel or no label had: a dash, not "nan"
+            table[col] = table[col].map(lambda v: "—" if pd.isna(v) else f"{v:.3f}")
+        md += ["Per class, mean over the seeds: coverage = share of the class's unclicked pixels that got a "
+               "pseudo-label, precision = share of the pseudo-labels naming the class that are right.", "",
+               table.to_markdown(index=False), ""]
+    return md
 
 
 def _cell_process(c) -> str:

@@ -66,15 +66,31 @@ def pseudo_label(probs: np.ndarray, clicks: np.ndarray, threshold: float, valid:
     return label
 
 
-def diagnostics(labels: list[np.ndarray], clicks: list[np.ndarray], masks: list[np.ndarray]) -> dict[str, float]:
+def diagnostics(labels: list[np.ndarray], clicks: list[np.ndarray], masks: list[np.ndarray],
+                class_names: list[str] | None = None) -> dict[str, Any]:
     """Against the dense masks, over the labelled pixels without a click: the share that got a pseudo-label
-    (coverage) and the share of those that is right (precision). Recorded, never used."""
+    (coverage) and the share of those that is right (precision); with ``class_names`` also per class (coverage of
+    the pixels truly of the class, precision of the pseudo-labels saying it), which shows a class the teacher
+    leaves out or claims wrongly. Recorded, never used."""
+    n = len(class_names) if class_names else 0
+    joint = np.zeros((max(n, 1), max(n, 1)), np.int64)  # [true class, pseudo class] over the covered pixels
+    free_per_class = np.zeros(max(n, 1), np.int64)
     covered = right = free = 0
     for lab, c, m in zip(labels, clicks, masks):
         f = (c == IGNORE_INDEX) & (m != IGNORE_INDEX)
         used = f & (lab != IGNORE_INDEX)
         free, covered, right = free + int(f.sum()), covered + int(used.sum()), right + int((lab == m)[used].sum())
-    return {"pseudo_coverage": covered / max(free, 1), "pseudo_precision": right / covered if covered else float("nan")}
+        if n:
+            free_per_class += np.bincount(m[f].astype(np.int64), minlength=n)[:n]
+            np.add.at(joint, (m[used].astype(np.int64), lab[used]), 1)
+    out: dict[str, Any] = {"pseudo_coverage": covered / max(free, 1),
+                           "pseudo_precision": right / covered if covered else float("nan")}
+    if n:
+        said = joint.sum(0)
+        out["per_class"] = {name: {"coverage": float(joint[k].sum() / free_per_class[k]) if free_per_class[k] else None,
+                                   "precision": float(joint[k, k] / said[k]) if said[k] else None}
+                            for k, name in enumerate(class_names)}
+    return out
 
 
 def pseudo_targets(cfg: Config, scenes: list[Scene], clicks: list[np.ndarray]) -> tuple[list[np.ndarray], dict[str, Any]]:
@@ -95,7 +111,7 @@ def pseudo_targets(cfg: Config, scenes: list[Scene], clicks: list[np.ndarray]) -
     for s, c in zip(scenes, clicks):
         probs = predict_probs(model, s.image, e.window, e.overlap, e.batch_size, device=device).numpy()
         labels.append(pseudo_label(probs, c, cfg.selftrain.threshold, s.valid))
-    diag = diagnostics(labels, clicks, [s.mask for s in scenes])
+    diag = diagnostics(labels, clicks, [s.mask for s in scenes], list(ckpt["class_names"]))
     log.info("%s: pseudo-labels on %.0f %% of the unclicked pixels (right on %.1f %% of them: a diagnostic)", path,
              100 * diag["pseudo_coverage"], 100 * diag["pseudo_precision"])
     record = {"teacher": str(path), "teacher_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),

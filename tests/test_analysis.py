@@ -334,3 +334,7 @@ def test_self_trained_runs_are_named_so_and_their_pseudo_labels_tabled():
     assert "| st-20  |      1 | `cp/crf-20-3200` seed 1 |" in md and "0.652" in md and "0.964" in md
     assert len([ln for ln in md.splitlines() if ln.startswith("|")]) == 3  # header, rule, st-20: no teacher row
     assert _pseudo_label_table(recs[1:]) == []
+    # per class, from a recomputation (runs that recorded only totals), mean over seeds
+    per = {"Road": {"coverage": 0.5, "precision": 0.8}, "Water": {"coverage": None, "precision": None}}
+    md = "\n".join(_pseudo_label_table(recs, {"st-20/seed1": {"diagnostic": {"per_class": per}}}))
+    assert "| st-20  | Road    | 0.500      | 0.800       |" in md and "| Water   | —          | —           |" in md

@@ -39,6 +39,10 @@ def test_diagnostics_count_only_unclicked_labelled_pixels():
     d = diagnostics([labels], [clicks], [mask])
     assert d == {"pseudo_coverage": 1.0, "pseudo_precision": 0.5}
     assert np.isnan(diagnostics([np.full((1, 4), I)], [clicks], [mask])["pseudo_precision"])
+    # per class: both unclicked "b" pixels got a label (one right); the one "a" label is on a "b" pixel
+    per = diagnostics([labels], [clicks], [mask], ["a", "b", "c"])["per_class"]
+    assert per == {"a": {"coverage": None, "precision": 0.0}, "b": {"coverage": 1.0, "precision": 1.0},
+                   "c": {"coverage": None, "precision": None}}
 
 
 def test_a_student_trains_on_its_teachers_labels_and_records_where_they_came_from(tiny_config, monkeypatch):
@@ -91,3 +95,34 @@ def test_runs_stored_before_self_training_existed_are_the_same_runs():
     assert config_differences(old, load_config()) == []
     on = load_config(overrides=["selftrain.teacher=runs/x"])
     assert config_differences(on, load_config()) != []
+
+
+def test_finished_students_pseudo_labels_are_recomputed_per_class_from_their_own_teacher(tmp_path, fake_dataset):
+    import torch
+    import yaml
+
+    from analysis.pseudo_labels import recompute
+    from analysis.study import StudyFile, run_study
+    from tests.conftest import tiny_overrides
+
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    raw = {"name": "st", "question": "q?", "hypothesis": "h.", "base": "experiments/points.yaml", "seeds": [0],
+           "overrides": tiny_overrides(fake_dataset, tmp_path / "unused"),
+           "cells": [{"id": "teacher"}, {"id": "student", "overrides": [
+               f"selftrain.teacher={runs}/st/teacher/seed{{seed}}", "selftrain.threshold=0.3"]}]}
+    (tmp_path / "st.yaml").write_text(yaml.safe_dump(raw))
+    study = StudyFile.load(tmp_path / "st.yaml")
+    run_study(study, out_dir=str(runs), export_dir=str(results))
+    got = json.loads(recompute(study, str(results)).read_text())
+    assert list(got) == ["student/seed0"]
+    assert set(got["student/seed0"]["diagnostic"]["per_class"]) == set("BLRVW")
+    ran = json.loads((results / "st" / "student" / "seed0.json").read_text())["points"]["selftrain"]
+    assert got["student/seed0"]["diagnostic"]["pseudo_coverage"] == ran["diagnostic"]["pseudo_coverage"]
+    # other weights than those the student learned from are refused, not silently described
+    best = runs / "st" / "teacher" / "seed0" / "best.pt"
+    ckpt = torch.load(best, weights_only=False)
+    first = next(iter(ckpt["model"]))
+    ckpt["model"][first] = ckpt["model"][first] + 1
+    torch.save(ckpt, best)
+    with pytest.raises(ConfigError, match="SHA-256 differs"):
+        recompute(study, str(results))
