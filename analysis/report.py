@@ -148,7 +148,7 @@ def _pseudo_label_table(recs: list[dict], recomputed: dict | None = None) -> lis
             table[col] = table[col].map(lambda v: "—" if pd.isna(v) else f"{v:.3f}")
         md += ["Per class, mean over the seeds: coverage = share of the class's unclicked pixels that got a "
                "pseudo-label, precision = share of the pseudo-labels naming the class that are right.", "",
-               table.to_markdown(index=False), ""]
+               table.to_markdown(index=False, disable_numparse=True), ""]
     return md
 
 
