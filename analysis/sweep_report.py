@@ -104,8 +104,15 @@ def sweep_section(rec: dict | None, study: Study | None, out: Path, png: dict) -
         return md + [f"Not run yet: no record `results/sweeps/{name}.json`. Run `make sweep STUDY={file}`.", ""]
     s = to_study(rec)
     states = {st: sum(t.state == st for t in s.trials) for st in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+    # a worker stopped with its session leaves its trial failed; the same parameters come back in a later trial
+    # that resumes the runs, so such a failure lost nothing and is counted apart from a real one
+    later = lambda t: any(u.number > t.number and u.params == t.params for u in s.trials)  # noqa: E731
+    retried = sum(t.state == TrialState.FAIL and later(t) for t in s.trials)
+    failed = states[TrialState.FAIL] - retried
     md += [f"Trials recorded: **{states[TrialState.COMPLETE]} complete, {states[TrialState.PRUNED]} pruned, "
-           f"{states[TrialState.FAIL]} failed** of a budget of {rec['budget']}.", ""]
+           f"{failed} failed** of a budget of {rec['budget']}"
+           + (f"; {retried} more stopped with their worker and were retried, the retry resuming their runs" if retried
+              else "") + ".", ""]
     if not states[TrialState.COMPLETE]:
         return md + ["No complete trial yet.", ""]
     md += ["**Results** (the best complete trials by the objective; test mIoU is a diagnostic, not what TPE saw).", "",

@@ -113,3 +113,19 @@ def test_a_record_with_few_complete_trials_ranks_no_parameters(tmp_path):
     md = "\n".join(sweep_sections(out, tmp_path / "results", tmp_path / "sweeps", png=_PNG))
     assert "2 complete" in md and "not computed before 5 trials are complete" in md and "fANOVA" not in md
     assert {p.name for p in out.glob("*.png")} == {"sweep-joint-history.png"}
+
+
+def test_trials_stopped_with_their_worker_and_retried_are_not_counted_as_failures(tmp_path):
+    study = Study.load(_sweep_file(tmp_path))
+    s = _run_fake(study)
+    rec = study_record(s, study)
+    done = [t for t in rec["trials"] if t["state"] == "COMPLETE"]
+    stopped, broken = rec["trials"][0], rec["trials"][1]
+    stopped.update(state="FAIL", value=None, params=dict(done[-1]["params"]))  # its parameters came back later
+    broken.update(state="FAIL", value=None)  # its parameters never came back: a real failure
+    (tmp_path / "results" / "sweeps").mkdir(parents=True, exist_ok=True)
+    write_json(tmp_path / "results" / "sweeps" / "joint.json", rec)
+    out = tmp_path / "report"
+    out.mkdir()
+    md = "\n".join(sweep_sections(out, tmp_path / "results", tmp_path / "sweeps", png=_PNG))
+    assert "1 failed** of a budget of 10; 1 more stopped with their worker and were retried" in md
