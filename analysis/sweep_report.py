@@ -106,7 +106,8 @@ def sweep_section(rec: dict | None, study: Study | None, out: Path, png: dict) -
     states = {st: sum(t.state == st for t in s.trials) for st in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
     # a worker stopped with its session leaves its trial failed; the same parameters come back in a later trial
     # that resumes the runs, so such a failure lost nothing and is counted apart from a real one
-    later = lambda t: any(u.number > t.number and u.params == t.params for u in s.trials)  # noqa: E731
+    # (over every recorded trial: a retry still waiting or running counts too)
+    later = lambda t: any(u["number"] > t.number and u["params"] == t.params for u in rec["trials"])  # noqa: E731
     retried = sum(t.state == TrialState.FAIL and later(t) for t in s.trials)
     failed = states[TrialState.FAIL] - retried
     md += [f"Trials recorded: **{states[TrialState.COMPLETE]} complete, {states[TrialState.PRUNED]} pruned, "

@@ -122,10 +122,15 @@ def test_trials_stopped_with_their_worker_and_retried_are_not_counted_as_failure
     done = [t for t in rec["trials"] if t["state"] == "COMPLETE"]
     stopped, broken = rec["trials"][0], rec["trials"][1]
     stopped.update(state="FAIL", value=None, params=dict(done[-1]["params"]))  # its parameters came back later
-    broken.update(state="FAIL", value=None)  # its parameters never came back: a real failure
+    broken.update(state="FAIL", value=None)  # a real failure while its parameters never come back
+    rec["trials"].append({**rec["trials"][-1], "number": 99, "state": "WAITING", "value": None,
+                          "params": dict(broken["params"])})  # … until a waiting retry of them is recorded
     (tmp_path / "results" / "sweeps").mkdir(parents=True, exist_ok=True)
     write_json(tmp_path / "results" / "sweeps" / "joint.json", rec)
     out = tmp_path / "report"
     out.mkdir()
+    md = "\n".join(sweep_sections(out, tmp_path / "results", tmp_path / "sweeps", png=_PNG))
+    assert "0 failed** of a budget of 10; 2 more stopped with their worker and were retried" in md
+    write_json(tmp_path / "results" / "sweeps" / "joint.json", {**rec, "trials": rec["trials"][:-1]})
     md = "\n".join(sweep_sections(out, tmp_path / "results", tmp_path / "sweeps", png=_PNG))
     assert "1 failed** of a budget of 10; 1 more stopped with their worker and were retried" in md
