@@ -9,12 +9,11 @@ a teacher whose weights differ from the ones the run recorded (SHA-256) is refus
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
 from pointseg.config import ConfigError
-from pointseg.export import export_path
+from pointseg.export import read_export
 from pointseg.inputs import load_split, make_targets
 from pointseg.io import write_json
 from pointseg.selftrain import pseudo_targets
@@ -29,12 +28,14 @@ def recompute(study: StudyFile, export_dir: str = "results") -> Path:
     for cell in study.cells:
         for seed in study.seeds:
             cfg = study.config(cell, seed, export_dir=export_dir)
-            path = export_path(export_dir, cfg.name, seed)
-            if not cfg.selftrain.teacher or not path.exists():
+            if not cfg.selftrain.teacher:
+                continue
+            path, exported = read_export(cfg, lambda p, keys: ConfigError(f"{p} holds a run of another config ({keys})"))
+            if exported is None:
                 continue
             train = load_split(cfg, "train")
             _, rec = pseudo_targets(cfg, train, make_targets(cfg, train)[0])
-            ran = json.loads(path.read_text())["points"]["selftrain"]
+            ran = exported["points"]["selftrain"]
             if rec["teacher_sha256"] != ran["teacher_sha256"]:
                 raise ConfigError(f"{rec['teacher']}: not the weights {path} trained from (SHA-256 differs)")
             out[f"{cell.id}/seed{seed}"] = rec
