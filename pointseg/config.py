@@ -91,6 +91,10 @@ class SelfTrainConfig:
     # path becomes this run's seed. None = off
     teacher: str | None = None
     threshold: float = 0.9  # the teacher's softmax probability needed for a pseudo-label
+    # class-balanced thresholds (Zou et al., ECCV 2018): > 0 lowers each class's bar to the probability that its
+    # most confident `proportion` of the pixels the teacher assigns to it reach (pooled over the training images),
+    # never above `threshold`, so a class the teacher is rarely sure of still gets labels. 0 = one bar for all
+    proportion: float = 0.0
 
 
 @dataclass

@@ -80,6 +80,9 @@ def check_protocol(cfg: Config) -> None:
                           f"points.supervision={cfg.points.supervision} there is nothing to label")
     if not 0 < cfg.selftrain.threshold <= 1:
         raise ConfigError(f"selftrain.threshold must be in (0, 1], got {cfg.selftrain.threshold}")
+    if not 0 <= cfg.selftrain.proportion <= 1:
+        raise ConfigError(f"selftrain.proportion must be in [0, 1] (0 = one threshold for all classes), got "
+                          f"{cfg.selftrain.proportion}")
     if cfg.eval.val_every < 1:
         raise ConfigError(f"eval.val_every must be >= 1, got {cfg.eval.val_every}")
     if cfg.eval.val_points_per_class is not None and cfg.eval.val_points_per_class < 1:

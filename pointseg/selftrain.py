@@ -4,7 +4,7 @@ ECCV 2018).
 
 The teacher must be a points run on the same training tiles: then no dense mask reaches the student, neither
 directly nor through the teacher's weights. Where the teacher's softmax probability is at least
-``selftrain.threshold`` its class becomes the label; elsewhere the pixel stays unlabelled (the loss ignores it,
+``selftrain.threshold`` (or its class's own bar, with ``selftrain.proportion``) its class becomes the label; elsewhere the pixel stays unlabelled (the loss ignores it,
 an unlabelled-pixel method such as the gated CRF still sees it); a clicked pixel keeps its click. The dense masks
 measure the pseudo-labels' coverage and precision for the run's record (points.json), a diagnostic never used.
 """
@@ -54,16 +54,36 @@ def check_teacher(cfg: Config, teacher: Config, path: Path) -> None:
                     cfg.points.strategy, cfg.points.seed if cfg.points.seed is not None else cfg.seed)
 
 
-def pseudo_label(probs: np.ndarray, clicks: np.ndarray, threshold: float, valid: np.ndarray | None = None
-                 ) -> np.ndarray:
-    """C×h×w probabilities + the h×w click map → the label map the student trains on."""
-    label = probs.argmax(0).astype(np.int64)
-    label[probs.max(0) < threshold] = IGNORE_INDEX
+def pseudo_label(probs: np.ndarray, clicks: np.ndarray, threshold: float | np.ndarray,
+                 valid: np.ndarray | None = None) -> np.ndarray:
+    """C×h×w probabilities + the h×w click map → the label map the student trains on; ``threshold`` is one bar
+    or one per class (the bar of the class the teacher predicts)."""
+    return confident_label(probs.argmax(0), probs.max(0), clicks, threshold, valid)
+
+
+def confident_label(arg: np.ndarray, conf: np.ndarray, clicks: np.ndarray, threshold: float | np.ndarray,
+                    valid: np.ndarray | None = None) -> np.ndarray:
+    """The teacher's class ``arg`` where its probability ``conf`` reaches that class's bar, the clicks on top."""
+    thr = np.asarray(threshold, np.float32)
+    label = arg.astype(np.int64)
+    label[conf < (thr[arg] if thr.ndim else thr)] = IGNORE_INDEX
     if valid is not None:
         label[~valid] = IGNORE_INDEX
     clicked = clicks != IGNORE_INDEX
     label[clicked] = clicks[clicked]
     return label
+
+
+def class_thresholds(args: list[np.ndarray], confs: list[np.ndarray], valids: list[np.ndarray | None],
+                     n_classes: int, proportion: float, cap: float) -> np.ndarray:
+    """Class-balanced bars: for each class, the probability its most confident ``proportion`` of the pixels the
+    teacher assigns to it reach, pooled over all images, never above ``cap`` (a class nobody is assigned keeps it)."""
+    thr = np.full(n_classes, cap, np.float32)
+    for k in range(n_classes):
+        pooled = np.concatenate([c[(a == k) if v is None else (a == k) & v] for a, c, v in zip(args, confs, valids)])
+        if pooled.size:
+            thr[k] = min(cap, float(np.quantile(pooled, 1 - proportion)))
+    return thr
 
 
 def diagnostics(labels: list[np.ndarray], clicks: list[np.ndarray], masks: list[np.ndarray],
@@ -106,16 +126,25 @@ def pseudo_targets(cfg: Config, scenes: list[Scene], clicks: list[np.ndarray]) -
     if ckpt.get("style"):
         raise ConfigError(f"selftrain.teacher: {path} trained on histogram-matched images; self-training from such "
                           "a teacher is not supported")
-    e = cfg.eval
-    labels = []
-    for s, c in zip(scenes, clicks):
-        probs = predict_probs(model, s.image, e.window, e.overlap, e.batch_size, device=device).numpy()
-        labels.append(pseudo_label(probs, c, cfg.selftrain.threshold, s.valid))
-    diag = diagnostics(labels, clicks, [s.mask for s in scenes], list(ckpt["class_names"]))
+    e, st = cfg.eval, cfg.selftrain
+    args, confs = [], []
+    for s in scenes:
+        probs = predict_probs(model, s.image, e.window, e.overlap, e.batch_size, device=device)
+        conf, arg = probs.max(0)
+        args.append(arg.numpy().astype(np.uint8))
+        confs.append(conf.numpy())
+    valids = [s.valid for s in scenes]
+    names = list(ckpt["class_names"])
+    thr = (class_thresholds(args, confs, valids, len(names), st.proportion, st.threshold) if st.proportion
+           else np.float32(st.threshold))
+    labels = [confident_label(a, c, k, thr, v) for a, c, k, v in zip(args, confs, clicks, valids)]
+    diag = diagnostics(labels, clicks, [s.mask for s in scenes], names)
     log.info("%s: pseudo-labels on %.0f %% of the unclicked pixels (right on %.1f %% of them: a diagnostic)", path,
              100 * diag["pseudo_coverage"], 100 * diag["pseudo_precision"])
     record = {"teacher": str(path), "teacher_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-              "teacher_name": tcfg.name, "teacher_seed": tcfg.seed, "threshold": cfg.selftrain.threshold,
+              "teacher_name": tcfg.name, "teacher_seed": tcfg.seed, "threshold": st.threshold,
+              **({"proportion": st.proportion, "class_thresholds": dict(zip(names, map(float, thr)))}
+                 if st.proportion else {}),
               "pseudo_pixels": int(sum(((lab != IGNORE_INDEX) & (c == IGNORE_INDEX)).sum()
                                        for lab, c in zip(labels, clicks))),
               "diagnostic": diag}

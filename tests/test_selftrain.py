@@ -14,7 +14,7 @@ from pointseg.data.crops import CropSampler
 from pointseg.config import ConfigError, config_differences, load_config
 from pointseg.data.raster import IGNORE_INDEX
 from pointseg.inputs import RunInputs
-from pointseg.selftrain import diagnostics, pseudo_label
+from pointseg.selftrain import class_thresholds, diagnostics, pseudo_label
 from pointseg.train import fit
 
 I = IGNORE_INDEX
@@ -30,6 +30,19 @@ def test_confident_pixels_get_the_teachers_class_and_clicks_win():
     valid = np.array([[True, True, True], [True, True, False]])  # no-data stays unlabelled
     got = pseudo_label(probs, clicks, 0.8, valid)
     assert got.tolist() == [[2, I, 1], [1, 2, I]]
+
+
+def test_class_balanced_bars_label_each_classs_most_confident_share_never_above_the_cap():
+    # class 0 is sure everywhere, class 1 never reaches 0.9: one bar would leave class 1 without any label
+    arg = np.array([[0, 0, 0, 0, 1, 1, 1, 1]])
+    conf = np.array([[0.99, 0.98, 0.97, 0.96, 0.8, 0.7, 0.6, 0.5]], np.float32)
+    valid = np.array([[True] * 7 + [False]])  # a no-data pixel does not count toward its class's share
+    thr = class_thresholds([arg], [conf], [valid], 3, proportion=0.5, cap=0.9)
+    assert thr[0] == pytest.approx(0.9) and thr[1] == pytest.approx(0.7) and thr[2] == pytest.approx(0.9)
+    probs = np.stack([np.where(arg == 0, conf, 0), np.where(arg == 1, conf, 0), np.zeros_like(conf)])
+    got = pseudo_label(probs, np.full(arg.shape, I), thr, valid)
+    assert got.tolist() == [[0, 0, 0, 0, 1, 1, I, I]]
+    assert pseudo_label(probs, np.full(arg.shape, I), 0.9).tolist() == [[0, 0, 0, 0, I, I, I, I]]
 
 
 def test_diagnostics_count_only_unclicked_labelled_pixels():
@@ -69,6 +82,14 @@ def test_a_student_trains_on_its_teachers_labels_and_records_where_they_came_fro
     assert 0 < rec["diagnostic"]["pseudo_coverage"] <= 1 and rec["pseudo_pixels"] > 0
     rows = (res.run_dir / "points.csv").read_text().splitlines()
     assert len(rows) - 1 == clicked  # the run's clicks are the clicks, not the pseudo-labels
+    assert "class_thresholds" not in rec  # one bar for all classes unless asked
+
+    balanced = RunInputs.read(tiny_config(extra=[f"selftrain.teacher={teacher.run_dir}", "selftrain.threshold=1.0",
+                                                 "selftrain.proportion=0.5"]))
+    rec = balanced.points_info["selftrain"]
+    assert rec["proportion"] == 0.5 and set(rec["class_thresholds"]) == set(balanced.spec.class_names)
+    assert all(0 < t <= 1.0 for t in rec["class_thresholds"].values())
+    assert sum(int((t != I).sum()) for t in balanced.loss_targets) > 2 * clicked  # a bar of 1.0 alone labels ~none
 
 
 def test_the_teacher_must_be_a_points_run_on_the_same_training_tiles(tiny_config):
@@ -88,6 +109,8 @@ def test_bad_self_training_settings_are_refused_before_a_run_starts(tiny_config,
         fit(tiny_config(extra=["points.supervision=full", f"selftrain.teacher={tmp_path}"]), progress=False)
     with pytest.raises(ConfigError, match="threshold"):
         fit(tiny_config(extra=["selftrain.threshold=1.5"]), progress=False)
+    with pytest.raises(ConfigError, match="proportion"):
+        fit(tiny_config(extra=["selftrain.proportion=-0.1"]), progress=False)
 
 
 def test_runs_stored_before_self_training_existed_are_the_same_runs():
