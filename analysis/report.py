@@ -60,7 +60,8 @@ def method_section() -> list[str]:
         _unlabelled_line(),
         "* **Self-training** (`selftrain.teacher`, off by default): one round, in which a finished points run on the "
         "same clicks labels each training pixel where its softmax probability reaches `selftrain.threshold`, the "
-        "clicks override it, and a new run trains on that map; the teacher must be a points run on the same "
+        "clicks override it, and a new run trains on that map (with `selftrain.proportion` > 0 each class has its own, "
+        "lower bar: the probability its most confident share of the teacher's pixels reach); the teacher must be a points run on the same "
         "training tiles, so no dense mask reaches the student; see the study `self-training`.",
         "* **Test-time options** (D4 TTA, ensembles of seeds, histogram matching per tile): off by default, measured "
         "on this protocol by the study `test-time`, which tests the default method's finished runs again. The "
@@ -130,23 +131,26 @@ def _pseudo_label_table(recs: list[dict], recomputed: dict | None = None) -> lis
         if not st:
             continue
         rows.append({"cell": r["cell"], "seed": r["seed"], "teacher": f"`{st['teacher_name']}` seed {st['teacher_seed']}",
-                     "threshold": st["threshold"], "coverage": st["diagnostic"]["pseudo_coverage"],
+                     "threshold": (f"per class: {st['proportion']:g} of each, ≤ {st['threshold']:g}" if st.get("proportion")
+                                   else f"{st['threshold']:g}"),
+                     "coverage": st["diagnostic"]["pseudo_coverage"],
                      "precision": st["diagnostic"]["pseudo_precision"]})
         classes = (st["diagnostic"].get("per_class")
                    or ((recomputed or {}).get(f"{r['cell']}/seed{r['seed']}") or {}).get("diagnostic", {}).get("per_class"))
+        bars = st.get("class_thresholds") or {}
         for name, v in (classes or {}).items():
-            per_class.append({"cell": r["cell"], "class": name, **v})
+            per_class.append({"cell": r["cell"], "class": name, "bar": bars.get(name, st["threshold"]), **v})
     if not rows:
         return []
     md = ["Pseudo-labels of the self-trained runs, against the training images' dense masks (a diagnostic, never "
           "used): coverage = share of the unclicked labelled pixels that got one, precision = share of those "
           "that is right.", "", pd.DataFrame(rows).to_markdown(index=False, floatfmt=".3f"), ""]
     if per_class:
-        df = pd.DataFrame(per_class).astype({"coverage": float, "precision": float})
-        table = df.groupby(["cell", "class"], sort=False)[["coverage", "precision"]].mean().reset_index()
-        for col in ("coverage", "precision"):  # a class no pixel or no label had: a dash, not "nan"
+        df = pd.DataFrame(per_class).astype({"bar": float, "coverage": float, "precision": float})
+        table = df.groupby(["cell", "class"], sort=False)[["bar", "coverage", "precision"]].mean().reset_index()
+        for col in ("bar", "coverage", "precision"):  # a class no pixel or no label had: a dash, not "nan"
             table[col] = table[col].map(lambda v: "—" if pd.isna(v) else f"{v:.3f}")
-        md += ["Per class, mean over the seeds: coverage = share of the class's unclicked pixels that got a "
+        md += ["Per class, mean over the seeds: bar = the teacher's probability a pseudo-label needed, coverage = share of the class's unclicked pixels that got a "
                "pseudo-label, precision = share of the pseudo-labels naming the class that are right.", "",
                table.to_markdown(index=False, disable_numparse=True), ""]
     return md

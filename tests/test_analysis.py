@@ -337,4 +337,10 @@ def test_self_trained_runs_are_named_so_and_their_pseudo_labels_tabled():
     # per class, from a recomputation (runs that recorded only totals), mean over seeds
     per = {"Road": {"coverage": 0.5, "precision": 0.8}, "Water": {"coverage": None, "precision": None}}
     md = "\n".join(_pseudo_label_table(recs, {"st-20/seed1": {"diagnostic": {"per_class": per}}}))
-    assert "| st-20  | Road    | 0.500      | 0.800       |" in md and "| Water   | —          | —           |" in md
+    assert "| st-20  | Road    | 0.900 | 0.500      | 0.800       |" in md
+    assert "| Water   | 0.900 | —          | —           |" in md
+    # class-balanced bars: each class's own, from the run's record
+    cb = {**st, "proportion": 0.5, "class_thresholds": {"Road": 0.62, "Water": 0.9},
+          "diagnostic": {**st["diagnostic"], "per_class": per}}
+    md = "\n".join(_pseudo_label_table([{"cell": "st-cb", "seed": 1, "points": {"selftrain": cb}}]))
+    assert "per class: 0.5 of each, ≤ 0.9" in md and "| st-cb  | Road    | 0.620 | 0.500      | 0.800       |" in md
