@@ -113,7 +113,7 @@ def _model():
     return build_model(cfg.model.arch, cfg.model.encoder, 5, cfg.model.encoder_weights, cfg.model.decoder_channels)
 
 
-def _step_fn(batch: int, channels_last: bool):
+def _step_fn(batch: int, channels_last: bool, bf16: bool = False, compiled: bool = False):
     torch.manual_seed(0)
     model = _model().train()
     x, y = torch.rand(batch, 3, 128, 128), torch.randint(0, 5, (batch, 128, 128))
@@ -121,19 +121,28 @@ def _step_fn(batch: int, channels_last: bool):
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    forward = torch.compile(model) if compiled else model
 
     def step():
-        loss = F.cross_entropy(model(x), y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # AMX-capable CPUs run bf16 convs natively
+            loss = F.cross_entropy(forward(x).float(), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
     return step
 
 
-def step_rows(repeats: int = 12) -> list[dict]:
+# each variant: (batch, channels_last, bf16 autocast, torch.compile of the model); the compiled variant's warm-up
+# calls pay its compilation, which the timed calls do not include
+STEP_VARIANTS = {"NCHW bs16": (16, False, False, False), "channels_last bs16": (16, True, False, False),
+                 "channels_last bs8": (8, True, False, False), "channels_last bs32": (32, True, False, False),
+                 "channels_last bs16 bf16 autocast": (16, True, True, False),
+                 "channels_last bs16 torch.compile": (16, True, False, True)}
+
+
+def step_rows(repeats: int = 12, variants: dict | None = None) -> list[dict]:
     """img/s of each variant ÷ the plain NCHW eager step at batch 16 (alternating)."""
-    variants = {"NCHW bs16": (16, False), "channels_last bs16": (16, True), "channels_last bs8": (8, True),
-                "channels_last bs32": (32, True)}
+    variants = variants or STEP_VARIANTS
     fns = {k: _step_fn(*v) for k, v in variants.items()}
     t = alternating(fns, repeats, warmup=2)
     base = 16 / t["NCHW bs16"]

@@ -163,6 +163,21 @@ def test_bench_of_some_parts_keeps_the_rows_of_the_others(tmp_path, monkeypatch)
     assert [r["what"] for r in rows][2:] == ["experiments/full.yaml run", "experiments/full-fast.yaml run"]
 
 
+def test_step_bench_variants_train_and_are_rated_against_the_plain_step(monkeypatch):
+    from analysis import bench
+
+    step = bench._step_fn(2, channels_last=True, bf16=True)  # a real bf16-autocast step runs and returns nothing
+    assert step() is None
+    monkeypatch.setattr(bench, "alternating", lambda fns, repeats, warmup: {k: 1.0 for k in fns})
+    monkeypatch.setattr(bench, "_step_fn", lambda *a: None)
+    rows = bench.step_rows(repeats=1)
+    assert len(rows) == len(bench.STEP_VARIANTS) - 1
+    by = {r["what"].split(" (")[0]: r for r in rows}
+    # same seconds per step: img/s scale with the batch, rated against batch 16's
+    assert by["train step, channels_last bs32"]["ratio"] == 2.0 and by["train step, channels_last bs8"]["ratio"] == 0.5
+    assert by["train step, channels_last bs16 bf16 autocast"]["ratio"] == 1.0
+
+
 def test_the_compile_row_weighs_the_first_call_against_the_saving_per_step(monkeypatch):
     from analysis import bench
 
