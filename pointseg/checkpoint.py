@@ -13,7 +13,7 @@ from .models import SegmentationModel, build_model
 
 def checkpoint_path(path: str | Path) -> Path:
     p = Path(path)
-    if p.is_dir():
+    if p.is_dir() or (not p.exists() and p.suffix != ".pt"):  # a run directory, or one not made yet
         p = p / "best.pt"
     if not p.exists():
         raise FileNotFoundError(f"checkpoint {p} not found (give a run directory or its best.pt)")

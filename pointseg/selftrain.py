@@ -27,13 +27,13 @@ log = logging.getLogger("pointseg")
 
 def teacher_path(cfg: Config) -> Path:
     """The teacher's best.pt for this run's seed; a clear error when it is not there."""
-    raw = cfg.selftrain.teacher.replace("{seed}", str(cfg.seed))
-    p = Path(raw)
-    p = p / "best.pt" if p.is_dir() or p.suffix != ".pt" else p
-    if not p.exists():
-        raise ConfigError(f"selftrain.teacher: {p} not found. The teacher's weights must be on this machine (a "
-                          "committed export carries none): train the teacher run first, then this one")
-    return p
+    from .checkpoint import checkpoint_path
+
+    try:
+        return checkpoint_path(cfg.selftrain.teacher.replace("{seed}", str(cfg.seed)))
+    except FileNotFoundError as e:
+        raise ConfigError(f"selftrain.teacher: {e}. The teacher's weights must be on this machine (a committed "
+                          "export carries none): train the teacher run first, then this one") from None
 
 
 def check_teacher(cfg: Config, teacher: Config, path: Path) -> None:
