@@ -5,6 +5,7 @@ the PNGs, so a fresh clone's ``make report`` draws the same bytes.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -97,11 +98,11 @@ def per_class_figure(study: StudyFile, recs: list[dict], out: Path) -> str:
 def cells_figure(study: StudyFile, recs: list[dict], out: Path) -> str:
     """The study's metric per cell: one dot per seed and the mean with its 95 % t-interval over seeds."""
     df = frame(recs)
-    labels = {c.id: c.label for c in study.cells}
+    labels = {c.id: textwrap.fill(c.label, 16) for c in study.cells}  # wrapped to the width of a cell's slot
     df["cell label"] = df.cell.map(labels).fillna(df.cell)
     order = [labels[c.id] for c in study.cells if c.id in set(df.cell)]
     name = {"test/miou": "test mIoU (tiles " + "+".join(Config().data.test_groups) + ")", "val/miou": "val mIoU (dense)"}
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(order)), 3.6))
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.7 * len(order)), 3.6))
     sns.pointplot(df, x="cell label", y=study.metric, order=order, errorbar=seed_interval, linestyle="none",
                   capsize=0.15, color="0.2", ax=ax)
     np.random.seed(0)  # stripplot's jitter: each figure's own, not shifted by the figures drawn before it
@@ -109,7 +110,7 @@ def cells_figure(study: StudyFile, recs: list[dict], out: Path) -> str:
     ax.set(xlabel="", ylabel=name.get(study.metric, study.metric),
            title=f"{study.name}: each seed (dots) and the mean with its 95 % t-interval")
     ax.legend(title="seed", bbox_to_anchor=(1.01, 1), loc="upper left")
-    ax.tick_params(axis="x", labelrotation=15)
+    ax.tick_params(axis="x", labelsize=10)
     return _save(fig, out, f"{study.name}-cells.png")
 
 

@@ -45,10 +45,12 @@ def study_headline(study, root) -> list[str]:
                                                   check["reference"], check["longer"]))
     for key, head in (("longer_points", "With both arms on the longer schedule"),
                       ("self_trained", "With one round of self-training")):
-        other = study.raw.get(key)
-        if md and other:
-            md.insert(len(md) - 1, other_ratio_line(load_records(other["study"], root), head, other["study"],
-                                                    other["points"], other["ceiling"], other.get("seeds", BAR_SEEDS)))
+        others = study.raw.get(key) or []
+        for other in [others] if isinstance(others, dict) else others:  # one mapping, or a list: a line each
+            if md:
+                md.insert(len(md) - 1, other_ratio_line(load_records(other["study"], root), head, other["study"],
+                                                        other["points"], other["ceiling"],
+                                                        other.get("seeds", BAR_SEEDS)))
     return md
 
 
@@ -71,7 +73,9 @@ def other_ratio_line(recs: list[dict], head: str, study: str, points: str, ceili
     a self-trained points arm), and whether it meets the bar. Shown from ``min_seeds`` shared seeds on, never
     from fewer."""
     n = len(shared_seeds(recs, points, ceiling))
-    head = f"* **{head}** (`{study}`: `{points}` ÷ `{ceiling}`)"
+    mine = next((x for x in recs if x["cell"] == points), None)
+    what = f" ({method_label(mine['config'])})" if mine else ""
+    head = f"* **{head}** (`{study}`: `{points}`{what} ÷ `{ceiling}`)"
     if n < min_seeds:
         return (f"{head}: not measured yet ({n} of {min_seeds} seeds of both; "
                 f"`python -m analysis.study experiments/studies/{study}.yaml`).")
@@ -119,6 +123,8 @@ PARTS = [
     ("unlabelled pixels: consistency (EMA teacher, CutMix), weight 1", "off", "unlabelled", "consistency-1.0", "pfce"),
     ("unlabelled pixels: one round of self-training (threshold 0.9), against its teacher", "off", "self-training",
      "st-20", "teacher"),
+    ("unlabelled pixels: one round of class-balanced self-training (half of each class, bars ≤ 0.9), against its "
+     "teacher", "off", "self-training", "st-20-cb", "teacher"),
     ("ImageNet-pretrained encoder", "on", "pretraining", "imagenet", "random"),
     ("D4 test-time augmentation", "off", "test-time", "tta", "plain"),
     ("ensemble of the 3 seeds' models", "off", "test-time", "ensemble", "plain"),

@@ -34,7 +34,10 @@ def method_label(config: dict[str, Any]) -> str:
     names = {"gated_crf": "gated CRF", "fixmatch": "FixMatch", "mean_teacher": "mean teacher"}
     label = (f"pfCE + {names.get(semi['method'], semi['method'])} ({semi['weight']:g})" if semi.get("weight")
              else "pfCE")
-    return label + (", self-trained" if (config.get("selftrain") or {}).get("teacher") else "")
+    st = config.get("selftrain") or {}
+    if not st.get("teacher"):
+        return label
+    return label + (", self-trained (class-balanced)" if st.get("proportion") else ", self-trained")
 
 
 def machine_label(record: dict[str, Any]) -> str:

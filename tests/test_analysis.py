@@ -247,13 +247,13 @@ def test_the_headline_says_how_far_the_ceiling_is_from_converged():
     from analysis.headline import other_ratio_line
 
     def pts(seed, right, clicks=20):
-        return {**rec("pts", seed, right), "config": {"points": {"n_per_class": clicks}}}
+        return {**rec("pts", seed, right), "config": {"points": {"n_per_class": clicks, "supervision": "points"}}}
 
     both = gained + [pts(s, 85) for s in range(3)]
     assert "not measured yet (2 of 3 seeds of both" in other_ratio_line(both, "Longer", "cp", "pts", "long", 3)
     r = iou(85) / iou(92)
     assert other_ratio_line(both, "Longer", "cp", "pts", "long", 2) == (
-        f"* **Longer** (`cp`: `pts` ÷ `long`): ÷ ceiling {r:.3f} [{r:.3f}, {r:.3f}] (2 seeds, paired); the bar: "
+        f"* **Longer** (`cp`: `pts` (pfCE) ÷ `long`): ÷ ceiling {r:.3f} [{r:.3f}, {r:.3f}] (2 seeds, paired); the bar: "
         "not met.")
     close = gained + [pts(s, 91) for s in range(2)]  # ratio 0.98 at 20 clicks: met; at 50 clicks: not
     assert other_ratio_line(close, "Self", "st", "pts", "long", 2).endswith("the bar: met.")
@@ -342,6 +342,7 @@ def test_self_trained_runs_are_named_so_and_their_pseudo_labels_tabled():
     assert method_label(crf) == "pfCE + gated CRF (0.1)"
     assert method_label({**crf, "selftrain": {"teacher": "runs/t/seed{seed}"}}) == "pfCE + gated CRF (0.1), self-trained"
     assert method_label({"points": {"supervision": "points"}, "selftrain": {"teacher": None}}) == "pfCE"
+    assert method_label({**crf, "selftrain": {"teacher": "t", "proportion": 0.5}}).endswith("self-trained (class-balanced)")
     st = {"teacher_name": "cp/crf-20-3200", "teacher_seed": 1, "threshold": 0.9,
           "diagnostic": {"pseudo_coverage": 0.6519, "pseudo_precision": 0.9642}}
     recs = [{"cell": "st-20", "seed": 1, "points": {"selftrain": st}}, {"cell": "teacher", "seed": 1, "points": {}}]
