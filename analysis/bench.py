@@ -140,9 +140,9 @@ STEP_VARIANTS = {"NCHW bs16": (16, False, False, False), "channels_last bs16": (
                  "channels_last bs16 torch.compile": (16, True, False, True)}
 
 
-def step_rows(repeats: int = 12, variants: dict | None = None) -> list[dict]:
+def step_rows(repeats: int = 12) -> list[dict]:
     """img/s of each variant ÷ the plain NCHW eager step at batch 16 (alternating)."""
-    variants = variants or STEP_VARIANTS
+    variants = STEP_VARIANTS
     fns = {k: _step_fn(*v) for k, v in variants.items()}
     t = alternating(fns, repeats, warmup=2)
     base = 16 / t["NCHW bs16"]

@@ -80,8 +80,7 @@ def other_ratio_line(recs: list[dict], head: str, study: str, points: str, ceili
         return (f"{head}: not measured yet ({n} of {min_seeds} seeds of both; "
                 f"`python -m analysis.study experiments/studies/{study}.yaml`).")
     r = paired_on_shared_seeds(recs, points, ceiling, "ratio")
-    clicks = next(x["config"]["points"]["n_per_class"] for x in recs if x["cell"] == points)
-    met = r.estimate >= BAR_RATIO and r.lower >= BAR_LOWER and clicks <= BAR_CLICKS
+    met = r.estimate >= BAR_RATIO and r.lower >= BAR_LOWER and mine["config"]["points"]["n_per_class"] <= BAR_CLICKS
     return f"{head}: ÷ ceiling {interval(*r[:3])} ({n} seeds, paired); the bar: {'met' if met else 'not met'}."
 
 

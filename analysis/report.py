@@ -60,9 +60,9 @@ def method_section() -> list[str]:
         _unlabelled_line(),
         "* **Self-training** (`selftrain.teacher`, off by default): one round, in which a finished points run on the "
         "same clicks labels each training pixel where its softmax probability reaches `selftrain.threshold`, the "
-        "clicks override it, and a new run trains on that map (with `selftrain.proportion` > 0 each class has its own, "
-        "lower bar: the probability its most confident share of the teacher's pixels reach); the teacher must be a points run on the same "
-        "training tiles, so no dense mask reaches the student; see the study `self-training`.",
+        "clicks override it, and a new run trains on that map (with `selftrain.proportion` > 0 each class has its "
+        "own, lower bar: the probability its most confident share of the teacher's pixels reach); the teacher must "
+        "be a points run on the same training tiles, so no dense mask reaches the student; see the study `self-training`.",
         "* **Test-time options** (D4 TTA, ensembles of seeds, histogram matching per tile): off by default, measured "
         "on this protocol by the study `test-time`, which tests the default method's finished runs again. The "
         "pseudo-label teachers (FixMatch, mean teacher) are options not re-measured on this protocol.", ""]
@@ -130,9 +130,10 @@ def _pseudo_label_table(recs: list[dict], recomputed: dict | None = None) -> lis
         st = (r.get("points") or {}).get("selftrain")
         if not st:
             continue
+        bar = (f"per class: {st['proportion']:g} of each, ≤ {st['threshold']:g}" if st.get("proportion")
+               else f"{st['threshold']:g}")
         rows.append({"cell": r["cell"], "seed": r["seed"], "teacher": f"`{st['teacher_name']}` seed {st['teacher_seed']}",
-                     "threshold": (f"per class: {st['proportion']:g} of each, ≤ {st['threshold']:g}" if st.get("proportion")
-                                   else f"{st['threshold']:g}"),
+                     "threshold": bar,
                      "coverage": st["diagnostic"]["pseudo_coverage"],
                      "precision": st["diagnostic"]["pseudo_precision"]})
         classes = (st["diagnostic"].get("per_class")
@@ -150,8 +151,9 @@ def _pseudo_label_table(recs: list[dict], recomputed: dict | None = None) -> lis
         table = df.groupby(["cell", "class"], sort=False)[["bar", "coverage", "precision"]].mean().reset_index()
         for col in ("bar", "coverage", "precision"):  # a class no pixel or no label had: a dash, not "nan"
             table[col] = table[col].map(lambda v: "—" if pd.isna(v) else f"{v:.3f}")
-        md += ["Per class, mean over the seeds: bar = the teacher's probability a pseudo-label needed, coverage = share of the class's unclicked pixels that got a "
-               "pseudo-label, precision = share of the pseudo-labels naming the class that are right.", "",
+        md += ["Per class, mean over the seeds: bar = the teacher's probability a pseudo-label needed, coverage = "
+               "share of the class's unclicked pixels that got a pseudo-label, precision = share of the pseudo-labels "
+               "naming the class that are right.", "",
                table.to_markdown(index=False, disable_numparse=True), ""]
     return md
 

@@ -4,9 +4,10 @@ ECCV 2018).
 
 The teacher must be a points run on the same training tiles: then no dense mask reaches the student, neither
 directly nor through the teacher's weights. Where the teacher's softmax probability is at least
-``selftrain.threshold`` (or its class's own bar, with ``selftrain.proportion``) its class becomes the label; elsewhere the pixel stays unlabelled (the loss ignores it,
-an unlabelled-pixel method such as the gated CRF still sees it); a clicked pixel keeps its click. The dense masks
-measure the pseudo-labels' coverage and precision for the run's record (points.json), a diagnostic never used.
+``selftrain.threshold`` (or its class's own bar, with ``selftrain.proportion``) its class becomes the label;
+elsewhere the pixel stays unlabelled (the loss ignores it, an unlabelled-pixel method such as the gated CRF still
+sees it); a clicked pixel keeps its click. The dense masks measure the pseudo-labels' coverage and precision for
+the run's record (points.json), a diagnostic never used.
 """
 
 from __future__ import annotations
