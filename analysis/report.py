@@ -29,6 +29,7 @@ from .stats import interval  # noqa: E402
 from .study import StudyFile  # noqa: E402
 from .headline import parts_section  # noqa: E402
 from .readme_block import block, replace_block  # noqa: E402
+from .reruns import reruns_section  # noqa: E402
 from .summarize import study_table  # noqa: E402
 from .sweep_report import sweep_sections  # noqa: E402
 
@@ -117,7 +118,7 @@ def study_section(study: StudyFile, out: Path, root: Path) -> list[str]:
             md += [f"![{study.name}]({name})", ""]
     verdict = study.raw.get("verdict")
     md += ["**Verdict.** " + (fill_numbers(verdict.strip(), frame(recs), recs) if verdict else
-                              "pending: the study has not finished all its runs (see the count above)."), ""]
+                              f"pending: {len(done)} of its {planned} runs are finished and exported."), ""]
     return md
 
 
@@ -264,7 +265,11 @@ LIMITATIONS = [
     "wall times, which compare with nothing here.",
     "* Studies mix machines: some cells ran on the 2-core CPU, others on a GPU lent for one session. The same "
     "config's runs differ between the two by less than the seed-to-seed spread (study `device-check`), but a "
-    "paired difference below about 0.015 between cells of different machines is not evidence.", ""]
+    "paired difference below about 0.015 between cells of different machines is not evidence.",
+    "* A seed fixes the clicks, the initial weights and the crop order, not the rounding of float sums: the same "
+    "run trained with another thread count, device or code version lands elsewhere (section \"Reruns\" above). "
+    "Cells of one study ran under one code version, mostly with the same thread count; a cell reused from another "
+    "study (`reuse`) did not, so its pairs share the seeds but not that.", ""]
 
 
 # the schedule first (every later study runs on it), then the headline, then what explains or moves it
@@ -294,6 +299,7 @@ def build(out: Path, studies_dir: Path = Path("experiments/studies"), root: Path
     md += sweep_sections(out, root, png=_PNG)
     md += bench_section(root / "bench.json")
     md += byo_section(root)
+    md += reruns_section(root)
     md += LIMITATIONS
     md += ["## Reproduce", "", "| what | command |", "|---|---|"]
     for path in sorted(studies_dir.glob("*.yaml")):

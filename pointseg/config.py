@@ -311,13 +311,19 @@ def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def run_identity(cfg: Config) -> dict[str, Any]:
+    """The flat settings that decide what a run computes (seed included): two configs with equal identities
+    compute the same run, whatever their names, folders or machine settings."""
+    flat = _flat(cfg.to_dict())
+    # settings of a switched-off part change nothing (and older runs did not store them)
+    for section, switch in (("semi.", "semi.weight"), ("selftrain.", "selftrain.teacher")):
+        if not flat.get(switch):
+            for k in [k for k in flat if k.startswith(section) and k != switch]:
+                del flat[k]
+    return {k: v for k, v in flat.items() if not k.startswith(_SAME_RUN_WITH_OTHER)}
+
+
 def config_differences(stored: Config, wanted: Config) -> list[str]:
     """The keys (with both values) on which two configs would compute different runs."""
-    a, b = _flat(stored.to_dict()), _flat(wanted.to_dict())
-    for flat in (a, b):  # settings of a switched-off part change nothing (and older runs did not store them)
-        for section, switch in (("semi.", "semi.weight"), ("selftrain.", "selftrain.teacher")):
-            if not flat.get(switch):
-                for k in [k for k in flat if k.startswith(section) and k != switch]:
-                    del flat[k]
-    return [f"{k}: {a.get(k)!r} there, {b.get(k)!r} now" for k in sorted(set(a) | set(b))
-            if a.get(k) != b.get(k) and not k.startswith(_SAME_RUN_WITH_OTHER)]
+    a, b = run_identity(stored), run_identity(wanted)
+    return [f"{k}: {a.get(k)!r} there, {b.get(k)!r} now" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]

@@ -53,11 +53,26 @@ def machine(device: str) -> dict[str, Any]:
     """Where a run ran: studies may mix machines, and the report says which cell ran where."""
     import torch
 
+    # the CPU's model and the vector instructions torch uses on it: kernels differ between them, and so do the
+    # rounding of float sums and the trained model (the report's "Reruns" section measured how much)
     out: dict[str, Any] = {"device": device, "torch": torch.__version__, "threads": torch.get_num_threads(),
-                           "cpus": os.cpu_count(), "processor": platform.machine()}
+                           "cpus": os.cpu_count(), "processor": platform.machine(), "cpu_model": cpu_model(),
+                           "cpu_capability": torch.backends.cpu.get_cpu_capability()}
     if device.startswith("cuda") and torch.cuda.is_available():
         out["gpu"] = torch.cuda.get_device_name()
     return out
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_model() -> str | None:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what the platform says, else None."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
 
 
 def export_path(export_dir: str | Path, name: str, seed: int) -> Path:

@@ -360,3 +360,40 @@ def test_self_trained_runs_are_named_so_and_their_pseudo_labels_tabled():
           "diagnostic": {**st["diagnostic"], "per_class": per}}
     md = "\n".join(_pseudo_label_table([{"cell": "st-cb", "seed": 1, "points": {"selftrain": cb}}]))
     assert "per class: 0.5 of each, ≤ 0.9" in md and "| st-cb  | Road    | 0.620 | 0.500      | 0.800       |" in md
+
+
+def test_reruns_pair_trainings_of_the_same_run_and_leave_out_copies_evaluations_and_other_configs(tmp_path):
+    import copy
+
+    from analysis.reruns import reruns_section
+    from pointseg.config import load_config
+
+    base = load_config("experiments/points.yaml").to_dict()
+
+    def write(study, cell, seed, miou, threads=None, gamma=None, **extra):
+        cfg = copy.deepcopy(base)
+        cfg.update(name=f"{study}/{cell}", seed=seed)
+        cfg["train"]["threads"] = threads  # a machine setting: not part of what the run computes
+        if gamma is not None:
+            cfg["loss"]["gamma"] = gamma
+        rec = {"seed": seed, "config": cfg, "final": {"test/miou": miou}, "code": {"commit": "abcdef123", "dirty": False},
+               "machine": {"device": "cpu", "threads": threads} if threads else None, **extra}
+        path = tmp_path / study / cell / f"seed{seed}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(rec))
+
+    write("a", "x", 0, 0.60, threads=1)
+    write("b", "y", 0, 0.62, threads=2)  # the same run, trained again with 2 threads
+    write("a", "x", 1, 0.55, threads=1)
+    write("b", "y", 1, 0.55)  # ... and again, identical, by a run that did not record its threads
+    write("c", "copy", 0, 0.60, reused_from="results/a/x/seed0.json")  # a copy is no training
+    write("d", "tta", 0, 0.70, evaluation={"of": "a/x"})  # nor is a test-time evaluation of a/x
+    write("e", "z", 0, 0.60, threads=1, gamma=0.5)  # another config
+    md = "\n".join(reruns_section(tmp_path))
+    rows = [ln for ln in md.splitlines() if ln.startswith("| pfCE")]
+    assert len(rows) == 2
+    assert "`a/x` (CPU, 1 thread, `abcdef1`)" in rows[0] and "`b/y` (CPU, 2 threads" in rows[0]
+    assert rows[0].endswith("| +0.020 |") and "threads not recorded" in rows[1] and rows[1].endswith("| +0.000 |")
+    assert "2 pairs" in md and "by 0.010 on average (largest 0.020; 1 of 2 identical)" in md
+    assert "against 0.060 between two seeds" in md  # a/x: 0.60 and 0.55; b/y: 0.62 and 0.55
+    assert reruns_section(tmp_path / "nothing") == []

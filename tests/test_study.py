@@ -81,6 +81,7 @@ def test_an_exported_run_is_not_trained_again_without_its_run_directory(tmp_path
               machine_settings=["wandb.mode=disabled", "train.threads=1"])
     (rec,) = [r for r in load_records("toy", tmp_path / "results") if r["cell"] == "full"]
     assert rec["machine"]["device"] == "cpu" and rec["machine"]["threads"] == 1
+    assert isinstance(rec["machine"]["cpu_capability"], str) and "cpu_model" in rec["machine"]
     shutil.rmtree(tmp_path / "runs")
 
     def no_training(*a, **k):
