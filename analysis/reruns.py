@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from .results import machine_label, method_label
+from .results import machine_label, method_label, paired_on_shared_seeds, shared_seeds
+from .stats import interval
 
 METRIC = "test/miou"
 # exports of runs whose weights were lost and that were trained again (a study needed them): the study reads the
@@ -43,7 +44,7 @@ def trainings(root: Path) -> list[dict[str, Any]]:
         rec = json.loads(path.read_text())
         if rec.get("reused_from") or rec.get("evaluation") or "config" not in rec or METRIC not in rec.get("final", {}):
             continue
-        rec["where_stored"] = path.parent.relative_to(root).as_posix()
+        rec["cell"] = path.parent.relative_to(root).as_posix()
         out.append(rec)
     return out
 
@@ -84,24 +85,47 @@ def reruns_section(root: Path) -> list[str]:
         for b in g[1:]:
             d = b["final"][METRIC] - a["final"][METRIC]
             diffs.append(d)
-            md.append(f"| {_what(a['config'])} | {a['seed']} | `{a['where_stored']}` ({where(a)}, "
-                      f"{_commit(a)}) | {a['final'][METRIC]:.3f} | `{b['where_stored']}` ({where(b)}, "
+            md.append(f"| {_what(a['config'])} | {a['seed']} | `{a['cell']}` ({where(a)}, "
+                      f"{_commit(a)}) | {a['final'][METRIC]:.3f} | `{b['cell']}` ({where(b)}, "
                       f"{_commit(b)}) | {b['final'][METRIC]:.3f} | {d:+.3f} |")
     absd = np.abs(diffs)
     md += ["", f"{len(diffs)} pairs: the test mIoU of two trainings of the same run differs by {absd.mean():.3f} "
            f"on average (largest {absd.max():.3f}; {int((absd == 0).sum())} of {len(diffs)} identical), against {_seed_spread(records, groups):.3f} between two seeds "
            "of one of these cells (mean over their pairs of seeds). The "
            "tests check that a run repeated with the same thread count and code reproduces its numbers exactly.", ""]
-    return md
+    return md + _same_cells_compared(records, groups)
+
+
+def _same_cells_compared(records: list[dict[str, Any]], groups: list[list[dict[str, Any]]]) -> list[str]:
+    """Two cells that hold the same runs, compared the way a study compares two cells (paired bootstrap over their
+    shared seeds and the test images): a check of the intervals, whose true difference is zero."""
+    pairs: list[tuple[str, str]] = []
+    for g in groups:
+        pairs += [(g[0]["cell"], b["cell"]) for b in g[1:] if (g[0]["cell"], b["cell"]) not in pairs]
+    rows = []
+    for a, b in pairs:
+        seeds = shared_seeds(records, a, b)
+        if len(seeds) >= 2:
+            p = paired_on_shared_seeds(records, a, b, "diff")
+            rows.append(f"| `{a}` | `{b}` | {', '.join(map(str, seeds))} | "
+                        f"{interval(p.estimate, p.lower, p.upper, signed=True)} | "
+                        f"{'yes' if p.lower <= 0 <= p.upper else '**no**'} |")
+    if not rows:
+        return []
+    inside = sum(r.endswith("| yes |") for r in rows)
+    return ["The same cells compared as a study compares two cells (paired bootstrap over their shared seeds and "
+            "the test images, 95 %): their true difference is zero, so each interval should hold zero.", "",
+            "| cell | cell | seeds | difference of test mIoU [95 %] | holds zero |", "|---|---|---|---|---|",
+            *rows, "", f"{inside} of {len(rows)} intervals hold zero.", ""]
 
 
 def _seed_spread(records: list[dict[str, Any]], groups: list[list[dict[str, Any]]]) -> float:
     """Mean |difference| of the metric between two seeds of one cell, over the pairs of seeds of every cell that
     holds a rerun: what a rerun's difference is compared with."""
-    cells = {r["where_stored"] for g in groups for r in g}
+    cells = {r["cell"] for g in groups for r in g}
     diffs = []
     for cell in sorted(cells):
-        values = [r["final"][METRIC] for r in records if r["where_stored"] == cell]
+        values = [r["final"][METRIC] for r in records if r["cell"] == cell]
         diffs += [abs(a - b) for i, a in enumerate(values) for b in values[i + 1:]]
     return float(np.mean(diffs))
 

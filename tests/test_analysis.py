@@ -370,30 +370,38 @@ def test_reruns_pair_trainings_of_the_same_run_and_leave_out_copies_evaluations_
 
     base = load_config("experiments/points.yaml").to_dict()
 
-    def write(study, cell, seed, miou, threads=None, gamma=None, **extra):
+    def write(study, cell, seed, right, threads=None, gamma=None, **extra):
         cfg = copy.deepcopy(base)
         cfg.update(name=f"{study}/{cell}", seed=seed)
         cfg["train"]["threads"] = threads  # a machine setting: not part of what the run computes
         if gamma is not None:
             cfg["loss"]["gamma"] = gamma
-        rec = {"seed": seed, "config": cfg, "final": {"test/miou": miou}, "code": {"commit": "abcdef123", "dirty": False},
+        m = [[right, 100 - right], [100 - right, right]]  # two identical test images: no spread over images
+        final = {"test/miou": right / 100, "test/per_image_confusion": {"i1": m, "i2": m}}
+        rec = {"seed": seed, "config": cfg, "final": final, "code": {"commit": "abcdef123", "dirty": False},
                "machine": {"device": "cpu", "threads": threads} if threads else None, **extra}
         path = tmp_path / study / cell / f"seed{seed}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(rec))
 
-    write("a", "x", 0, 0.60, threads=1)
-    write("b", "y", 0, 0.62, threads=2)  # the same run, trained again with 2 threads
-    write("a", "x", 1, 0.55, threads=1)
-    write("b", "y", 1, 0.55)  # ... and again, identical, by a run that did not record its threads
-    write("c", "copy", 0, 0.60, reused_from="results/a/x/seed0.json")  # a copy is no training
-    write("d", "tta", 0, 0.70, evaluation={"of": "a/x"})  # nor is a test-time evaluation of a/x
-    write("e", "z", 0, 0.60, threads=1, gamma=0.5)  # another config
+    write("a", "x", 0, 60, threads=1)
+    write("b", "y", 0, 62, threads=2)  # the same run, trained again with 2 threads
+    write("a", "x", 1, 55, threads=1)
+    write("b", "y", 1, 53)  # ... by a run that did not record its threads
+    write("f", "w", 0, 80, threads=1)  # a third training of a/x, far off: its interval excludes zero
+    write("f", "w", 1, 75, threads=1)
+    write("c", "copy", 0, 60, reused_from="results/a/x/seed0.json")  # a copy is no training
+    write("d", "tta", 0, 70, evaluation={"of": "a/x"})  # nor is a test-time evaluation of a/x
+    write("e", "z", 0, 60, threads=1, gamma=0.5)  # another config
     md = "\n".join(reruns_section(tmp_path))
     rows = [ln for ln in md.splitlines() if ln.startswith("| pfCE")]
-    assert len(rows) == 2
+    assert len(rows) == 4  # seed 0: a/x with b/y and with f/w; seed 1: the same
     assert "`a/x` (CPU, 1 thread, `abcdef1`)" in rows[0] and "`b/y` (CPU, 2 threads" in rows[0]
-    assert rows[0].endswith("| +0.020 |") and "threads not recorded" in rows[1] and rows[1].endswith("| +0.000 |")
-    assert "2 pairs" in md and "by 0.010 on average (largest 0.020; 1 of 2 identical)" in md
-    assert "against 0.060 between two seeds" in md  # a/x: 0.60 and 0.55; b/y: 0.62 and 0.55
+    assert rows[0].endswith("| +0.020 |") and "threads not recorded" in rows[2] and rows[2].endswith("| -0.020 |")
+    assert "4 pairs" in md and "by 0.110 on average (largest 0.200; 0 of 4 identical)" in md
+    assert "against 0.063 between two seeds" in md  # a/x, b/y, f/w: 0.05, 0.09, 0.05
+    compared = [ln for ln in md.splitlines() if ln.startswith("| `")]
+    assert compared[0].startswith("| `a/x` | `b/y` | 0, 1 |") and compared[0].endswith("| yes |")
+    assert compared[1].startswith("| `a/x` | `f/w` | 0, 1 |") and compared[1].endswith("| **no** |")
+    assert "1 of 2 intervals hold zero." in md
     assert reruns_section(tmp_path / "nothing") == []
