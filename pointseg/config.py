@@ -199,6 +199,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         return [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)] if args else list(value)
+    return _coerce_scalar(value, tp, where)
+
+
+def _coerce_scalar(value: Any, tp: Any, where: str) -> Any:
+    """A float, int, bool or str setting checked (YAML's near misses converted); any other type passes as is."""
     if tp is float:
         if isinstance(value, str):  # YAML 1.1 reads 4e-3 (no dot) as a string; a user means the number
             try:
