@@ -126,3 +126,26 @@ def test_a_run_directory_of_another_config_is_refused(tiny_config):
                progress=False).final == first.final
     with pytest.raises(TrainingError, match=r"another config \(loss.gamma: 2.0 there, 0.0 now"):
         fit(tiny_config(extra=["name=same", "train.epochs=1", "loss.gamma=0"]), progress=False)
+
+
+def test_a_run_repeated_in_fresh_processes_gives_the_same_numbers(tiny_config, tmp_path):
+    """A seed fixes a run across processes too: nothing may hang on Python's per-process hash seed, the order of a
+    set or dict of strings, or state left by an earlier run in the same interpreter."""
+    import os
+    import subprocess
+    import sys
+
+    from pointseg.config import save_config
+
+    finals = []
+    for i, hash_seed in enumerate(("1", "2")):
+        cfg = tiny_config(extra=[f"name=fresh{i}", "train.epochs=1"])
+        path = tmp_path / f"fresh{i}.yaml"
+        save_config(cfg, path)
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed, "OMP_NUM_THREADS": "1"}
+        subprocess.run([sys.executable, "-m", "pointseg", "train", "--config", str(path), "--no-wandb"], env=env,
+                       check=True, capture_output=True, timeout=600)
+        finals.append(json.loads((tmp_path / "runs" / f"fresh{i}" / "seed0" / "final.json").read_text()))
+    keys = [k for k, v in finals[0].items()  # every number but the speeds and wall times
+            if isinstance(v, float) and "seconds" not in k and not k.endswith("_per_s")]
+    assert "test/miou" in keys and [k for k in keys if finals[0][k] != finals[1][k]] == []
