@@ -78,12 +78,12 @@ def reruns_section(root: Path) -> list[str]:
           "a long schedule amplifies it. How far such pairs land apart is the smallest paired difference worth "
           "reading.", "",
           "| run | seed | one training (where, code) | test mIoU | another training (where, code) | test mIoU | "
-          "difference |", "|---|---|---|---|---|---|---|"]
+          "one − another |", "|---|---|---|---|---|---|---|"]
     diffs = []
     for g in sorted(groups, key=lambda g: (_what(g[0]["config"]), g[0]["seed"])):
         a = g[0]
         for b in g[1:]:
-            d = b["final"][METRIC] - a["final"][METRIC]
+            d = a["final"][METRIC] - b["final"][METRIC]
             diffs.append(d)
             md.append(f"| {_what(a['config'])} | {a['seed']} | `{a['cell']}` ({where(a)}, "
                       f"{_commit(a)}) | {a['final'][METRIC]:.3f} | `{b['cell']}` ({where(b)}, "
@@ -115,7 +115,7 @@ def _same_cells_compared(records: list[dict[str, Any]], groups: list[list[dict[s
     inside = sum(r.endswith("| yes |") for r in rows)
     return ["The same cells compared as a study compares two cells (paired bootstrap over their shared seeds and "
             "the test images, 95 %): their true difference is zero, so each interval should hold zero.", "",
-            "| cell | cell | seeds | difference of test mIoU [95 %] | holds zero |", "|---|---|---|---|---|",
+            "| one cell | another cell | seeds | one − another, test mIoU [95 %] | holds zero |", "|---|---|---|---|---|",
             *rows, "", f"{inside} of {len(rows)} intervals hold zero.", ""]
 
 

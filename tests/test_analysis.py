@@ -397,7 +397,7 @@ def test_reruns_pair_trainings_of_the_same_run_and_leave_out_copies_evaluations_
     rows = [ln for ln in md.splitlines() if ln.startswith("| pfCE")]
     assert len(rows) == 4  # seed 0: a/x with b/y and with f/w; seed 1: the same
     assert "`a/x` (CPU, 1 thread, `abcdef1`)" in rows[0] and "`b/y` (CPU, 2 threads" in rows[0]
-    assert rows[0].endswith("| +0.020 |") and "threads not recorded" in rows[2] and rows[2].endswith("| -0.020 |")
+    assert rows[0].endswith("| -0.020 |") and "threads not recorded" in rows[2] and rows[2].endswith("| +0.020 |")
     assert "4 pairs" in md and "by 0.110 on average (largest 0.200; 0 of 4 identical)" in md
     assert "against 0.063 between two seeds" in md  # a/x, b/y, f/w: 0.05, 0.09, 0.05
     compared = [ln for ln in md.splitlines() if ln.startswith("| `")]
