@@ -118,7 +118,9 @@ def study_section(study: StudyFile, out: Path, root: Path) -> list[str]:
             md += [f"![{study.name}]({name})", ""]
     verdict = study.raw.get("verdict")
     md += ["**Verdict.** " + (fill_numbers(verdict.strip(), frame(recs), recs) if verdict else
-                              f"pending: {len(done)} of its {planned} runs are finished and exported."), ""]
+                              (f"pending: {len(done)} of its {planned} runs are finished and exported."
+                               if len(done) < planned else "pending: every run is finished; the verdict is not "
+                               "written yet.")), ""]
     return md
 
 

@@ -72,15 +72,18 @@ def to_study(rec: dict[str, Any]) -> optuna.Study:
         s = optuna.create_study(study_name=rec["name"], direction=rec["direction"])
     finally:
         optuna.logging.set_verbosity(verbosity)
-    trials = []
-    for t in rec["trials"]:
-        state = TrialState[t["state"]]
-        if state not in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL):
-            continue  # a trial still running when the record was written is not a result yet
-        dists = {k: json_to_distribution(json.dumps(d)) for k, d in t["distributions"].items()}
-        trials.append(optuna.trial.create_trial(
-            state=state, value=t["value"] if state == TrialState.COMPLETE else None, params=t["params"],
-            distributions=dists, user_attrs=t["user_attrs"],
-            intermediate_values={int(k): v for k, v in t["intermediate_values"].items()}))
-    s.add_trials(trials)
+    # a trial still running when the record was written is not a result yet
+    s.add_trials([frozen_trial(t) for t in rec["trials"] if TrialState[t["state"]] in FINISHED])
     return s
+
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+def frozen_trial(t: dict[str, Any], state: TrialState | None = None) -> optuna.trial.FrozenTrial:
+    """One recorded trial as an Optuna trial to add to a study (``state``: another state than recorded)."""
+    state = state or TrialState[t["state"]]
+    return optuna.trial.create_trial(
+        state=state, value=t["value"] if state == TrialState.COMPLETE else None, params=t["params"],
+        distributions={k: json_to_distribution(json.dumps(d)) for k, d in t["distributions"].items()},
+        user_attrs=t["user_attrs"], intermediate_values={int(k): v for k, v in t["intermediate_values"].items()})

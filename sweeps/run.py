@@ -113,6 +113,8 @@ def open_study(study: Study, storage: RDBStorage) -> optuna.Study:
         if study.sampler == "grid":
             for params in study.grid():
                 s.enqueue_trial(params, user_attrs={_CELL: cell_key(params)})
+        else:
+            restore_from_record(s, study)
         s.set_user_attr("fingerprint", study.fingerprint())  # last: marks the study as ready
         return s
     except optuna.exceptions.DuplicatedStudyError:
@@ -127,6 +129,40 @@ def open_study(study: Study, storage: RDBStorage) -> optuna.Study:
             raise SweepError(f"a study named {study.name!r} already exists in {study.storage_url()} with another "
                              f"space or base config; stored: {stored}; rename the study or use another storage")
         return s
+
+
+def restore_from_record(s: optuna.Study, study: Study) -> int:
+    """Fill a new, empty storage from the study's committed record (results/sweeps/<name>.json), when there is one:
+    a fresh clone or a new session goes on with the study instead of starting it again. Finished trials come back
+    as they were, under their numbers (the sampler draws each trial from its number, so later draws are those of an
+    unbroken study); a trial the record saw running or waiting had its worker stopped: it is failed under its
+    number and queued again with its parameters, as a stale trial would have been. Returns the trials restored."""
+    from .record import FINISHED, frozen_trial, load_record
+
+    path = Path(study.export_dir) / f"{study.name}.json"
+    if not path.exists():
+        return 0
+    try:
+        rec = load_record(path)
+    except ValueError as e:
+        raise SweepError(f"{e}; move it away to start the study {study.name!r} anew") from None
+    stored = {k: rec.get(k) for k in study.fingerprint()}
+    if json.dumps(stored, sort_keys=True) != json.dumps(study.fingerprint(), sort_keys=True):
+        raise SweepError(f"{path} records a study named {study.name!r} with another space or base config "
+                         f"({stored}); move it away or rename the study, so that neither overwrites the other")
+    retry = []
+    for t in sorted(rec["trials"], key=lambda t: t["number"]):
+        finished = TrialState[t["state"]] in FINISHED
+        s.add_trial(frozen_trial(t, None if finished else TrialState.FAIL))
+        if not finished:
+            retry.append(t["params"])
+    for params in retry:
+        s.enqueue_trial(params)
+    numbers = [t.number for t in s.get_trials(deepcopy=False)][:len(rec["trials"])]
+    if numbers != [t["number"] for t in sorted(rec["trials"], key=lambda t: t["number"])]:
+        log.warning("%s: its trials are restored under other numbers than recorded; later draws differ", path)
+    log.info("%s: %d trials restored from %s, %d queued again", study.name, len(rec["trials"]), path, len(retry))
+    return len(rec["trials"])
 
 
 def make_objective(study: Study):

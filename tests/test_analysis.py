@@ -76,7 +76,7 @@ def test_report_sections_follow_the_study_files_and_their_exports(tiny_config, t
     md = report.build(tmp_path / "report", studies, tmp_path / "results").read_text()
     section = md[md.index("## Study: label-efficiency"):md.index("## Study: pending")]
     assert "**Hypothesis** (written before the runs). Close." in section and "4 of 4" in section
-    assert "÷ full [95 %]" in section and "pending: the study has not finished" in section
+    assert "÷ full [95 %]" in section and "**Verdict.** pending: every run is finished; the verdict is not written yet." in section
     pending = md[md.index("## Study: pending"):]
     assert "0 of 4" in pending and "No exports yet." in pending
     for png in ("label-efficiency.png", "label-efficiency-per-class.png"):

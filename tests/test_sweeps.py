@@ -99,8 +99,9 @@ def test_a_trial_resumes_from_the_exports_alone(tmp_path, fake_dataset, monkeypa
         return sorted((t.params["loss.gamma"], t.value, dict(t.intermediate_values)) for t in _trials(Study.load(path)))
 
     before = seen()
-    # another machine: the exports came along, the study database and the run directories did not
+    # another machine: the exports came along, the study database, the run directories and the record did not
     shutil.rmtree(tmp_path / "sweeps")
+    (tmp_path / "results" / "sweeps" / "carry.json").unlink()
     import pointseg.train
 
     def no_training(*a, **k):
@@ -120,6 +121,42 @@ def test_a_trial_resumes_from_the_exports_alone(tmp_path, fake_dataset, monkeypa
     exp.write_text(json.dumps(rec))
     with pytest.raises(SweepError, match="another config.*train.lr"):
         _exported_run(cfg)
+
+
+def test_a_new_storage_goes_on_from_the_committed_record(tmp_path, fake_dataset, monkeypatch):
+    """A new session or a fresh clone has the record and nothing else: the study goes on where it stood."""
+    path = _study_file(tmp_path, fake_dataset, name="goon", sampler="tpe", trials=2, pruner="none",
+                       space={"loss.gamma": {"type": "float", "low": 0.0, "high": 3.0}})
+    worker(Study.load(path), progress=False)
+    study = Study.load(path)
+
+    def seen():
+        return [(t.number, t.state, t.params, t.value, dict(t.intermediate_values)) for t in _trials(study)]
+
+    before = seen()
+    record = tmp_path / "results" / "sweeps" / "goon.json"
+    rec = json.loads(record.read_text())
+    # the session ended while a third trial trained: the record saw it running
+    rec["trials"].append({**rec["trials"][1], "number": 2, "state": "RUNNING", "value": None,
+                          "params": {"loss.gamma": 1.5}, "intermediate_values": {"1": 0.2}})
+    record.write_text(json.dumps(rec))
+    shutil.rmtree(tmp_path / "sweeps")  # no storage, no run directories ...
+    shutil.rmtree(tmp_path / "results" / "goon")  # ... and no exports
+    import pointseg.train
+
+    monkeypatch.setattr(pointseg.train, "fit", lambda *a, **k: pytest.fail("a restored trial was trained again"))
+    open_study(study, make_storage(study))
+    after = seen()
+    assert after[:2] == before  # numbers, states, draws, values and the values the pruner saw
+    assert after[2][:2] == (2, TrialState.FAIL)  # stopped: failed under its number ...
+    waiting = _trials(study)[3]  # ... and queued again with its parameters
+    assert waiting.state == TrialState.WAITING and waiting.system_attrs["fixed_params"] == {"loss.gamma": 1.5}
+    # a record of another study under this name is refused, never overwritten
+    rec["space"] = {"loss.gamma": {"type": "float", "low": 0.0, "high": 1.0}}
+    record.write_text(json.dumps(rec))
+    shutil.rmtree(tmp_path / "sweeps")
+    with pytest.raises(SweepError, match="goon.json records a study named 'goon' with another space"):
+        open_study(study, make_storage(study))
 
 
 def test_a_worker_whose_trials_all_fail_stops_and_names_the_error(tmp_path, fake_dataset, monkeypatch):
