@@ -106,15 +106,17 @@ def _slug(params: dict[str, Any]) -> str:
 
 
 def open_study(study: Study, storage: RDBStorage) -> optuna.Study:
-    """Create the study (and enqueue every grid cell, once) or load it and check it is the same study."""
+    """Create the study (and enqueue every grid cell, once; or restore a TPE study's committed record) or load it
+    and check it is the same study."""
+    record = committed_record(study)  # checked first: a record of another study must not be overwritten
     try:
         s = optuna.create_study(study_name=study.name, storage=storage, direction=study.direction,
                                 sampler=study.make_sampler(), pruner=study.make_pruner())
         if study.sampler == "grid":
             for params in study.grid():
                 s.enqueue_trial(params, user_attrs={_CELL: cell_key(params)})
-        else:
-            restore_from_record(s, study)
+        elif record is not None:
+            restore_from_record(s, record)
         s.set_user_attr("fingerprint", study.fingerprint())  # last: marks the study as ready
         return s
     except optuna.exceptions.DuplicatedStudyError:
@@ -131,17 +133,14 @@ def open_study(study: Study, storage: RDBStorage) -> optuna.Study:
         return s
 
 
-def restore_from_record(s: optuna.Study, study: Study) -> int:
-    """Fill a new, empty storage from the study's committed record (results/sweeps/<name>.json), when there is one:
-    a fresh clone or a new session goes on with the study instead of starting it again. Finished trials come back
-    as they were, under their numbers (the sampler draws each trial from its number, so later draws are those of an
-    unbroken study); a trial the record saw running or waiting had its worker stopped: it is failed under its
-    number and queued again with its parameters, as a stale trial would have been. Returns the trials restored."""
-    from .record import FINISHED, frozen_trial, load_record
+def committed_record(study: Study) -> dict[str, Any] | None:
+    """The study's committed record (results/sweeps/<name>.json), or None; one of another space or base config
+    under this name is an error, so that neither study overwrites the other's record."""
+    from .record import load_record
 
     path = Path(study.export_dir) / f"{study.name}.json"
     if not path.exists():
-        return 0
+        return None
     try:
         rec = load_record(path)
     except ValueError as e:
@@ -150,19 +149,29 @@ def restore_from_record(s: optuna.Study, study: Study) -> int:
     if json.dumps(stored, sort_keys=True) != json.dumps(study.fingerprint(), sort_keys=True):
         raise SweepError(f"{path} records a study named {study.name!r} with another space or base config "
                          f"({stored}); move it away or rename the study, so that neither overwrites the other")
+    return rec
+
+
+def restore_from_record(s: optuna.Study, rec: dict[str, Any]) -> None:
+    """Fill a new, empty storage from the study's committed record: a fresh clone or a new session goes on with the
+    study instead of starting it again. Finished trials come back as they were, under their numbers (the sampler
+    draws each trial from its number, so later draws are those of an unbroken study); a trial the record saw
+    running or waiting had its worker stopped: it is failed under its number and queued again with its
+    parameters, as a stale trial would have been."""
+    from .record import FINISHED, frozen_trial
+
+    trials = sorted(rec["trials"], key=lambda t: t["number"])
     retry = []
-    for t in sorted(rec["trials"], key=lambda t: t["number"]):
+    for t in trials:
         finished = TrialState[t["state"]] in FINISHED
         s.add_trial(frozen_trial(t, None if finished else TrialState.FAIL))
         if not finished:
             retry.append(t["params"])
     for params in retry:
         s.enqueue_trial(params)
-    numbers = [t.number for t in s.get_trials(deepcopy=False)][:len(rec["trials"])]
-    if numbers != [t["number"] for t in sorted(rec["trials"], key=lambda t: t["number"])]:
-        log.warning("%s: its trials are restored under other numbers than recorded; later draws differ", path)
-    log.info("%s: %d trials restored from %s, %d queued again", study.name, len(rec["trials"]), path, len(retry))
-    return len(rec["trials"])
+    if [t.number for t in s.get_trials(deepcopy=False)][:len(trials)] != [t["number"] for t in trials]:
+        log.warning("%s: its trials are restored under other numbers than recorded; later draws differ", rec["name"])
+    log.info("%s: %d trials restored from its record, %d queued again", rec["name"], len(trials), len(retry))
 
 
 def make_objective(study: Study):

@@ -157,6 +157,7 @@ def test_a_new_storage_goes_on_from_the_committed_record(tmp_path, fake_dataset,
     shutil.rmtree(tmp_path / "sweeps")
     with pytest.raises(SweepError, match="goon.json records a study named 'goon' with another space"):
         open_study(study, make_storage(study))
+    assert json.loads(record.read_text()) == rec  # left as it was
 
 
 def test_a_worker_whose_trials_all_fail_stops_and_names_the_error(tmp_path, fake_dataset, monkeypatch):
