@@ -84,6 +84,7 @@ def frozen_trial(t: dict[str, Any], state: TrialState | None = None) -> optuna.t
     """One recorded trial as an Optuna trial to add to a study (``state``: another state than recorded)."""
     state = state or TrialState[t["state"]]
     return optuna.trial.create_trial(
-        state=state, value=t["value"] if state == TrialState.COMPLETE else None, params=t["params"],
+        state=state, value=t["value"] if state in (TrialState.COMPLETE, TrialState.PRUNED) else None,
+        params=t["params"],
         distributions={k: json_to_distribution(json.dumps(d)) for k, d in t["distributions"].items()},
         user_attrs=t["user_attrs"], intermediate_values={int(k): v for k, v in t["intermediate_values"].items()})
