@@ -90,9 +90,10 @@ def reruns_section(root: Path) -> list[str]:
                       f"{_commit(b)}) | {b['final'][METRIC]:.3f} | {d:+.3f} |")
     absd = np.abs(diffs)
     md += ["", f"{len(diffs)} pairs: the test mIoU of two trainings of the same run differs by {absd.mean():.3f} "
-           f"on average (largest {absd.max():.3f}; {int((absd == 0).sum())} of {len(diffs)} identical), against {_seed_spread(records, groups):.3f} between two seeds "
-           "of one of these cells (mean over their pairs of seeds). The "
-           "tests check that a run repeated with the same thread count and code reproduces its numbers exactly.", ""]
+           f"on average (largest {absd.max():.3f}; {int((absd == 0).sum())} of {len(diffs)} identical), against "
+           f"{_seed_spread(records, groups):.3f} between two seeds of one of these cells (mean over their pairs of "
+           "seeds). The tests check that a run repeated with the same thread count and code reproduces its numbers "
+           "exactly.", ""]
     return md + _same_cells_compared(records, groups)
 
 
@@ -115,7 +116,8 @@ def _same_cells_compared(records: list[dict[str, Any]], groups: list[list[dict[s
     inside = sum(r.endswith("| yes |") for r in rows)
     return ["The same cells compared as a study compares two cells (paired bootstrap over their shared seeds and "
             "the test images, 95 %): their true difference is zero, so each interval should hold zero.", "",
-            "| one cell | another cell | seeds | one − another, test mIoU [95 %] | holds zero |", "|---|---|---|---|---|",
+            "| one cell | another cell | seeds | one − another, test mIoU [95 %] | holds zero |",
+            "|---|---|---|---|---|",
             *rows, "", f"{inside} of {len(rows)} intervals hold zero.", ""]
 
 

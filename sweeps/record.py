@@ -45,10 +45,15 @@ def study_record(s: optuna.Study, study) -> dict[str, Any]:
     return {**study_about(study), "trials": [_trial(t) for t in trials]}
 
 
+def record_path(study) -> Path:
+    """Where ``study`` (a sweeps.study.Study) keeps its committed record."""
+    return Path(study.export_dir) / f"{study.name}.json"
+
+
 def write_record(s: optuna.Study, study) -> Path:
     from pointseg.io import write_json
 
-    path = Path(study.export_dir) / f"{study.name}.json"
+    path = record_path(study)
     write_json(path, study_record(s, study))
     return path
 

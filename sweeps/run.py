@@ -29,7 +29,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_s
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
-from .record import write_record
+from .record import FINISHED, frozen_trial, load_record, record_path, write_record
 from .study import Study, SweepError
 
 log = logging.getLogger("pointseg.sweep")
@@ -127,18 +127,21 @@ def open_study(study: Study, storage: RDBStorage) -> optuna.Study:
             if stored is not None:
                 break
             time.sleep(0.5)
-        if stored is not None and json.dumps(stored, sort_keys=True) != json.dumps(study.fingerprint(), sort_keys=True):
+        if stored is not None and not _same_fingerprint(stored, study):
             raise SweepError(f"a study named {study.name!r} already exists in {study.storage_url()} with another "
                              f"space or base config; stored: {stored}; rename the study or use another storage")
         return s
 
 
+def _same_fingerprint(stored: dict[str, Any], study: Study) -> bool:
+    """Whether a stored fingerprint (the storage's, or a record's) is that of ``study``."""
+    return json.dumps(stored, sort_keys=True) == json.dumps(study.fingerprint(), sort_keys=True)
+
+
 def committed_record(study: Study) -> dict[str, Any] | None:
     """The study's committed record (results/sweeps/<name>.json), or None; one of another space or base config
     under this name is an error, so that neither study overwrites the other's record."""
-    from .record import load_record
-
-    path = Path(study.export_dir) / f"{study.name}.json"
+    path = record_path(study)
     if not path.exists():
         return None
     try:
@@ -146,7 +149,7 @@ def committed_record(study: Study) -> dict[str, Any] | None:
     except ValueError as e:
         raise SweepError(f"{e}; move it away to start the study {study.name!r} anew") from None
     stored = {k: rec.get(k) for k in study.fingerprint()}
-    if json.dumps(stored, sort_keys=True) != json.dumps(study.fingerprint(), sort_keys=True):
+    if not _same_fingerprint(stored, study):
         raise SweepError(f"{path} records a study named {study.name!r} with another space or base config "
                          f"({stored}); move it away or rename the study, so that neither overwrites the other")
     return rec
@@ -158,8 +161,6 @@ def restore_from_record(s: optuna.Study, rec: dict[str, Any]) -> None:
     draws each trial from its number, so later draws are those of an unbroken study); a trial the record saw
     running or waiting had its worker stopped: it is failed under its number and queued again with its
     parameters, as a stale trial would have been."""
-    from .record import FINISHED, frozen_trial
-
     trials = sorted(rec["trials"], key=lambda t: t["number"])
     retry = []
     for t in trials:
