@@ -48,8 +48,8 @@ def study_headline(study, root) -> list[str]:
         others = study.raw.get(key) or []
         for other in [others] if isinstance(others, dict) else others:  # one mapping, or a list: a line each
             if md:
-                md.insert(len(md) - 1, other_ratio_line(load_records(other["study"], root), head, other["study"],
-                                                        other["points"], other["ceiling"],
+                md.insert(len(md) - 1, other_ratio_line(load_records(other["study"], root), other.get("head", head),
+                                                        other["study"], other["points"], other["ceiling"],
                                                         other.get("seeds", BAR_SEEDS)))
     return md
 

@@ -276,7 +276,8 @@ LIMITATIONS = [
 
 # the schedule first (every later study runs on it), then the headline, then what explains or moves it
 READING_ORDER = ["convergence", "convergence-points", "schedule", "device-check", "label-efficiency",
-                 "label-efficiency-crf", "unlabelled", "crf-weight", "consistency-weight", "self-training", "test-time",
+                 "label-efficiency-crf", "unlabelled", "crf-weight", "consistency-weight", "self-training",
+                 "self-training-compute", "self-training-rounds", "test-time",
                  "gamma", "placement", "pretraining"]
 
 
