@@ -74,9 +74,28 @@ def _trial_table(rec: dict, s: optuna.Study, top: int = 8) -> list[str]:
     for t in done:
         runs = t.user_attrs.get("runs") or []
         test = mean_ci([r.get("test/miou") for r in runs])
-        vals = [f"{t.params[p]:.3g}" if isinstance(t.params[p], float) else str(t.params[p]) for p in params]
+        vals = [_param(t.params[p]) for p in params]
         rows.append(f"| {t.number} | " + " | ".join(vals) + f" | {t.value:.3f} | {fmt(*test)} | {len(runs)} |")
     return rows
+
+
+def _param(v) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def _pruned_lines(rec: dict, s: optuna.Study) -> list[str]:
+    """Which trials the pruner stopped, where, and at what value: what the table of complete trials leaves out."""
+    pruned = [t for t in s.trials if t.state == TrialState.PRUNED and t.intermediate_values]
+    if not pruned:
+        return []
+    items = []
+    for t in pruned:
+        epoch = max(t.intermediate_values)
+        params = ", ".join(f"{_PARAM_LABELS.get(p, p)} {_param(t.params[p])}" for p in rec["space"])
+        items.append(f"{t.number} ({params}; epoch {epoch}, {t.intermediate_values[epoch]:.3f})")
+    return [f"Pruned, with the epoch each stopped at and its first seed's `{rec['objective']}` there (the pruner stops "
+            "a trial whose best value so far is below the median of the earlier trials at the same epoch): "
+            + "; ".join(items) + ".", ""]
 
 
 def sweep_section(rec: dict | None, study: Study | None, out: Path, png: dict) -> list[str]:
@@ -117,7 +136,7 @@ def sweep_section(rec: dict | None, study: Study | None, out: Path, png: dict) -
     if not states[TrialState.COMPLETE]:
         return md + ["No complete trial yet.", ""]
     md += ["**Results** (the best complete trials by the objective; test mIoU is a diagnostic, not what TPE saw).", "",
-           *_trial_table(rec, s), ""]
+           *_trial_table(rec, s), "", *_pruned_lines(rec, s)]
     imp = importances(s)
     if imp:
         md += ["Parameter importances (fANOVA over the complete trials, seed 0): "

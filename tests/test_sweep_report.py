@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import matplotlib
@@ -74,6 +75,14 @@ def test_a_sweep_record_becomes_a_report_section_with_its_trials_importances_and
     rows = [line for line in md.splitlines() if line.startswith("| ") and not line.startswith("| trial")]
     assert rows[0].startswith(f"| {best.number} |") and f"| {best.params['points.n_per_class']} |" in rows[0]
     assert "fANOVA" in md and "clicks per class" in md
+    pruned = [t for t in s.trials if t.state == TrialState.PRUNED]
+    assert pruned, "the fake sweep should prune a trial, or this test checks nothing about pruned trials"
+    line = next(x for x in md.splitlines() if x.startswith("Pruned"))
+    for t in pruned:  # "…; <trial> (<param> <value>, …; epoch <e>, <value>)"
+        item = re.search(rf"(?:: |; ){t.number} \(([^)]*)\)", line).group(1)
+        epoch = max(t.intermediate_values)
+        assert f"clicks per class {t.params['points.n_per_class']}" in item
+        assert item.endswith(f"; epoch {epoch}, {t.intermediate_values[epoch]:.3f}")
     first = {p.name: p.read_bytes() for p in out.glob("*.png")}
     assert set(first) == {"sweep-joint-history.png", "sweep-joint-importances.png"}
     sweep_sections(out, tmp_path / "results", tmp_path / "sweeps", png=_PNG)  # drawn again: the same bytes
