@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from pointseg.config import load_config
+from pointseg.export import cpu_model
 from pointseg.io import write_json
 from pointseg.losses import partial_focal_ce
 from pointseg.models import build_model
@@ -230,7 +231,8 @@ def main(argv=None) -> int:
     for part, fn in (("loss", lambda: loss_rows() + [compile_row()]), ("steps", step_rows),
                      ("reference", lambda: reference_rows(args.bare_steps, args.config))):
         if part in args.parts:
-            new = [{**row, "part": part, **({"config": args.config} if part == "reference" else {})} for row in fn()]
+            new = [{**row, "part": part, "cpu": cpu_label(), **({"config": args.config} if part == "reference" else {})}
+                   for row in fn()]
             print(markdown_table(new) + "\n", flush=True)
             rows += new
     out = Path("results/bench.json")
@@ -240,6 +242,11 @@ def main(argv=None) -> int:
         rows = kept + rows
     write_json(out, {"torch": torch.__version__, "threads": torch.get_num_threads(), "rows": rows})
     return 0
+
+
+def cpu_label() -> str:
+    """The CPU a row was timed on: rows of different runs sit in one file, and speed is a property of the CPU."""
+    return f"{cpu_model() or 'unknown CPU'} ({torch.backends.cpu.get_cpu_capability()})"
 
 
 def _part(row: dict) -> str:

@@ -219,7 +219,19 @@ def bench_section(path: Path) -> list[str]:
     b = json.loads(path.read_text())
     from .bench import markdown_table
 
-    return [f"## Speed (`make bench`, torch {b['torch']}, {b['threads']} threads)", "", markdown_table(b["rows"]), ""]
+    return [f"## Speed (`make bench`, torch {b['torch']}, {b['threads']} threads)", "", markdown_table(b["rows"]), "",
+            _timed_on(b["rows"]), ""]
+
+
+def _timed_on(rows: list[dict]) -> str:
+    """Which CPU the bench rows were timed on (speed belongs to a CPU; rows of several runs share one file)."""
+    cpus = sorted({r["cpu"] for r in rows if r.get("cpu")})
+    if not cpus:
+        return "The rows did not record the CPU they were timed on (rows written from now on do)."
+    unknown = sum(not r.get("cpu") for r in rows)
+    older = (f"; {unknown} older row did not record its CPU" if unknown == 1 else
+             f"; {unknown} older rows did not record their CPU" if unknown else "")
+    return "Timed on " + "; ".join(cpus) + older + "."
 
 
 def byo_section(root: Path) -> list[str]:

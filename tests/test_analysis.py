@@ -155,7 +155,13 @@ def test_bench_of_some_parts_keeps_the_rows_of_the_others(tmp_path, monkeypatch)
     assert bench.main(["--parts", "reference"]) == 0
     rows = json.loads((tmp_path / "results" / "bench.json").read_text())["rows"]
     assert [r["what"] for r in rows] == ["pfCE γ=2 ÷ CE", "train step, bs8", "experiments/full.yaml run"]
-    assert rows[-1]["part"] == "reference"
+    assert rows[-1]["part"] == "reference" and rows[-1]["cpu"] == bench.cpu_label()
+    from analysis.report import bench_section
+
+    mixed = tmp_path / "mixed.json"  # a row of an older run, which did not record its CPU, beside a new one
+    mixed.write_text(json.dumps({"torch": "x", "threads": 2, "rows": [row, rows[-1]]}))
+    text = "\n".join(bench_section(mixed))
+    assert f"Timed on {bench.cpu_label()}; 1 older row did not record its CPU." in text
     # another schedule's reference rows sit beside the default's; running it again replaces only its own
     for _ in range(2):
         assert bench.main(["--parts", "reference", "--config", "experiments/full-fast.yaml"]) == 0
