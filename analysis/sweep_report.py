@@ -13,6 +13,7 @@ from pathlib import Path
 import matplotlib
 import matplotlib.pyplot as plt
 import optuna
+import pandas as pd
 from optuna.trial import TrialState
 
 from sweeps.record import load_record, study_about, to_study
@@ -98,6 +99,28 @@ def _pruned_lines(rec: dict, s: optuna.Study) -> list[str]:
             + "; ".join(items) + ".", ""]
 
 
+def early_rank_agreement(s: optuna.Study) -> tuple[int, int, float] | None:
+    """How well the first epoch the pruner may act on ranks the complete trials: (that epoch, the number of
+    trials, Spearman's ρ between the first seed's value there and the trial's value). None below 3 trials."""
+    done = [t for t in s.trials if t.state == TrialState.COMPLETE and t.intermediate_values]
+    if len(done) < 3:
+        return None
+    first = min(min(t.intermediate_values) for t in done)
+    pairs = [(t.intermediate_values[first], t.value) for t in done if first in t.intermediate_values]
+    early, final = pd.Series([p[0] for p in pairs]).rank(), pd.Series([p[1] for p in pairs]).rank()
+    return first, len(pairs), float(early.corr(final))
+
+
+def _early_line(s: optuna.Study, objective: str) -> list[str]:
+    agree = early_rank_agreement(s)
+    if agree is None:
+        return []
+    epoch, n, rho = agree
+    return [f"How well epoch {epoch} foretells the end: over the {n} complete trials, the first seed's `{objective}` "
+            f"at epoch {epoch} against the trial's value (the mean of its seeds at the end) has Spearman's ρ = "
+            f"{rho:+.2f} (1: the same order; near 0 or below: a trial pruned there may have ended among the best).", ""]
+
+
 def sweep_section(rec: dict | None, study: Study | None, out: Path, png: dict) -> list[str]:
     """One sweep's section: question, hypothesis, process, then (when it ran) the trials, figures and verdict."""
     # what ran says the question, hypothesis and process (the record); the verdict, written after, comes from the file
@@ -114,7 +137,8 @@ def sweep_section(rec: dict | None, study: Study | None, out: Path, png: dict) -
     sampler = (f"multivariate TPE (seed {src['seed']}; the first {src['startup_trials']} trials drawn at random)"
                if src["sampler"] == "tpe" and src.get("startup_trials") else
                f"{src['sampler'].upper() if src['sampler'] == 'tpe' else src['sampler']} (seed {src['seed']})")
-    md += [f"**Process.** `make sweep STUDY={file}`: Optuna {sampler}, pruner {src['pruner']} (on the first seed's per-epoch `{src['objective']}`), "
+    md += [f"**Process.** `make sweep STUDY={file}`: Optuna {sampler}, pruner {src['pruner']} (on the first seed's per-epoch `{src['objective']}`"
+           + (f", from epoch {src.get('prune_from_epoch', 1)}" if src["pruner"] == "median" else "") + "), "
            f"{src['budget']} trials of {src['seeds_per_config']} seeds each; a trial's value is the mean of its seeds' "
            f"`{src['objective']}` (the val tile's clicks, never its dense mask); base `{src['base_config']}`"
            + (f" with {', '.join(f'`{o}`' for o in src['overrides'])}" if src["overrides"] else "")
@@ -136,7 +160,8 @@ def sweep_section(rec: dict | None, study: Study | None, out: Path, png: dict) -
     if not states[TrialState.COMPLETE]:
         return md + ["No complete trial yet.", ""]
     md += ["**Results** (the best complete trials by the objective; test mIoU is a diagnostic, not what TPE saw).", "",
-           *_trial_table(rec, s), "", *_pruned_lines(rec, s)]
+           *_trial_table(rec, s), "", *_pruned_lines(rec, s),
+           *_early_line(s, rec["objective"])]
     imp = importances(s)
     if imp:
         md += ["Parameter importances (fANOVA over the complete trials, seed 0): "

@@ -35,7 +35,8 @@ def study_about(study) -> dict[str, Any]:
     """What a study is (``study``: a sweeps.study.Study), as the record stores it: everything but its trials."""
     return {"version": RECORD_VERSION, "name": study.name, "file": study.path, "question": study.question,
             "hypothesis": study.hypothesis, "verdict": study.verdict, "direction": study.direction,
-            "objective": study.objective, **study.fingerprint(), "pruner": study.pruner, "seed": study.seed,
+            "objective": study.objective, **study.fingerprint(), "pruner": study.pruner,
+            "prune_from_epoch": study.prune_from_epoch, "seed": study.seed,
             "startup_trials": study.startup_trials if study.sampler == "tpe" else None, "budget": study.budget}
 
 

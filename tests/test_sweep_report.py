@@ -12,7 +12,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from analysis.sweep_report import sweep_sections
+from analysis.sweep_report import early_rank_agreement, sweep_sections
 from pointseg.io import write_json
 from sweeps.record import load_record, study_record, to_study, write_record
 from sweeps.study import Study
@@ -75,6 +75,10 @@ def test_a_sweep_record_becomes_a_report_section_with_its_trials_importances_and
     rows = [line for line in md.splitlines() if line.startswith("| ") and not line.startswith("| trial")]
     assert rows[0].startswith(f"| {best.number} |") and f"| {best.params['points.n_per_class']} |" in rows[0]
     assert "fANOVA" in md and "clicks per class" in md
+    done = [t for t in rebuilt.trials if t.state == TrialState.COMPLETE]
+    epoch, n, rho = early_rank_agreement(rebuilt)  # the fake's epoch 0 is its value - 0.1: the same order
+    assert (epoch, n, rho) == (0, len(done), pytest.approx(1.0))
+    assert f"over the {n} complete trials" in md and "Spearman's ρ = +1.00" in md
     pruned = [t for t in s.trials if t.state == TrialState.PRUNED]
     assert pruned, "the fake sweep should prune a trial, or this test checks nothing about pruned trials"
     line = next(x for x in md.splitlines() if x.startswith("Pruned"))

@@ -476,3 +476,24 @@ def test_a_space_over_the_budget_needs_one_set_of_val_clicks(tmp_path, fake_data
 @pytest.mark.parametrize("path", sorted((ROOT / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_sweep_file_passes_its_checks(path):
     Study.load(path)  # unknown keys, spaces, the objective, one set of val clicks when the budget varies
+
+
+@pytest.mark.parametrize("start", [1, 4])
+def test_the_median_pruner_acts_from_the_epoch_the_study_names(tmp_path, fake_dataset, start):
+    study = Study.load(_study_file(tmp_path, fake_dataset, name=f"warm{start}", sampler="tpe", trials=3,
+                                   pruner="median", startup_trials=2, prune_from_epoch=start))
+    s = optuna.create_study(direction="maximize", pruner=study.make_pruner())
+    for _ in range(2):  # two good trials the median is taken over, reporting epochs 1..8 as the trainer does
+        t = s.ask()
+        for epoch in range(1, 9):
+            t.report(0.5, epoch)
+        s.tell(t, 0.5)
+    poor = s.ask()
+    stops = []
+    for epoch in range(1, 9):
+        poor.report(0.1, epoch)
+        stops.append(poor.should_prune())
+    assert stops.index(True) + 1 == start  # the first epoch at which it would be stopped
+    with pytest.raises(SweepError, match="prune_from_epoch counts epochs from 1"):
+        Study.load(_study_file(tmp_path, fake_dataset, name="warm0", sampler="tpe", trials=3, pruner="median",
+                               prune_from_epoch=0))
