@@ -31,6 +31,7 @@ from pointseg.io import write_json
 from pointseg.losses import partial_focal_ce
 from pointseg.models import build_model
 
+from .bench_table import markdown_table
 from .timing import alternating
 
 REFERENCE_BARE_STEPS = 1200  # what the issue's pre-change converged run took: 1200 steps of today's loop
@@ -207,16 +208,6 @@ def reference_rows(bare_steps: int, config: str = REFERENCE_CONFIG) -> list[dict
 
 def _label(config: str) -> str:
     return "reference run" if config == REFERENCE_CONFIG else f"{Path(config).stem} run"
-
-
-def markdown_table(rows: list[dict]) -> str:
-    """The bench rows as a Markdown table (also the report's speed section)."""
-    out = ["| measurement | ours | reference | ratio | goal | met |", "|---|---|---|---|---|---|"]
-    for x in rows:
-        ratio = "—" if x["ratio"] is None else f"{x['ratio']:.3f}"
-        met = "—" if x["met"] is None else ("yes" if x["met"] else "no")
-        out.append(f"| {x['what']} | {x['a']:.3f} {x['unit']} | {x['b']:.3f} {x['unit']} | {ratio} | {x['goal']} | {met} |")
-    return "\n".join(out)
 
 
 def main(argv=None) -> int:

@@ -217,7 +217,7 @@ def bench_section(path: Path) -> list[str]:
     if not path.exists():
         return []
     b = json.loads(path.read_text())
-    from .bench import markdown_table
+    from .bench_table import markdown_table
 
     return [f"## Speed (`make bench`, torch {b['torch']}, {b['threads']} threads)", "", markdown_table(b["rows"]), "",
             _timed_on(b["rows"]), ""]

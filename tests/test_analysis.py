@@ -57,6 +57,20 @@ def test_committed_report_is_rebuilt_exactly_from_the_committed_exports(tmp_path
     assert readme.read_text() == (ROOT / "README.md").read_text(), \
         "README.md's results block is stale: run `make report` and commit"
 
+def test_the_report_reads_the_speed_tables_without_importing_torch():
+    """The bench's imports (torch, timm, smp, torchvision) cost a report build most of its time where Python
+    writes no bytecode cache; printing its tables needs none of them."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from pathlib import Path; from analysis import report; "
+            "md = report.bench_section(Path('results/bench.json')) + report.byo_section(Path('results')); "
+            "assert md, 'no speed section'; "
+            "print(sorted(m for m in ('torch', 'timm', 'segmentation_models_pytorch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_report_sections_follow_the_study_files_and_their_exports(tiny_config, tmp_path, fake_dataset):
     import yaml
 
