@@ -264,6 +264,18 @@ def byo_section(root: Path) -> list[str]:
     return md
 
 
+# the dashboard is where users compare runs; every run logs offline into its run directory (README: "W&B")
+WANDB_SECTION = [
+    "## Compare the runs in W&B", "",
+    "Every run logs to W&B offline, into its run directory, with its config (clicks per class, γ, the unlabelled "
+    "method and weight), `group` = its study's name, the test metrics in its summary and, at the end, a few val "
+    "images with their clicks, the prediction, the truth and the errors. To compare a study in the dashboard: "
+    "`wandb login`, then `wandb sync runs/studies/<study>/*/seed*/wandb/offline-run-*` (a sweep: "
+    "`runs/sweeps/<name>/*/seed*/wandb/offline-run-*`); in the project's Runs table group by `Group`, add "
+    "`points.n_per_class`, `loss.gamma`, `semi.weight` and `semi.method` as columns and `test/miou`, "
+    "`test/group/5/miou` and `test/group/8/miou` from the summary. The run directories are not committed: this "
+    "report reads the exports in `results/`, which hold the same numbers.", ""]
+
 LIMITATIONS = [
     "## Limitations and threats to validity", "",
     "* One data set (Dubai aerial, 8 tiles); tiles differ in acquisition and style, so two test tiles are still a "
@@ -326,6 +338,7 @@ def build(out: Path, studies_dir: Path = Path("experiments/studies"), root: Path
            "experiments/full-fast.yaml`) |", "| whole-scene prediction table | `make bench-predict` |",
            "| the roads run | `python -m pointseg train --config experiments/roads.yaml` |",
            "| this report | `make report` |", ""]
+    md += WANDB_SECTION
     report = out / "REPORT.md"
     text = "\n".join(md)
     report.write_text(text)
