@@ -219,10 +219,11 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     rows: list[dict] = []
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n", flush=True)
+    cpu = cpu_label()  # one machine for the whole run: every row it writes carries it
     for part, fn in (("loss", lambda: loss_rows() + [compile_row()]), ("steps", step_rows),
                      ("reference", lambda: reference_rows(args.bare_steps, args.config))):
         if part in args.parts:
-            new = [{**row, "part": part, "cpu": cpu_label(), **({"config": args.config} if part == "reference" else {})}
+            new = [{**row, "part": part, "cpu": cpu, **({"config": args.config} if part == "reference" else {})}
                    for row in fn()]
             print(markdown_table(new) + "\n", flush=True)
             rows += new

@@ -138,7 +138,7 @@ def sweep_section(rec: dict | None, study: Study | None, out: Path, png: dict) -
                if src["sampler"] == "tpe" and src.get("startup_trials") else
                f"{src['sampler'].upper() if src['sampler'] == 'tpe' else src['sampler']} (seed {src['seed']})")
     md += [f"**Process.** `make sweep STUDY={file}`: Optuna {sampler}, pruner {src['pruner']} (on the first seed's per-epoch `{src['objective']}`"
-           + (f", from epoch {src.get('prune_from_epoch', 1)}" if src["pruner"] == "median" else "") + "), "
+           + (f", from epoch {src.get('prune_from_epoch', Study.prune_from_epoch)}" if src["pruner"] == "median" else "") + "), "
            f"{src['budget']} trials of {src['seeds_per_config']} seeds each; a trial's value is the mean of its seeds' "
            f"`{src['objective']}` (the val tile's clicks, never its dense mask); base `{src['base_config']}`"
            + (f" with {', '.join(f'`{o}`' for o in src['overrides'])}" if src["overrides"] else "")

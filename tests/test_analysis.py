@@ -57,6 +57,7 @@ def test_committed_report_is_rebuilt_exactly_from_the_committed_exports(tmp_path
     assert readme.read_text() == (ROOT / "README.md").read_text(), \
         "README.md's results block is stale: run `make report` and commit"
 
+
 def test_the_report_reads_the_speed_tables_without_importing_torch():
     """The bench's imports (torch, timm, smp, torchvision) cost a report build most of its time where Python
     writes no bytecode cache; printing its tables needs none of them."""
