@@ -29,7 +29,10 @@ from pointseg.config import ConfigError
 
 log = logging.getLogger("pointseg.study")
 
-SETTINGS = ("tta", "match", "shift", "ensemble")
+SETTINGS = ("tta", "match", "shift", "ensemble", "prior")
+# prior: the label-shift correction (pointseg/prior.py), its class mix estimated by EM on the source run's
+# training images (one mix for every test image) or on each test tile's own images
+PRIORS = ("train", "tile")
 # per-band gain and offset of each style shift (bands beyond the third keep their values)
 SHIFTS = {"bright": ("brightened", (1.35, 1.35, 1.35), (25, 25, 25)), "dark": ("darkened", (0.55, 0.55, 0.55), (0, 0, 0)),
           "colour": ("recoloured", (1.25, 1.0, 0.75), (10, 0, -10))}
@@ -44,9 +47,15 @@ def settings_of(cell) -> dict:
     if unknown:
         raise ConfigError(f"evaluation cell {cell.id}: unknown keys {unknown}; it takes {['evaluate', *SETTINGS]}")
     s = {"tta": bool(cell.extra.get("tta", False)), "match": bool(cell.extra.get("match", False)),
-         "shift": cell.extra.get("shift"), "ensemble": bool(cell.extra.get("ensemble", False))}
+         "shift": cell.extra.get("shift"), "ensemble": bool(cell.extra.get("ensemble", False)),
+         "prior": cell.extra.get("prior")}
     if s["shift"] is not None and s["shift"] not in SHIFTS:
         raise ConfigError(f"evaluation cell {cell.id}: shift must be one of {list(SHIFTS)}, got {s['shift']!r}")
+    if s["prior"] is not None and s["prior"] not in PRIORS:
+        raise ConfigError(f"evaluation cell {cell.id}: prior must be one of {list(PRIORS)}, got {s['prior']!r}")
+    if s["prior"] and s["ensemble"]:
+        raise ConfigError(f"evaluation cell {cell.id}: prior and ensemble together are not supported (each member "
+                          "trained on its own labels, so each has its own class mix)")
     return s
 
 
@@ -127,9 +136,40 @@ def _test(run_dirs: list[Path], settings: dict) -> dict:
             [s.image for s in load_split(cfg, "train", norm)], "group")
     e = cfg.eval
     t0 = time.perf_counter()
+    weights, priors = _prior_weights(settings["prior"], models, cfg, ckpt, scenes, norm, style)
     dense, _ = scene_confusions(models, scenes, spec.num_classes, e.window, e.overlap, e.batch_size,
-                                settings["tta"], "cpu", style, desc="eval test")
-    return {**split_record(dense, scenes, list(spec.class_names), "test/"), "test/seconds": time.perf_counter() - t0}
+                                settings["tta"], "cpu", style, desc="eval test", prior_weights=weights)
+    return {**split_record(dense, scenes, list(spec.class_names), "test/"), "test/seconds": time.perf_counter() - t0,
+            **priors}
+
+
+def _prior_weights(kind, models, cfg, ckpt, scenes, norm, style) -> tuple[list | None, dict]:
+    """Per test scene, the label-shift weights π_t / π_s, and the mixes for the record (none without ``kind``)."""
+    if not kind:
+        return None, {}
+    from pointseg.inputs import load_split
+    from pointseg.prior import prior_weights, run_label_prior, scene_prior
+
+    e, names = cfg.eval, list(ckpt["class_names"])
+    source = run_label_prior(cfg, ckpt)
+    def per_class(prefix, v):
+        return {f"{prefix}/{n}": float(x) for n, x in zip(names, v)}
+
+    record = per_class("prior/source", source)
+    kw = dict(window=e.window, overlap=e.overlap, batch_size=e.batch_size)
+    if kind == "train":  # the training images as the model saw them in training (unstyled, unshifted)
+        target = scene_prior(models, load_split(cfg, "train", norm), source, **kw)
+        record.update(per_class("prior/target", target))
+        return [prior_weights(source, target)] * len(scenes), record
+    images = style.restyle(scenes) if style is not None else [s.image for s in scenes]
+    weights = [None] * len(scenes)
+    for group in dict.fromkeys(s.group for s in scenes):
+        idx = [i for i, s in enumerate(scenes) if s.group == group]
+        target = scene_prior(models, [scenes[i] for i in idx], source, images=[images[i] for i in idx], **kw)
+        record.update(per_class(f"prior/target/{group}", target))
+        for i in idx:
+            weights[i] = prior_weights(source, target)
+    return weights, record
 
 
 def _export(path: Path, source: dict, name: str, final: dict, evaluation: dict) -> None:

@@ -95,6 +95,9 @@ class SelfTrainConfig:
     # most confident `proportion` of the pixels the teacher assigns to it reach (pooled over the training images),
     # never above `threshold`, so a class the teacher is rarely sure of still gets labels. 0 = one bar for all
     proportion: float = 0.0
+    # correct the teacher's probabilities for label shift before labelling (pointseg/prior.py): the class mix of
+    # its training labels (class-balanced clicks: near uniform) replaced by the mix EM finds in the training images
+    prior: bool = False
 
 
 @dataclass

@@ -128,14 +128,16 @@ def pseudo_targets(cfg: Config, scenes: list[Scene], clicks: list[np.ndarray]) -
         raise ConfigError(f"selftrain.teacher: {path} trained on histogram-matched images; self-training from such "
                           "a teacher is not supported")
     e, st = cfg.eval, cfg.selftrain
+    probs = [predict_probs(model, s.image, e.window, e.overlap, e.batch_size, device=device) for s in scenes]
+    names = list(ckpt["class_names"])
+    prior = _correct_prior(probs, scenes, tcfg, ckpt, names) if st.prior else {}
     args, confs = [], []
-    for s in scenes:
-        probs = predict_probs(model, s.image, e.window, e.overlap, e.batch_size, device=device)
-        conf, arg = probs.max(0)
+    for p in probs:
+        conf, arg = p.max(0)
         args.append(arg.numpy().astype(np.uint8))
         confs.append(conf.numpy())
+    del probs
     valids = [s.valid for s in scenes]
-    names = list(ckpt["class_names"])
     thr = (class_thresholds(args, confs, valids, len(names), st.proportion, st.threshold) if st.proportion
            else np.float32(st.threshold))
     labels = [confident_label(a, c, k, thr, v) for a, c, k, v in zip(args, confs, clicks, valids)]
@@ -146,7 +148,24 @@ def pseudo_targets(cfg: Config, scenes: list[Scene], clicks: list[np.ndarray]) -
               "teacher_name": tcfg.name, "teacher_seed": tcfg.seed, "threshold": st.threshold,
               **({"proportion": st.proportion, "class_thresholds": dict(zip(names, map(float, thr)))}
                  if st.proportion else {}),
-              "pseudo_pixels": int(sum(((lab != IGNORE_INDEX) & (c == IGNORE_INDEX)).sum()
+              **prior, "pseudo_pixels": int(sum(((lab != IGNORE_INDEX) & (c == IGNORE_INDEX)).sum()
                                        for lab, c in zip(labels, clicks))),
               "diagnostic": diag}
     return labels, record
+
+
+def _correct_prior(probs: list, scenes: list[Scene], tcfg: Config, ckpt: dict, names: list[str]) -> dict[str, Any]:
+    """The teacher's probabilities (changed in place) under the class mix EM finds in these training images
+    instead of the mix of its own training labels; returns both mixes for the record."""
+    import torch
+
+    from .prior import em_prior, prior_weights, reweight, run_label_prior, sample_pixels
+
+    source = run_label_prior(tcfg, ckpt)
+    target = em_prior(torch.cat([sample_pixels(p, s.valid) for p, s in zip(probs, scenes)]), source)
+    w = prior_weights(source, target)
+    for i, p in enumerate(probs):
+        probs[i] = reweight(p, w)
+    log.info("teacher's class mix %s → %s (EM on the training images)", np.round(source, 3).tolist(),
+             np.round(target, 3).tolist())
+    return {"prior": {"source": dict(zip(names, map(float, source))), "target": dict(zip(names, map(float, target)))}}

@@ -41,6 +41,7 @@ from .io import (CorruptFileError, atomic_torch_save, atomic_write_text, load_ch
 from .losses import PartialFocalCE
 from .metrics import scores
 from .models import build_model
+from .prior import label_prior
 from .runlock import RunLock, RunLockedError
 
 log = logging.getLogger("pointseg")
@@ -137,6 +138,7 @@ class _Run:
     norm: BandNorm | None = None
     lock: Any = None
     click_example: tuple[Scene, np.ndarray | None] | None = None  # drawn in the export's samples
+    label_prior: list[float] | None = None  # class mix of the labels the loss sees (pointseg/prior.py)
 
     def data_record(self) -> dict[str, Any]:
         """What predict needs to read a new scene as training read its own (stored in best.pt)."""
@@ -224,6 +226,7 @@ def _prepare_locked(cfg: Config, run_dir: Path, inputs: RunInputs, device: torch
 
     first = click_example_index(inputs.train)
     r.click_example = (inputs.train[first], inputs.targets[first] if cfg.points.supervision == "points" else None)
+    r.label_prior = label_prior(inputs.loss_targets, inputs.spec.num_classes).tolist()
     _resume(r)
     r.batches = sampler.batches(skip_samples=r.start_epoch * cfg.train.steps_per_epoch * cfg.train.batch_size)
     if cfg.wandb.mode != "disabled":
@@ -350,7 +353,8 @@ def _end_epoch(r: _Run, epoch: int, row: dict[str, Any]) -> None:
         atomic_torch_save({"model": r.model.state_dict(), "config": cfg.to_dict(), "epoch": epoch + 1,
                            "select": cfg.eval.select, "selected_by": r.best, "num_classes": r.spec.num_classes,
                            "class_names": list(r.spec.class_names),
-                           "style": r.style.state() if r.style else None, "data": r.data_record()},
+                           "style": r.style.state() if r.style else None, "data": r.data_record(),
+                           "label_prior": r.label_prior},
                           r.run_dir / "best.pt")
     row["selected"] = bool(improved)
     r.history.append(row)
