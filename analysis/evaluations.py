@@ -136,40 +136,36 @@ def _test(run_dirs: list[Path], settings: dict) -> dict:
             [s.image for s in load_split(cfg, "train", norm)], "group")
     e = cfg.eval
     t0 = time.perf_counter()
-    weights, priors = _prior_weights(settings["prior"], models, cfg, ckpt, scenes, norm, style)
+    corrections, priors = _prior_shifts(settings["prior"], models, cfg, ckpt, scenes, norm, style)
     dense, _ = scene_confusions(models, scenes, spec.num_classes, e.window, e.overlap, e.batch_size,
-                                settings["tta"], "cpu", style, desc="eval test", prior_weights=weights)
+                                settings["tta"], "cpu", style, desc="eval test", corrections=corrections)
     return {**split_record(dense, scenes, list(spec.class_names), "test/"), "test/seconds": time.perf_counter() - t0,
             **priors}
 
 
-def _prior_weights(kind, models, cfg, ckpt, scenes, norm, style) -> tuple[list | None, dict]:
-    """Per test scene, the label-shift weights π_t / π_s, and the mixes for the record (none without ``kind``)."""
+def _prior_shifts(kind, models, cfg, ckpt, scenes, norm, style) -> tuple[list | None, dict]:
+    """Per test scene, its label-shift correction, and what was fitted for the record (none without ``kind``)."""
     if not kind:
         return None, {}
     from pointseg.inputs import load_split
-    from pointseg.prior import prior_weights, run_label_prior, scene_prior
+    from pointseg.prior import fit_prior_shift
 
     e, names = cfg.eval, list(ckpt["class_names"])
-    source = run_label_prior(cfg, ckpt)
-    def per_class(prefix, v):
-        return {f"{prefix}/{n}": float(x) for n, x in zip(names, v)}
-
-    record = per_class("prior/source", source)
     kw = dict(window=e.window, overlap=e.overlap, batch_size=e.batch_size)
+    val = load_split(cfg, "val", norm)
     if kind == "train":  # the training images as the model saw them in training (unstyled, unshifted)
-        target = scene_prior(models, load_split(cfg, "train", norm), source, **kw)
-        record.update(per_class("prior/target", target))
-        return [prior_weights(source, target)] * len(scenes), record
+        shift = fit_prior_shift(models, cfg, ckpt, load_split(cfg, "train", norm), val, **kw)
+        return [shift] * len(scenes), shift.record(names)
     images = style.restyle(scenes) if style is not None else [s.image for s in scenes]
-    weights = [None] * len(scenes)
+    corrections, record = [None] * len(scenes), {}
     for group in dict.fromkeys(s.group for s in scenes):
         idx = [i for i, s in enumerate(scenes) if s.group == group]
-        target = scene_prior(models, [scenes[i] for i in idx], source, images=[images[i] for i in idx], **kw)
-        record.update(per_class(f"prior/target/{group}", target))
+        shift = fit_prior_shift(models, cfg, ckpt, [scenes[i] for i in idx], val, images=[images[i] for i in idx],
+                                **kw)
+        record.update(shift.record(names, f"prior/target/{group}"))
         for i in idx:
-            weights[i] = prior_weights(source, target)
-    return weights, record
+            corrections[i] = shift
+    return corrections, record
 
 
 def _export(path: Path, source: dict, name: str, final: dict, evaluation: dict) -> None:

@@ -91,19 +91,17 @@ def to_full_resolution(probs: torch.Tensor, size: tuple[int, int]) -> torch.Tens
 def scene_confusions(models, scenes, num_classes: int, window: int = 512, overlap: float = 0.25,
                      batch_size: int = 4, tta: bool = False, device="cpu", style=None, progress: bool = True,
                      point_maps: Sequence[np.ndarray] | None = None, desc: str = "eval",
-                     prior_weights: Sequence[np.ndarray | None] | None = None
+                     corrections: Sequence | None = None
                      ) -> tuple[list[np.ndarray], np.ndarray | None]:
     """One confusion matrix per scene at the masks' full resolution (rows = truth), and with ``point_maps``
     (sparse label maps at the working scale) one matrix over those clicks, from the same predictions;
-    ``prior_weights``: per scene, the class weights of a label-shift correction (pointseg/prior.py), or None."""
-    from .prior import reweight
-
+    ``corrections``: per scene, a label-shift correction (pointseg/prior.py: PriorShift), or None."""
     dense, points = [], ConfusionMatrix(num_classes) if point_maps is not None else None
     images = style.restyle(scenes) if style is not None else [s.image for s in scenes]
     for i, (s, image) in enumerate(zip(tqdm(scenes, desc=desc, leave=False, disable=not progress), images)):
         probs = predict_probs(models, image, window, overlap, batch_size, tta, device)
-        if prior_weights is not None:
-            probs = reweight(probs, prior_weights[i])
+        if corrections is not None and corrections[i] is not None:
+            probs = corrections[i].apply(probs)
         cm = ConfusionMatrix(num_classes)
         cm.update(to_full_resolution(probs, s.full_mask.shape), torch.from_numpy(s.full_mask))
         dense.append(cm.mat.numpy())

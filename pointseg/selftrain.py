@@ -130,7 +130,7 @@ def pseudo_targets(cfg: Config, scenes: list[Scene], clicks: list[np.ndarray]) -
     e, st = cfg.eval, cfg.selftrain
     probs = [predict_probs(model, s.image, e.window, e.overlap, e.batch_size, device=device) for s in scenes]
     names = list(ckpt["class_names"])
-    prior = _correct_prior(probs, scenes, tcfg, ckpt, names) if st.prior else {}
+    prior = _correct_prior(model, probs, scenes, tcfg, ckpt, names, device) if st.prior else {}
     args, confs = [], []
     for p in probs:
         conf, arg = p.max(0)
@@ -154,18 +154,18 @@ def pseudo_targets(cfg: Config, scenes: list[Scene], clicks: list[np.ndarray]) -
     return labels, record
 
 
-def _correct_prior(probs: list, scenes: list[Scene], tcfg: Config, ckpt: dict, names: list[str]) -> dict[str, Any]:
-    """The teacher's probabilities (changed in place) under the class mix EM finds in these training images
-    instead of the mix of its own training labels; returns both mixes for the record."""
-    import torch
+def _correct_prior(model, probs: list, scenes: list[Scene], tcfg: Config, ckpt: dict, names: list[str],
+                   device) -> dict[str, Any]:
+    """The teacher's probabilities (changed in place), calibrated on its val clicks and re-weighted to the class
+    mix EM finds in these training images; returns what was fitted, for the record."""
+    from .inputs import load_split
+    from .prior import fit_prior_shift
 
-    from .prior import em_prior, prior_weights, reweight, run_label_prior, sample_pixels
-
-    source = run_label_prior(tcfg, ckpt)
-    target = em_prior(torch.cat([sample_pixels(p, s.valid) for p, s in zip(probs, scenes)]), source)
-    w = prior_weights(source, target)
+    e = tcfg.eval
+    shift = fit_prior_shift(model, tcfg, ckpt, scenes, load_split(tcfg, "val"), device, em_probs=probs,
+                            window=e.window, overlap=e.overlap, batch_size=e.batch_size)
     for i, p in enumerate(probs):
-        probs[i] = reweight(p, w)
-    log.info("teacher's class mix %s → %s (EM on the training images)", np.round(source, 3).tolist(),
-             np.round(target, 3).tolist())
-    return {"prior": {"source": dict(zip(names, map(float, source))), "target": dict(zip(names, map(float, target)))}}
+        probs[i] = shift.apply(p)
+    log.info("teacher calibrated (T %.2f) and its class mix %s → %s (EM on the training images)", shift.temperature,
+             np.round(shift.source, 3).tolist(), np.round(shift.target, 3).tolist())
+    return {"prior": shift.record(names)}
