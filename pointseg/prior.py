@@ -113,7 +113,7 @@ def fit_calibration(probs: torch.Tensor, labels: torch.Tensor, iters: int = 100)
         return loss
 
     opt.step(closure)
-    return float(log_t.exp()), (b * present).detach().numpy()
+    return float(log_t.detach().exp()), (b * present).detach().numpy()
 
 
 @dataclass

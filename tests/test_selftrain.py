@@ -91,6 +91,14 @@ def test_a_student_trains_on_its_teachers_labels_and_records_where_they_came_fro
     assert all(0 < t <= 1.0 for t in rec["class_thresholds"].values())
     assert sum(int((t != I).sum()) for t in balanced.loss_targets) > 2 * clicked  # a bar of 1.0 alone labels ~none
 
+    # selftrain.prior: the teacher is calibrated on its val clicks and re-weighted to EM's class mix first
+    corrected = RunInputs.read(tiny_config(extra=[f"selftrain.teacher={teacher.run_dir}", "selftrain.prior=true"]))
+    prior = corrected.points_info["selftrain"]["prior"]
+    names = corrected.spec.class_names
+    assert [prior[f"prior/source/{c}"] for c in names] == pytest.approx(
+        np.bincount(np.concatenate([t[t != I] for t in inputs.targets]), minlength=len(names)) / clicked)
+    assert sum(prior[f"prior/target/{c}"] for c in names) == pytest.approx(1.0) and prior["prior/temperature"] > 0
+
 
 def test_the_teacher_must_be_a_points_run_on_the_same_training_tiles(tiny_config):
     full = fit(tiny_config(extra=["name=full-teacher", "points.supervision=full"]), progress=False)

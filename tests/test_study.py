@@ -145,7 +145,9 @@ def test_evaluation_cells_test_another_cells_runs_again_and_pair_with_them(tmp_p
         {"id": "tta", "evaluate": src, "tta": True},
         {"id": "ensemble", "evaluate": src, "ensemble": True},
         {"id": "colour", "evaluate": src, "shift": "colour", "reference": None},
-        {"id": "colour-matched", "evaluate": src, "shift": "colour", "match": True, "reference": "colour"}])
+        {"id": "colour-matched", "evaluate": src, "shift": "colour", "match": True, "reference": "colour"},
+        {"id": "prior-train", "evaluate": src, "prior": "train"},
+        {"id": "prior-tile", "evaluate": src, "prior": "tile"}])
     (tmp_path / "tt.yaml").write_text(yaml.safe_dump(raw))
     tt = StudyFile.load(tmp_path / "tt.yaml")
     with caplog.at_level("WARNING", logger="pointseg.study"):  # nothing to test yet: a logged skip, no export
@@ -158,7 +160,17 @@ def test_evaluation_cells_test_another_cells_runs_again_and_pair_with_them(tmp_p
     monkeypatch.setattr(ev, "_test", lambda dirs, s: seen.append(([d.name for d in dirs], s)) or real_test(dirs, s))
     run_study(tt, out_dir=runs, export_dir=results)
     by = {(r["cell"], r["seed"]): r for r in load_records("tt", results)}
-    assert len(by) == 10
+    assert len(by) == 14
+    # the label-shift correction: the run's own click mix (stored in best.pt), EM's mix of the training images
+    # or of each test tile, and the calibration fitted on the val clicks, all in the record
+    fin = by[("prior-train", 0)]["final"]
+    import torch
+
+    stored = torch.load(tmp_path / "runs" / "toy" / "points-2" / "seed0" / "best.pt", weights_only=False)["label_prior"]
+    assert [fin[f"prior/source/{c}"] for c in "BLRVW"] == pytest.approx(stored)
+    assert sum(fin[f"prior/target/{c}"] for c in "BLRVW") == pytest.approx(1.0)
+    assert fin["prior/temperature"] > 0 and by[("prior-train", 0)]["evaluation"]["prior"] == "train"
+    assert any(k.startswith("prior/target/3/") for k in by[("prior-tile", 1)]["final"])
     assert by[("tta", 1)]["evaluation"]["tta"] and by[("tta", 1)]["evaluation"]["seeds"] == [1]
     assert by[("colour-matched", 0)]["evaluation"]["match"]
     # one ensemble of both seeds, tested once, recorded under each member's seed
@@ -195,6 +207,12 @@ def test_an_evaluation_cell_with_an_unknown_setting_is_refused(tmp_path, fake_da
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError, match="shfit"):
         settings_of(StudyFile.load(tmp_path / "bad.yaml").cells[0])
+    for cell, words in (({"prior": "scene"}, "prior must be one of"), ({"prior": "train", "ensemble": True},
+                                                                       "prior and ensemble")):
+        raw["cells"] = [{"id": "x", "evaluate": "toy/full", **cell}]
+        (tmp_path / "bad.yaml").write_text(yaml.safe_dump(raw))
+        with pytest.raises(ConfigError, match=words):
+            settings_of(StudyFile.load(tmp_path / "bad.yaml").cells[0])
     image = np.full((4, 4, 3), 100, np.uint8)
     assert style_shift(image, "colour")[0, 0].tolist() == [135, 100, 65]
     with pytest.raises(ValueError, match="unknown style shift"):
