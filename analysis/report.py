@@ -161,6 +161,13 @@ def _pseudo_label_table(recs: list[dict], recomputed: dict | None = None) -> lis
     return md
 
 
+PRIOR_WORDS = {  # evaluation cells' `prior` (pointseg/prior.py)
+    "train": "probabilities calibrated on the val clicks, then re-weighted from the clicks' class mix to the one "
+             "EM finds in the training images",
+    "tile": "probabilities calibrated on the val clicks, then re-weighted from the clicks' class mix to the one "
+            "EM finds in each test tile's images"}
+
+
 def _cell_process(c) -> str:
     from .evaluations import describe_shift, is_evaluation, settings_of
 
@@ -169,7 +176,7 @@ def _cell_process(c) -> str:
         how = ([f"the test images {describe_shift(s['shift'])}"] if s["shift"] else []) + [
             words for k, words in (("match", "each test tile histogram-matched to the training style"),
                                    ("tta", "D4 TTA"), ("ensemble", "the mean probability of all seeds' models"))
-            if s[k]]
+            if s[k]] + ([PRIOR_WORDS[s["prior"]]] if s["prior"] else [])
         return (f"trains nothing: the runs of `{c.extra['evaluate']}` tested again, {'; '.join(how) or 'unchanged'}"
                 + (f"; compared with `{c.extra['reference']}`" if c.extra.get("reference") else ""))
     return (f"{', '.join(f'`{o}`' for o in c.overrides) or 'the base config'}"
@@ -301,7 +308,7 @@ LIMITATIONS = [
 # the schedule first (every later study runs on it), then the headline, then what explains or moves it
 READING_ORDER = ["convergence", "convergence-points", "schedule", "device-check", "label-efficiency",
                  "label-efficiency-crf", "unlabelled", "crf-weight", "consistency-weight", "self-training",
-                 "self-training-compute", "self-training-rounds", "test-time",
+                 "self-training-compute", "self-training-rounds", "label-shift", "test-time", "test-time-ratio",
                  "gamma", "placement", "pretraining"]
 
 

@@ -280,6 +280,9 @@ def test_the_headline_says_how_far_the_ceiling_is_from_converged():
     assert other_ratio_line(close, "Self", "st", "pts", "long", 2).endswith("the bar: met.")
     far = gained + [pts(s, 91, clicks=50) for s in range(2)]
     assert other_ratio_line(far, "Self", "st", "pts", "long", 2).endswith("the bar: not met.")
+    # one ensemble per arm: said so, and never judged against the bar, which asks for independent seeds
+    line = other_ratio_line(close, "Ens", "st", "pts", "long", 2, note="one ensemble per arm", judge=False)
+    assert "(2 seeds, paired; one ensemble per arm); not judged against the bar" in line and "met" not in line
 
 
 def test_each_framework_part_is_paired_with_the_same_runs_without_it_or_says_what_to_run(tmp_path):
