@@ -135,7 +135,8 @@ def _pseudo_label_table(recs: list[dict], recomputed: dict | None = None) -> lis
             continue
         bar = (f"per class: {st['proportion']:g} of each, ≤ {st['threshold']:g}" if st.get("proportion")
                else f"{st['threshold']:g}")
-        rows.append({"cell": r["cell"], "seed": r["seed"], "teacher": f"`{st['teacher_name']}` seed {st['teacher_seed']}",
+        teacher = f"`{st['teacher_name']}` seed {st['teacher_seed']}" + (" (D4 TTA)" if st.get("tta") else "")
+        rows.append({"cell": r["cell"], "seed": r["seed"], "teacher": teacher,
                      "threshold": bar,
                      "coverage": st["diagnostic"]["pseudo_coverage"],
                      "precision": st["diagnostic"]["pseudo_precision"]})
@@ -308,7 +309,7 @@ LIMITATIONS = [
 # the schedule first (every later study runs on it), then the headline, then what explains or moves it
 READING_ORDER = ["convergence", "convergence-points", "schedule", "device-check", "label-efficiency",
                  "label-efficiency-crf", "unlabelled", "crf-weight", "consistency-weight", "self-training",
-                 "self-training-compute", "self-training-rounds", "label-shift", "test-time", "test-time-ratio",
+                 "self-training-compute", "self-training-rounds", "self-training-tta", "label-shift", "test-time", "test-time-ratio",
                  "gamma", "placement", "pretraining"]
 
 

@@ -37,7 +37,8 @@ def method_label(config: dict[str, Any]) -> str:
     st = config.get("selftrain") or {}
     if not st.get("teacher"):
         return label
-    return label + (", self-trained (class-balanced)" if st.get("proportion") else ", self-trained")
+    return (label + (", self-trained (class-balanced)" if st.get("proportion") else ", self-trained")
+            + (", TTA teacher" if st.get("tta") else ""))
 
 
 def machine_label(record: dict[str, Any]) -> str:

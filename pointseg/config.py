@@ -98,6 +98,9 @@ class SelfTrainConfig:
     # correct the teacher's probabilities for label shift before labelling (pointseg/prior.py): the class mix of
     # its training labels (class-balanced clicks: near uniform) replaced by the mix EM finds in the training images
     prior: bool = False
+    # the teacher labels with D4 test-time augmentation (the mean of its 8 flipped/rotated views' probabilities):
+    # the same clicks behind it, 8 forward passes per training image once per run
+    tta: bool = False
 
 
 @dataclass

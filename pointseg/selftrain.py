@@ -128,7 +128,7 @@ def pseudo_targets(cfg: Config, scenes: list[Scene], clicks: list[np.ndarray]) -
         raise ConfigError(f"selftrain.teacher: {path} trained on histogram-matched images; self-training from such "
                           "a teacher is not supported")
     e, st = cfg.eval, cfg.selftrain
-    probs = [predict_probs(model, s.image, e.window, e.overlap, e.batch_size, device=device) for s in scenes]
+    probs = [predict_probs(model, s.image, e.window, e.overlap, e.batch_size, st.tta, device) for s in scenes]
     names = list(ckpt["class_names"])
     prior = _correct_prior(model, probs, scenes, tcfg, ckpt, names, device) if st.prior else {}
     args, confs = [], []
@@ -146,6 +146,7 @@ def pseudo_targets(cfg: Config, scenes: list[Scene], clicks: list[np.ndarray]) -
              100 * diag["pseudo_coverage"], 100 * diag["pseudo_precision"])
     record = {"teacher": str(path), "teacher_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
               "teacher_name": tcfg.name, "teacher_seed": tcfg.seed, "threshold": st.threshold,
+              **({"tta": True} if st.tta else {}),
               **({"proportion": st.proportion, "class_thresholds": dict(zip(names, map(float, thr)))}
                  if st.proportion else {}),
               **prior, "pseudo_pixels": int(sum(((lab != IGNORE_INDEX) & (c == IGNORE_INDEX)).sum()

@@ -99,6 +99,18 @@ def test_a_student_trains_on_its_teachers_labels_and_records_where_they_came_fro
         np.bincount(np.concatenate([t[t != I] for t in inputs.targets]), minlength=len(names)) / clicked)
     assert sum(prior[f"prior/target/{c}"] for c in names) == pytest.approx(1.0) and prior["prior/temperature"] > 0
 
+    # selftrain.tta: the teacher labels from the mean of its 8 D4 views, and the record says so
+    import pointseg.infer as infer
+
+    calls, real = [], infer.predict_probs
+    monkeypatch.setattr(infer, "predict_probs", lambda *a, **k: calls.append(a[5] if len(a) > 5 else k.get("tta"))
+                        or real(*a, **k))
+    tta = RunInputs.read(tiny_config(extra=[f"selftrain.teacher={teacher.run_dir}", "selftrain.tta=true"]))
+    assert calls and all(calls) and tta.points_info["selftrain"]["tta"] is True
+    one_view = RunInputs.read(tiny_config(extra=[f"selftrain.teacher={teacher.run_dir}"]))
+    assert any((a != b).any() for a, b in zip(tta.loss_targets, one_view.loss_targets))  # other labels than one view's
+    assert "tta" not in one_view.points_info["selftrain"]
+
 
 def test_the_teacher_must_be_a_points_run_on_the_same_training_tiles(tiny_config):
     full = fit(tiny_config(extra=["name=full-teacher", "points.supervision=full"]), progress=False)
