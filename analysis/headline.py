@@ -84,6 +84,8 @@ def other_ratio_line(recs: list[dict], head: str, study: str, points: str, ceili
     r = paired_on_shared_seeds(recs, points, ceiling, "ratio")
     met = r.estimate >= BAR_RATIO and r.lower >= BAR_LOWER and mine["config"]["points"]["n_per_class"] <= BAR_CLICKS
     judged = f"the bar: {'met' if met else 'not met'}" if judge else "not judged against the bar (one model per arm)"
+    if judge and f"{r.estimate:.3f}" == f"{BAR_RATIO:.3f}":  # rounds to the bar: say on which side it falls
+        judged += f" ({r.estimate:.4f} {'≥' if r.estimate >= BAR_RATIO else '<'} {BAR_RATIO:g})"
     return f"{head}: ÷ ceiling {interval(*r[:3])} ({n} seeds, paired{'; ' + note if note else ''}); {judged}."
 
 

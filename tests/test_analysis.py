@@ -280,6 +280,16 @@ def test_the_headline_says_how_far_the_ceiling_is_from_converged():
     assert other_ratio_line(close, "Self", "st", "pts", "long", 2).endswith("the bar: met.")
     far = gained + [pts(s, 91, clicks=50) for s in range(2)]
     assert other_ratio_line(far, "Self", "st", "pts", "long", 2).endswith("the bar: not met.")
+    # an estimate that rounds to the bar says on which side of it it falls
+    def right_for(ratio):  # the diagonal count whose IoU is ``ratio`` × the ceiling's
+        target = ratio * iou(92)
+        return 200 * target / (1 + target)
+
+    below = other_ratio_line(gained + [pts(s, right_for(0.9497)) for s in range(2)], "Edge", "st", "pts", "long", 2)
+    assert "÷ ceiling 0.950 [" in below and below.endswith("the bar: not met (0.9497 < 0.95).")
+    above = other_ratio_line(gained + [pts(s, right_for(0.9503)) for s in range(2)], "Edge", "st", "pts", "long", 2)
+    assert above.endswith("the bar: met (0.9503 ≥ 0.95).")
+    assert "(0.98" not in other_ratio_line(close, "Self", "st", "pts", "long", 2)  # far from the bar: no digits added
     # one ensemble per arm: said so, and never judged against the bar, which asks for independent seeds
     line = other_ratio_line(close, "Ens", "st", "pts", "long", 2, note="one ensemble per arm", judge=False)
     assert "(2 seeds, paired; one ensemble per arm); not judged against the bar" in line and "met" not in line
