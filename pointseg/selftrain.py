@@ -128,15 +128,16 @@ def pseudo_targets(cfg: Config, scenes: list[Scene], clicks: list[np.ndarray]) -
         raise ConfigError(f"selftrain.teacher: {path} trained on histogram-matched images; self-training from such "
                           "a teacher is not supported")
     e, st = cfg.eval, cfg.selftrain
-    probs = [predict_probs(model, s.image, e.window, e.overlap, e.batch_size, st.tta, device) for s in scenes]
-    names = list(ckpt["class_names"])
-    prior = _correct_prior(model, probs, scenes, tcfg, ckpt, names, device) if st.prior else {}
+    probs = (predict_probs(model, s.image, e.window, e.overlap, e.batch_size, st.tta, device) for s in scenes)
+    names, prior = list(ckpt["class_names"]), {}
+    if st.prior:  # EM needs every image's probabilities at once; otherwise one image's at a time is enough
+        probs = list(probs)
+        prior = _correct_prior(model, probs, scenes, tcfg, ckpt, names, device)
     args, confs = [], []
     for p in probs:
         conf, arg = p.max(0)
         args.append(arg.numpy().astype(np.uint8))
         confs.append(conf.numpy())
-    del probs
     valids = [s.valid for s in scenes]
     thr = (class_thresholds(args, confs, valids, len(names), st.proportion, st.threshold) if st.proportion
            else np.float32(st.threshold))

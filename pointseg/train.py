@@ -226,7 +226,8 @@ def _prepare_locked(cfg: Config, run_dir: Path, inputs: RunInputs, device: torch
 
     first = click_example_index(inputs.train)
     r.click_example = (inputs.train[first], inputs.targets[first] if cfg.points.supervision == "points" else None)
-    r.label_prior = label_prior(inputs.loss_targets, inputs.spec.num_classes).tolist()
+    if any((t != IGNORE_INDEX).any() for t in inputs.loss_targets):  # else nothing to count (and nothing to learn)
+        r.label_prior = label_prior(inputs.loss_targets, inputs.spec.num_classes).tolist()
     _resume(r)
     r.batches = sampler.batches(skip_samples=r.start_epoch * cfg.train.steps_per_epoch * cfg.train.batch_size)
     if cfg.wandb.mode != "disabled":

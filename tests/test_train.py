@@ -22,6 +22,12 @@ def test_run_directory_holds_everything(tiny_config, tmp_path):
     assert len(res.history) == 2 and res.history[0]["epoch"] == 1
     pts = json.loads((d / "points.json").read_text())
     assert pts["seed"] == cfg.seed and pts["points_total"] == len((d / "points.csv").read_text().splitlines()) - 1
+    # best.pt carries the class mix of the clicks the loss saw (pointseg/prior.py reads it)
+    import torch
+
+    classes = [int(line.rsplit(",", 1)[1]) for line in (d / "points.csv").read_text().splitlines()[1:]]
+    stored = torch.load(d / "best.pt", weights_only=False)["label_prior"]
+    assert stored == pytest.approx((np.bincount(classes, minlength=len(stored)) / len(classes)).tolist())
     # a finished run is returned, not trained again
     again = fit(cfg, progress=False)
     assert again.final == final
