@@ -63,9 +63,13 @@ def method_section() -> list[str]:
         "same clicks labels each training pixel where its softmax probability reaches `selftrain.threshold`, the "
         "clicks override it, and a new run trains on that map (with `selftrain.proportion` > 0 each class has its "
         "own, lower bar: the probability its most confident share of the teacher's pixels reach); the teacher must "
-        "be a points run on the same training tiles, so no dense mask reaches the student; see the study `self-training`.",
+        "be a points run on the same training tiles, so no dense mask reaches the student; see the study `self-training`. "
+        "A student can be a teacher again (a second round, `self-training-rounds`), and a teacher can label with D4 "
+        "TTA (`selftrain.tta`, `self-training-tta`).",
         "* **Test-time options** (D4 TTA, ensembles of seeds, histogram matching per tile): off by default, measured "
-        "on this protocol by the study `test-time`, which tests the default method's finished runs again. The "
+        "on this protocol by the study `test-time`, which tests the default method's finished runs again, and on "
+        "both arms by `test-time-ratio`. A label-shift correction (EM's estimate of the scene's class mix, "
+        "`pointseg/prior.py`) is an option measured by `label-shift`, off. The "
         "pseudo-label teachers (FixMatch, mean teacher) are options not re-measured on this protocol.", ""]
 
 
