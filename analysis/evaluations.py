@@ -147,21 +147,26 @@ def _prior_shifts(kind, models, cfg, ckpt, scenes, norm, style) -> tuple[list | 
     """Per test scene, its label-shift correction, and what was fitted for the record (none without ``kind``)."""
     if not kind:
         return None, {}
+    from pointseg.infer import predict_probs
     from pointseg.inputs import load_split
-    from pointseg.prior import fit_prior_shift
+    from pointseg.prior import calibrated
 
     e, names = cfg.eval, list(ckpt["class_names"])
     kw = dict(window=e.window, overlap=e.overlap, batch_size=e.batch_size)
-    val = load_split(cfg, "val", norm)
+    base = calibrated(models, cfg, ckpt, load_split(cfg, "val", norm), **kw)  # once: the same for every tile
+
+    def shifted(em_scenes, images):
+        return base.shifted_to(em_scenes, (predict_probs(models, im, **kw) for im in images))
+
     if kind == "train":  # the training images as the model saw them in training (unstyled, unshifted)
-        shift = fit_prior_shift(models, cfg, ckpt, load_split(cfg, "train", norm), val, **kw)
+        train = load_split(cfg, "train", norm)
+        shift = shifted(train, [s.image for s in train])
         return [shift] * len(scenes), shift.record(names)
     images = style.restyle(scenes) if style is not None else [s.image for s in scenes]
     corrections, record = [None] * len(scenes), {}
     for group in dict.fromkeys(s.group for s in scenes):
         idx = [i for i, s in enumerate(scenes) if s.group == group]
-        shift = fit_prior_shift(models, cfg, ckpt, [scenes[i] for i in idx], val, images=[images[i] for i in idx],
-                                **kw)
+        shift = shifted([scenes[i] for i in idx], [images[i] for i in idx])
         record.update(shift.record(names, f"prior/target/{group}"))
         for i in idx:
             corrections[i] = shift

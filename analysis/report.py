@@ -166,11 +166,8 @@ def _pseudo_label_table(recs: list[dict], recomputed: dict | None = None) -> lis
     return md
 
 
-PRIOR_WORDS = {  # evaluation cells' `prior` (pointseg/prior.py)
-    "train": "probabilities calibrated on the val clicks, then re-weighted from the clicks' class mix to the one "
-             "EM finds in the training images",
-    "tile": "probabilities calibrated on the val clicks, then re-weighted from the clicks' class mix to the one "
-            "EM finds in each test tile's images"}
+# evaluation cells' `prior` (pointseg/prior.py): where EM finds the class mix the probabilities are re-weighted to
+PRIOR_SCENES = {"train": "the training images", "tile": "each test tile's images"}
 
 
 def _cell_process(c) -> str:
@@ -181,7 +178,8 @@ def _cell_process(c) -> str:
         how = ([f"the test images {describe_shift(s['shift'])}"] if s["shift"] else []) + [
             words for k, words in (("match", "each test tile histogram-matched to the training style"),
                                    ("tta", "D4 TTA"), ("ensemble", "the mean probability of all seeds' models"))
-            if s[k]] + ([PRIOR_WORDS[s["prior"]]] if s["prior"] else [])
+            if s[k]] + ([f"probabilities calibrated on the val clicks, then re-weighted from the clicks' class mix "
+                         f"to the one EM finds in {PRIOR_SCENES[s['prior']]}"] if s["prior"] else [])
         return (f"trains nothing: the runs of `{c.extra['evaluate']}` tested again, {'; '.join(how) or 'unchanged'}"
                 + (f"; compared with `{c.extra['reference']}`" if c.extra.get("reference") else ""))
     return (f"{', '.join(f'`{o}`' for o in c.overrides) or 'the base config'}"

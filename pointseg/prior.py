@@ -17,7 +17,7 @@ Shrikumar (ICML 2020) recommend before EM.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -87,12 +87,10 @@ def sample_pixels(probs: torch.Tensor, valid: np.ndarray | None = None, stride: 
     return flat
 
 
-def calibrate(probs: torch.Tensor, temperature: float, bias: np.ndarray, dim: int = 0) -> torch.Tensor:
-    """softmax(log p / T + b) over the class axis ``dim``."""
-    shape = [1] * probs.ndim
-    shape[dim] = -1
-    b = torch.as_tensor(bias, dtype=probs.dtype).view(shape)
-    return (probs.clamp_min(1e-8).log() / temperature + b).softmax(dim)
+def calibrate(probs: torch.Tensor, temperature: float, bias: np.ndarray) -> torch.Tensor:
+    """softmax(log p / T + b) over the class axis (the first)."""
+    b = torch.as_tensor(bias, dtype=probs.dtype).view(-1, *([1] * (probs.ndim - 1)))
+    return (probs.clamp_min(1e-8).log() / temperature + b).softmax(0)
 
 
 def fit_calibration(probs: torch.Tensor, labels: torch.Tensor, iters: int = 100) -> tuple[float, np.ndarray]:
@@ -133,6 +131,12 @@ class PriorShift:
         """C×h×w posteriors as the model gives them → under the target class mix."""
         return reweight(calibrate(probs, self.temperature, self.bias), self.weights)
 
+    def shifted_to(self, scenes, probs) -> "PriorShift":
+        """This calibration, re-weighted to the class mix EM finds in ``scenes`` (``probs``: their posteriors as
+        the model gives them, C×h×w each)."""
+        samples = [sample_pixels(calibrate(p, self.temperature, self.bias), s.valid) for s, p in zip(scenes, probs)]
+        return replace(self, target=em_prior(torch.cat(samples), self.source))
+
     def record(self, names: Sequence[str], target_key: str = "prior/target") -> dict[str, float]:
         out = {"prior/temperature": float(self.temperature)}
         for key, values in (("prior/bias", self.bias), ("prior/source", self.source), (target_key, self.target)):
@@ -156,21 +160,15 @@ def click_probs(models, scenes, point_maps, device="cpu", **kw) -> tuple[torch.T
     return torch.cat(ps), torch.cat(ys)
 
 
-def fit_prior_shift(models, cfg, ckpt: dict, em_scenes, val_scenes, device="cpu", images=None, em_probs=None,
-                    **kw) -> PriorShift:
-    """Calibrate on the val tile's clicks (``cfg``'s own, drawn as in training), then EM on ``em_scenes``
-    (``images``: their images as the models see them, when restyled; ``em_probs``: their posteriors, when
-    already computed)."""
-    from .infer import predict_probs
+def calibrated(models, cfg, ckpt: dict, val_scenes, device="cpu", **kw) -> PriorShift:
+    """The correction's fixed half, fitted once per model: the class mix of the run's training labels and the
+    calibration on the val tile's clicks (``cfg``'s own, drawn as in training). Its target is still the source;
+    :meth:`PriorShift.shifted_to` fits the class mix of some scenes."""
     from .inputs import val_point_maps
 
     source = run_label_prior(cfg, ckpt)
     t, b = fit_calibration(*click_probs(models, val_scenes, val_point_maps(cfg, val_scenes), device, **kw))
-    if em_probs is None:
-        images = images if images is not None else [s.image for s in em_scenes]
-        em_probs = (predict_probs(models, im, device=device, **kw) for im in images)
-    samples = [sample_pixels(calibrate(p, t, b), s.valid) for s, p in zip(em_scenes, em_probs)]
-    return PriorShift(t, b, source, em_prior(torch.cat(samples), source))
+    return PriorShift(t, b, source, source)
 
 
 def run_label_prior(cfg, ckpt: dict) -> np.ndarray:

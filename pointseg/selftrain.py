@@ -161,11 +161,11 @@ def _correct_prior(model, probs: list, scenes: list[Scene], tcfg: Config, ckpt: 
     """The teacher's probabilities (changed in place), calibrated on its val clicks and re-weighted to the class
     mix EM finds in these training images; returns what was fitted, for the record."""
     from .inputs import load_split
-    from .prior import fit_prior_shift
+    from .prior import calibrated
 
     e = tcfg.eval
-    shift = fit_prior_shift(model, tcfg, ckpt, scenes, load_split(tcfg, "val"), device, em_probs=probs,
-                            window=e.window, overlap=e.overlap, batch_size=e.batch_size)
+    shift = calibrated(model, tcfg, ckpt, load_split(tcfg, "val"), device, window=e.window, overlap=e.overlap,
+                       batch_size=e.batch_size).shifted_to(scenes, probs)
     for i, p in enumerate(probs):
         probs[i] = shift.apply(p)
     log.info("teacher calibrated (T %.2f) and its class mix %s → %s (EM on the training images)", shift.temperature,
