@@ -111,6 +111,10 @@ class TrainConfig:
     steps_per_epoch: int = 200
     batch_size: int = 16
     crop_size: int = 128  # an epoch tiles every training image once into crops of this size
+    # progressive resizing: the first early_crop_steps steps train on crops of early_crop_size px (a multiple of
+    # 32), which cost less per step; the rest on crop_size. Same batch, same schedule of the learning rate
+    early_crop_size: int | None = None
+    early_crop_steps: int = 0
     lr: float = 2e-3
     weight_decay: float = 1e-4
     warmup_steps: int = 50  # linear warm-up, then cosine decay to 0 over the run

@@ -83,11 +83,26 @@ def check_protocol(cfg: Config) -> None:
     if not 0 <= cfg.selftrain.proportion <= 1:
         raise ConfigError(f"selftrain.proportion must be in [0, 1] (0 = one threshold for all classes), got "
                           f"{cfg.selftrain.proportion}")
+    _check_crops(cfg)
     if cfg.eval.val_every < 1:
         raise ConfigError(f"eval.val_every must be >= 1, got {cfg.eval.val_every}")
     if cfg.eval.val_points_per_class is not None and cfg.eval.val_points_per_class < 1:
         raise ConfigError(f"eval.val_points_per_class must be >= 1 (or null: the training budget), got "
                           f"{cfg.eval.val_points_per_class}")
+
+
+def _check_crops(cfg: Config) -> None:
+    t = cfg.train
+    total = t.epochs * t.steps_per_epoch
+    if t.early_crop_steps < 0 or t.early_crop_steps > total:
+        raise ConfigError(f"train.early_crop_steps must be between 0 and the run's {total} steps (train.epochs × "
+                          f"train.steps_per_epoch), got {t.early_crop_steps}")
+    if t.early_crop_steps and t.early_crop_size is None:
+        raise ConfigError(f"train.early_crop_steps={t.early_crop_steps} needs train.early_crop_size (the crop size "
+                          "of those steps, px)")
+    if t.early_crop_size is not None and (t.early_crop_size < 32 or t.early_crop_size % 32):
+        raise ConfigError(f"train.early_crop_size must be a positive multiple of 32 (the network downsamples by 32), "
+                          f"got {t.early_crop_size}")
 
 
 def file_targets(cfg: Config, train: list[Scene], val: list[Scene], test: list[Scene]):

@@ -29,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import Config, config_differences, load_config
-from .data.crops import CropSampler, photometric_jitter
+from .data.crops import CropSampler, photometric_jitter, staged_batches
 from .data.bands import BandNorm
 from .data.dataset import DatasetSpec, Scene
 from .data.raster import IGNORE_INDEX
@@ -172,8 +172,9 @@ def _prepare(cfg: Config, run_dir: Path, progress: bool) -> _Run:
         raise
 
 
-def _crop_sampler(cfg: Config, inputs: RunInputs) -> tuple[CropSampler, Any]:
-    """The training crops (and the histogram style they were matched to, if any)."""
+def _crop_stages(cfg: Config, inputs: RunInputs) -> tuple[list[tuple[CropSampler, int | None]], Any]:
+    """The training crops, as (sampler, steps) stages: early_crop_size for early_crop_steps, if set, then crop_size
+    (and the histogram style they were matched to, if any)."""
     style = None
     if cfg.train.histogram_match:
         from .data.style import HistogramStyle
@@ -186,9 +187,11 @@ def _crop_sampler(cfg: Config, inputs: RunInputs) -> tuple[CropSampler, Any]:
     # (pseudo-label precision and coverage); they never reach a loss or the checkpoint selection
     diagnostic = ([s.mask for s in inputs.train] if (cfg.semi.weight > 0 and cfg.points.supervision == "points")
                   else None)
-    sampler = CropSampler(images, inputs.loss_targets, cfg.train.crop_size, cfg.train.batch_size, cfg.seed,
-                          augment=cfg.train.augment, skip_empty=True, diagnostic=diagnostic)
-    return sampler, style
+    t = cfg.train
+    sizes = ([(t.early_crop_size, t.early_crop_steps)] if t.early_crop_steps else []) + [(t.crop_size, None)]
+    stages = [(CropSampler(images, inputs.loss_targets, size, t.batch_size, cfg.seed, augment=t.augment,
+                           skip_empty=True, diagnostic=diagnostic), steps) for size, steps in sizes]
+    return stages, style
 
 
 def _unlabelled_method(cfg: Config, model: torch.nn.Module):
@@ -210,7 +213,7 @@ def _unlabelled_method(cfg: Config, model: torch.nn.Module):
 
 def _prepare_locked(cfg: Config, run_dir: Path, inputs: RunInputs, device: torch.device, lock) -> _Run:
     write_inputs(cfg, run_dir, inputs)
-    sampler, style = _crop_sampler(cfg, inputs)
+    stages, style = _crop_stages(cfg, inputs)
     model = build_model(cfg.model.arch, cfg.model.encoder, inputs.spec.num_classes, cfg.model.encoder_weights,
                         cfg.model.decoder_channels, in_channels=inputs.spec.num_bands).to(device)
     if cfg.train.channels_last:
@@ -229,7 +232,7 @@ def _prepare_locked(cfg: Config, run_dir: Path, inputs: RunInputs, device: torch
     if any((t != IGNORE_INDEX).any() for t in inputs.loss_targets):  # else nothing to count (and nothing to learn)
         r.label_prior = label_prior(inputs.loss_targets, inputs.spec.num_classes).tolist()
     _resume(r)
-    r.batches = sampler.batches(skip_samples=r.start_epoch * cfg.train.steps_per_epoch * cfg.train.batch_size)
+    r.batches = staged_batches(stages, start_step=r.start_epoch * cfg.train.steps_per_epoch)
     if cfg.wandb.mode != "disabled":
         from .tracking import Tracker
 

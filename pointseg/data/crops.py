@@ -8,6 +8,7 @@ points move with the image) and a brightness/contrast jitter on the image only.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 import numpy as np
@@ -110,6 +111,21 @@ class CropSampler:
                 x = torch.from_numpy(np.stack(cols[0])).permute(0, 3, 1, 2).float().div_(255)
                 yield (x, *(torch.from_numpy(np.stack(c).astype(np.int64, copy=False)) for c in cols[1:]))
                 items = []
+
+
+def staged_batches(stages: list[tuple[CropSampler, int | None]], start_step: int = 0) -> Iterator[tuple[torch.Tensor, ...]]:
+    """Batches from each sampler in turn, for its number of steps (None: endless), as one stream.
+
+    ``start_step`` fast-forwards the whole stream (to resume a run): the stages already done are skipped and the
+    current one resumes where it stopped, so a resumed run draws the batches an unbroken one would have drawn.
+    """
+    for sampler, steps in stages:
+        if steps is not None and start_step >= steps:
+            start_step -= steps
+            continue
+        stream = sampler.batches(skip_samples=start_step * sampler.batch_size)
+        yield from (stream if steps is None else itertools.islice(stream, steps - start_step))
+        start_step = 0
 
 
 def photometric_jitter(x: torch.Tensor, generator: torch.Generator, strength: float = 0.1) -> torch.Tensor:
