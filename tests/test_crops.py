@@ -91,3 +91,19 @@ def test_diagnostic_masks_move_with_the_crops_and_change_nothing_else():
         assert torch.equal(x, x2) and torch.equal(y, y2)  # same crops, same targets, same order
         labelled = y != 255
         assert torch.equal(d[labelled], y[labelled])  # the dense crop lies under the points, moved alike
+
+
+def test_staged_batches_switch_crop_size_after_their_steps_and_resume_where_they_stopped():
+    from pointseg.data.crops import staged_batches
+
+    images, targets = _scenes()
+    stages = lambda: [(CropSampler(images, targets, 32, 2, seed=4), 3), (CropSampler(images, targets, 64, 2, seed=4), None)]
+    whole = [b for _, b in zip(range(7), staged_batches(stages()))]
+    assert [x.shape[-1] for x, _ in whole] == [32, 32, 32, 64, 64, 64, 64]
+    # the last stage is the 64 px sampler's own stream from its start, whatever came before
+    alone = [b for _, b in zip(range(4), CropSampler(images, targets, 64, 2, seed=4).batches())]
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(whole[3:], alone))
+    for start in range(7):  # a run resumed at any step draws what the unbroken run drew from there on
+        resumed = [b for _, b in zip(range(7 - start), staged_batches(stages(), start_step=start))]
+        assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(whole[start:], resumed))
+        assert len(resumed) == 7 - start

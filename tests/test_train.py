@@ -155,3 +155,46 @@ def test_a_run_repeated_in_fresh_processes_gives_the_same_numbers(tiny_config, t
     keys = [k for k, v in finals[0].items()  # every number but the speeds and wall times
             if isinstance(v, float) and "seconds" not in k and not k.endswith("_per_s")]
     assert "test/miou" in keys and [k for k in keys if finals[0][k] != finals[1][k]] == []
+
+
+def test_early_crops_train_the_first_steps_on_smaller_crops_and_resume_across_the_switch(tiny_config, monkeypatch):
+    import pointseg.train as train_mod
+
+    early = ["train.epochs=3", "train.early_crop_size=32", "train.early_crop_steps=3"]
+    seen: list[int] = []
+    real_step = train_mod._train_step
+
+    def spy(r, x, y, step):
+        seen.append(x.shape[-1])
+        return real_step(r, x, y, step)
+
+    monkeypatch.setattr(train_mod, "_train_step", spy)
+    whole = fit(tiny_config(extra=["name=early", *early]), progress=False)
+    assert seen == [32, 32, 32, 64, 64, 64]  # 3 steps at 32 px, the rest at train.crop_size (64)
+    plain = fit(tiny_config(extra=["name=plain", "train.epochs=3"]), progress=False)
+    assert plain.history[0]["train/loss"] != whole.history[0]["train/loss"]
+
+    def die(epoch, row):  # killed after epoch 1, inside the early stage
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    cfg = tiny_config(extra=["name=early-killed", *early])
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, callback=die, progress=False)
+    seen.clear()
+    resumed = fit(cfg, progress=False)
+    assert seen == [32, 64, 64, 64]
+    assert [r["train/loss"] for r in resumed.history] == pytest.approx([r["train/loss"] for r in whole.history])
+    assert resumed.final["test/miou"] == pytest.approx(whole.final["test/miou"])
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["train.early_crop_steps=2"], "needs train.early_crop_size"),
+    (["train.early_crop_size=48", "train.early_crop_steps=1"], "multiple of 32"),
+    (["train.early_crop_size=32", "train.early_crop_steps=99"], "between 0 and the run's 4 steps"),
+])
+def test_bad_early_crop_settings_are_refused_before_training(tiny_config, extra, message):
+    from pointseg.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        fit(tiny_config(extra=["name=bad", *extra]), progress=False)
