@@ -184,8 +184,10 @@ def reference_rows(bare_steps: int, config: str = REFERENCE_CONFIG) -> list[dict
         res = fit(cfg, run_dir=d, callback=bare_block, progress=False)
         wall = time.perf_counter() - t0 - len(per_step) * bare_steps * statistics.mean(per_step)
     bare_1200 = REFERENCE_BARE_STEPS * statistics.median(per_step)
-    steps = cfg.train.epochs * cfg.train.steps_per_epoch
-    rows = [{"what": f"{_label(config)} ({steps} steps, whole fit) ÷ {REFERENCE_BARE_STEPS} bare NCHW smp+CE steps",
+    t = cfg.train
+    steps = f"{t.epochs * t.steps_per_epoch} steps" + (f", the first {t.early_crop_steps} on {t.early_crop_size} px crops"
+                                                       if t.early_crop_steps else "")
+    rows = [{"what": f"{_label(config)} ({steps}, whole fit) ÷ {REFERENCE_BARE_STEPS} bare NCHW smp+CE steps",
              "a": wall, "b": bare_1200, "ratio": wall / bare_1200, "goal": "≤ 0.66", "met": wall / bare_1200 <= 0.66,
              "unit": "s"},
             {"what": f"{_label(config)}: test mIoU on tile 8 (tiles 5+8 in brackets)", "a": res.final["test/group/8/miou"],
