@@ -112,7 +112,8 @@ class TrainConfig:
     batch_size: int = 16
     crop_size: int = 128  # an epoch tiles every training image once into crops of this size
     # progressive resizing: the first early_crop_steps steps train on crops of early_crop_size px (a multiple of
-    # 32), which cost less per step; the rest on crop_size. Same batch, same schedule of the learning rate
+    # 32), which cost less per step; the rest on crop_size. Same batch, same schedule of the learning rate. Off: 64 px
+    # for 1200 of 1600 steps lost about 0.01 test mIoU on both arms (experiments/studies/early-crops.yaml)
     early_crop_size: int | None = None
     early_crop_steps: int = 0
     lr: float = 2e-3
