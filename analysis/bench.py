@@ -29,7 +29,7 @@ from pointseg.config import load_config
 from pointseg.export import cpu_model
 from pointseg.io import write_json
 from pointseg.losses import partial_focal_ce
-from pointseg.models import build_model
+from pointseg.models import build_model, frozen_parameter_names
 
 from .bench_table import markdown_table
 from .timing import alternating
@@ -115,14 +115,17 @@ def _model():
     return build_model(cfg.model.arch, cfg.model.encoder, 5, cfg.model.encoder_weights, cfg.model.decoder_channels)
 
 
-def _step_fn(batch: int, channels_last: bool, bf16: bool = False, compiled: bool = False):
+def _step_fn(batch: int, channels_last: bool, bf16: bool = False, compiled: bool = False, freeze_levels: int = 0):
     torch.manual_seed(0)
     model = _model().train()
+    frozen = frozen_parameter_names(model, freeze_levels)
+    for name, prm in model.encoder.named_parameters():
+        prm.requires_grad_(name not in frozen)
     x, y = torch.rand(batch, 3, 128, 128), torch.randint(0, 5, (batch, 128, 128))
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     forward = torch.compile(model) if compiled else model
 
     def step():
@@ -134,12 +137,13 @@ def _step_fn(batch: int, channels_last: bool, bf16: bool = False, compiled: bool
     return step
 
 
-# each variant: (batch, channels_last, bf16 autocast, torch.compile of the model); the compiled variant's warm-up
-# calls pay its compilation, which the timed calls do not include
+# each variant: (batch, channels_last, bf16 autocast, torch.compile of the model, encoder levels frozen); the compiled
+# variant's warm-up calls pay its compilation, which the timed calls do not include
 STEP_VARIANTS = {"NCHW bs16": (16, False, False, False), "channels_last bs16": (16, True, False, False),
                  "channels_last bs8": (8, True, False, False), "channels_last bs32": (32, True, False, False),
                  "channels_last bs16 bf16 autocast": (16, True, True, False),
-                 "channels_last bs16 torch.compile": (16, True, False, True)}
+                 "channels_last bs16 torch.compile": (16, True, False, True),
+                 "channels_last bs16, 2 encoder levels frozen": (16, True, False, False, 2)}
 
 
 def step_rows(repeats: int = 12) -> list[dict]:

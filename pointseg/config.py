@@ -54,6 +54,10 @@ class ModelConfig:
     encoder_weights: str = "imagenet-offline"  # imagenet-offline | imagenet (hub) | none | path/to/file
     decoder_channels: list[int] = field(default_factory=lambda: [128, 64, 32, 16, 8])  # unet only
     freeze_encoder_epochs: int = 0  # train only the decoder for the first epochs
+    # the encoder's first k feature levels (strides 2 … 2^k) and the stem before them keep their pretrained weights
+    # for the whole run: no gradient is computed through the high-resolution layers, so a step costs less (a timm
+    # 'tu-' encoder only; BatchNorm there still adapts its statistics). 0 = train everything
+    freeze_levels: int = 0
 
 
 @dataclass

@@ -84,6 +84,7 @@ def check_protocol(cfg: Config) -> None:
         raise ConfigError(f"selftrain.proportion must be in [0, 1] (0 = one threshold for all classes), got "
                           f"{cfg.selftrain.proportion}")
     _check_crops(cfg)
+    _check_freeze(cfg)
     if cfg.eval.val_every < 1:
         raise ConfigError(f"eval.val_every must be >= 1, got {cfg.eval.val_every}")
     if cfg.eval.val_points_per_class is not None and cfg.eval.val_points_per_class < 1:
@@ -103,6 +104,16 @@ def _check_crops(cfg: Config) -> None:
     if t.early_crop_size is not None and (t.early_crop_size < 32 or t.early_crop_size % 32):
         raise ConfigError(f"train.early_crop_size must be a positive multiple of 32 (the network downsamples by 32), "
                           f"got {t.early_crop_size}")
+
+
+def _check_freeze(cfg: Config) -> None:
+    m = cfg.model
+    if m.freeze_levels < 0:
+        raise ConfigError(f"model.freeze_levels must be >= 0 (0 = train every layer), got {m.freeze_levels}")
+    if m.freeze_levels and m.encoder_weights == "none":
+        raise ConfigError(f"model.freeze_levels={m.freeze_levels} keeps the encoder's first layers at their "
+                          "pretrained weights, and model.encoder_weights=none leaves them random; load weights or "
+                          "set model.freeze_levels=0")
 
 
 def file_targets(cfg: Config, train: list[Scene], val: list[Scene], test: list[Scene]):

@@ -76,6 +76,28 @@ def build_model(arch: str, encoder: str, num_classes: int, encoder_weights: str 
     return SegmentationModel(net, [mean[i % 3] for i in range(in_channels)], [std[i % 3] for i in range(in_channels)])
 
 
+def frozen_parameter_names(model: SegmentationModel, levels: int) -> set[str]:
+    """Names (in ``model.encoder``) of the stem's and the first ``levels`` feature levels' parameters.
+
+    timm's feature models define their modules in the order they run, so the parameters up to the last one of
+    the module that yields feature level ``levels`` are exactly the layers that level depends on.
+    """
+    if levels == 0:
+        return set()
+    info = getattr(getattr(model.encoder, "model", None), "feature_info", None)
+    if info is None:
+        raise ValueError("model.freeze_levels needs a timm encoder ('tu-<name>'), whose feature levels name "
+                         f"their modules; {type(model.encoder).__name__} does not")
+    names = info.module_name()
+    if not 0 < levels < len(names):
+        raise ValueError(f"model.freeze_levels must be between 0 and {len(names) - 1} (this encoder has "
+                         f"{len(names)} feature levels and the last must train), got {levels}")
+    last = names[levels - 1]
+    params = [n for n, _ in model.encoder.model.named_parameters()]
+    inside = [i for i, n in enumerate(params) if n.startswith(last + ".")]
+    return {"model." + n for n in params[:inside[-1] + 1]}
+
+
 def offline_weight_file(encoder: str) -> Path:
     if encoder not in OFFLINE_WEIGHTS:
         raise ValueError(f"no offline ImageNet weights for encoder {encoder!r}; available: {sorted(OFFLINE_WEIGHTS)}")

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .config import Config, config_differences, load_config
+from .config import Config, ConfigError, config_differences, load_config
 from .data.crops import CropSampler, photometric_jitter, staged_batches
 from .data.bands import BandNorm
 from .data.dataset import DatasetSpec, Scene
@@ -40,7 +40,7 @@ from .io import (CorruptFileError, atomic_torch_save, atomic_write_text, load_ch
                  write_jsonl)
 from .losses import PartialFocalCE
 from .metrics import scores
-from .models import build_model
+from .models import build_model, frozen_parameter_names
 from .prior import label_prior
 from .runlock import RunLock, RunLockedError
 
@@ -82,9 +82,10 @@ def _lr_lambda(total: int, warmup: int) -> Callable[[int], float]:
     return f
 
 
-def _set_encoder_trainable(model: torch.nn.Module, trainable: bool) -> None:
-    for prm in model.encoder.parameters():
-        prm.requires_grad_(trainable)
+def _set_encoder_trainable(model: torch.nn.Module, trainable: bool, frozen: set[str]) -> None:
+    """Encoder parameters train from ``trainable`` on, except the ``frozen`` ones (model.freeze_levels), never."""
+    for name, prm in model.encoder.named_parameters():
+        prm.requires_grad_(trainable and name not in frozen)
 
 
 def check_same_run(cfg: Config, run_dir: Path) -> None:
@@ -139,6 +140,7 @@ class _Run:
     lock: Any = None
     click_example: tuple[Scene, np.ndarray | None] | None = None  # drawn in the export's samples
     label_prior: list[float] | None = None  # class mix of the labels the loss sees (pointseg/prior.py)
+    frozen: set[str] = field(default_factory=set)  # encoder parameters that never train (model.freeze_levels)
 
     def data_record(self) -> dict[str, Any]:
         """What predict needs to read a new scene as training read its own (stored in best.pt)."""
@@ -218,13 +220,17 @@ def _prepare_locked(cfg: Config, run_dir: Path, inputs: RunInputs, device: torch
                         cfg.model.decoder_channels, in_channels=inputs.spec.num_bands).to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    try:
+        frozen = frozen_parameter_names(model, cfg.model.freeze_levels)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     total_steps = cfg.train.epochs * cfg.train.steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total_steps, cfg.train.warmup_steps))
     criterion = PartialFocalCE(cfg.loss.gamma, IGNORE_INDEX, cfg.loss.class_weights, cfg.train.compile_loss).to(device)
     r = _Run(cfg, run_dir, device, inputs.spec, model, criterion, opt, sched, _unlabelled_method(cfg, model), None,
              torch.Generator().manual_seed(cfg.seed), style, inputs.val, inputs.val_maps, inputs.test,
-             inputs.points_info, norm=band_norm(cfg), lock=lock)
+             inputs.points_info, norm=band_norm(cfg), lock=lock, frozen=frozen)
     from .samples import click_example_index
 
     first = click_example_index(inputs.train)
@@ -308,7 +314,7 @@ def unlabelled_diagnostics(logits: torch.Tensor, target: torch.Tensor, dense: to
 def _train_epoch(r: _Run, epoch: int, progress: bool) -> dict[str, Any]:
     cfg = r.cfg
     r.model.train()
-    _set_encoder_trainable(r.model, epoch >= cfg.model.freeze_encoder_epochs)
+    _set_encoder_trainable(r.model, epoch >= cfg.model.freeze_encoder_epochs, r.frozen)
     losses, sup_losses, pseudo, diags = [], [], [], []
     bar = tqdm(range(cfg.train.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
                disable=not progress)

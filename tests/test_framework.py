@@ -181,6 +181,59 @@ def test_frozen_encoder_does_not_move(tiny_config, monkeypatch):
     assert all(torch.equal(now[n], p) for n, p in seen["enc"].items())
 
 
+@pytest.mark.parametrize("warmup_epochs", [0, 1])
+def test_frozen_levels_keep_their_pretrained_weights_and_the_rest_trains(tiny_config, monkeypatch, warmup_epochs):
+    """model.freeze_levels=2: the stem, blocks.0 and blocks.1 (strides 2 and 4) never move, also after a frozen
+    warm-up of the whole encoder ends; blocks.2 onwards and the decoder train."""
+    import pointseg.train as train_mod
+
+    seen = {}
+    real = train_mod.build_model
+
+    def spy(*a, **k):
+        seen["model"] = real(*a, **k)
+        seen["before"] = {n: p.detach().clone() for n, p in seen["model"].named_parameters()}
+        return seen["model"]
+
+    monkeypatch.setattr(train_mod, "build_model", spy)
+    fit(tiny_config(extra=[f"name=levels{warmup_epochs}", "model.freeze_levels=2",
+                           f"model.freeze_encoder_epochs={warmup_epochs}"]), progress=False)
+    now = dict(seen["model"].named_parameters())
+    moved = {n for n, p in seen["before"].items() if not torch.equal(now[n], p)}
+    frozen = {n for n in now if n.startswith(("net.encoder.model.conv_stem", "net.encoder.model.bn1",
+                                              "net.encoder.model.blocks.0.", "net.encoder.model.blocks.1."))}
+    assert frozen and not frozen & moved
+    assert any(n.startswith("net.encoder.model.blocks.2.") for n in moved)
+    assert any(n.startswith("net.decoder.") for n in moved)
+
+
+def test_frozen_parameter_names_follow_the_feature_levels():
+    from pointseg.models import frozen_parameter_names
+
+    model = build_model("unet", "tu-tf_efficientnet_lite0", 5, "none", [32, 16, 16, 8, 8])
+    assert frozen_parameter_names(model, 0) == set()
+    one = frozen_parameter_names(model, 1)
+    two = frozen_parameter_names(model, 2)
+    assert one < two and all(n.startswith(("model.conv_stem", "model.bn1", "model.blocks.0.")) for n in one)
+    assert {n for n in two - one} == {n for n, _ in model.encoder.named_parameters() if n.startswith("model.blocks.1.")}
+    with pytest.raises(ValueError, match="between 0 and 4"):
+        frozen_parameter_names(model, 5)
+    with pytest.raises(ValueError, match="timm encoder"):
+        frozen_parameter_names(build_model("unet", "resnet18", 5, "none"), 1)
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["model.freeze_levels=-1"], "model.freeze_levels must be >= 0"),
+    (["model.freeze_levels=2", "model.encoder_weights=none"], "random"),
+    (["model.freeze_levels=5"], "model.freeze_levels must be between 0 and 4"),
+])
+def test_bad_freeze_levels_are_refused_naming_the_key(tiny_config, extra, message):
+    from pointseg.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        fit(tiny_config(extra=["name=badfreeze", *extra]), progress=False)
+
+
 def test_encoder_weights_from_a_checkpoint_file(tiny_config, tmp_path):
     res = fit(tiny_config(extra=["name=src"]), progress=False)
     model = build_model("unet", "tu-tf_efficientnet_lite0", 5, str(res.run_dir / "best.pt"), [32, 16, 16, 8, 8])
