@@ -309,7 +309,7 @@ LIMITATIONS = [
 
 
 # the schedule first (every later study runs on it), then the headline, then what explains or moves it
-READING_ORDER = ["convergence", "convergence-points", "schedule", "early-crops", "device-check", "label-efficiency",
+READING_ORDER = ["convergence", "convergence-points", "schedule", "early-crops", "freeze-levels", "device-check", "label-efficiency",
                  "label-efficiency-crf", "unlabelled", "crf-weight", "consistency-weight", "self-training",
                  "self-training-compute", "self-training-rounds", "self-training-tta", "label-shift", "test-time", "test-time-ratio",
                  "gamma", "placement", "pretraining"]

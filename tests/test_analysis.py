@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from analysis import figures, readme_block, report
 from analysis.stats import fmt, interval, mean_ci, seed_interval
@@ -439,3 +440,24 @@ def test_reruns_pair_trainings_of_the_same_run_and_leave_out_copies_evaluations_
     assert compared[1].startswith("| `a/x` | `f/w` | 0, 1 |") and compared[1].endswith("| **no** |")
     assert "1 of 2 intervals hold zero." in md
     assert reruns_section(tmp_path / "nothing") == []
+
+
+def test_frozen_step_bench_leaves_the_frozen_levels_alone_and_trains_the_rest(monkeypatch):
+    """The bench's "encoder levels frozen" row times the step the trainer takes with model.freeze_levels."""
+    from analysis import bench
+
+    built = {}
+    real = bench._model
+
+    def spy():
+        built["model"] = real()
+        built["before"] = {n: p.detach().clone() for n, p in built["model"].named_parameters()}
+        return built["model"]
+
+    monkeypatch.setattr(bench, "_model", spy)
+    bench._step_fn(2, channels_last=True, freeze_levels=2)()
+    now = dict(built["model"].named_parameters())
+    moved = {n for n, p in built["before"].items() if not torch.equal(now[n], p)}
+    assert not any(n.startswith(("net.encoder.model.conv_stem", "net.encoder.model.blocks.0.",
+                                 "net.encoder.model.blocks.1.")) for n in moved)
+    assert any(n.startswith("net.encoder.model.blocks.2.") for n in moved)
