@@ -95,6 +95,9 @@ def frozen_parameter_names(model: SegmentationModel, levels: int) -> set[str]:
     last = names[levels - 1]
     params = [n for n, _ in model.encoder.model.named_parameters()]
     inside = [i for i, n in enumerate(params) if n.startswith(last + ".")]
+    if not inside:  # a level named after a weightless module (an activation): where it ends is not in the names
+        raise ValueError(f"model.freeze_levels: feature level {levels} of this encoder comes from {last!r}, "
+                         "which holds no weights; choose another number of levels")
     return {"model." + n for n in params[:inside[-1] + 1]}
 
 

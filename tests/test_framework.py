@@ -222,6 +222,23 @@ def test_frozen_parameter_names_follow_the_feature_levels():
         frozen_parameter_names(build_model("unet", "resnet18", 5, "none"), 1)
 
 
+def test_a_feature_level_from_a_weightless_module_is_refused_by_name():
+    import types
+
+    from pointseg.models import frozen_parameter_names
+
+    features = torch.nn.Sequential()
+    features.add_module("conv", torch.nn.Conv2d(3, 4, 3))
+    features.add_module("act", torch.nn.ReLU())
+    features.add_module("head", torch.nn.Conv2d(4, 4, 3))
+    features.feature_info = types.SimpleNamespace(module_name=lambda: ["act", "head", "head"])
+    model = types.SimpleNamespace(encoder=types.SimpleNamespace(model=features))
+    with pytest.raises(ValueError, match="'act', which holds no weights"):
+        frozen_parameter_names(model, 1)
+    assert frozen_parameter_names(model, 2) == {"model.conv.weight", "model.conv.bias", "model.head.weight",
+                                                "model.head.bias"}
+
+
 @pytest.mark.parametrize("extra,message", [
     (["model.freeze_levels=-1"], "model.freeze_levels must be >= 0"),
     (["model.freeze_levels=2", "model.encoder_weights=none"], "random"),
