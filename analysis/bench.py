@@ -29,7 +29,7 @@ from pointseg.config import load_config
 from pointseg.export import cpu_model
 from pointseg.io import write_json
 from pointseg.losses import partial_focal_ce
-from pointseg.models import build_model, frozen_parameter_names
+from pointseg.models import build_model, frozen_parameter_names, set_encoder_trainable
 
 from .bench_table import markdown_table
 from .timing import alternating
@@ -118,9 +118,7 @@ def _model():
 def _step_fn(batch: int, channels_last: bool, bf16: bool = False, compiled: bool = False, freeze_levels: int = 0):
     torch.manual_seed(0)
     model = _model().train()
-    frozen = frozen_parameter_names(model, freeze_levels)
-    for name, prm in model.encoder.named_parameters():
-        prm.requires_grad_(name not in frozen)
+    set_encoder_trainable(model, True, frozen_parameter_names(model, freeze_levels))  # the trainer's own freeze
     x, y = torch.rand(batch, 3, 128, 128), torch.randint(0, 5, (batch, 128, 128))
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -101,6 +101,12 @@ def frozen_parameter_names(model: SegmentationModel, levels: int) -> set[str]:
     return {"model." + n for n in params[:inside[-1] + 1]}
 
 
+def set_encoder_trainable(model: SegmentationModel, trainable: bool, frozen: set[str]) -> None:
+    """Encoder parameters train when ``trainable``, except the ``frozen`` ones (model.freeze_levels), which never do."""
+    for name, prm in model.encoder.named_parameters():
+        prm.requires_grad_(trainable and name not in frozen)
+
+
 def offline_weight_file(encoder: str) -> Path:
     if encoder not in OFFLINE_WEIGHTS:
         raise ValueError(f"no offline ImageNet weights for encoder {encoder!r}; available: {sorted(OFFLINE_WEIGHTS)}")

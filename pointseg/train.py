@@ -40,7 +40,7 @@ from .io import (CorruptFileError, atomic_torch_save, atomic_write_text, load_ch
                  write_jsonl)
 from .losses import PartialFocalCE
 from .metrics import scores
-from .models import build_model, frozen_parameter_names
+from .models import build_model, frozen_parameter_names, set_encoder_trainable
 from .prior import label_prior
 from .runlock import RunLock, RunLockedError
 
@@ -80,12 +80,6 @@ def _lr_lambda(total: int, warmup: int) -> Callable[[int], float]:
         progress = (step - warmup) / max(1, total - warmup)
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
     return f
-
-
-def _set_encoder_trainable(model: torch.nn.Module, trainable: bool, frozen: set[str]) -> None:
-    """Encoder parameters train from ``trainable`` on, except the ``frozen`` ones (model.freeze_levels), never."""
-    for name, prm in model.encoder.named_parameters():
-        prm.requires_grad_(trainable and name not in frozen)
 
 
 def check_same_run(cfg: Config, run_dir: Path) -> None:
@@ -314,7 +308,7 @@ def unlabelled_diagnostics(logits: torch.Tensor, target: torch.Tensor, dense: to
 def _train_epoch(r: _Run, epoch: int, progress: bool) -> dict[str, Any]:
     cfg = r.cfg
     r.model.train()
-    _set_encoder_trainable(r.model, epoch >= cfg.model.freeze_encoder_epochs, r.frozen)
+    set_encoder_trainable(r.model, epoch >= cfg.model.freeze_encoder_epochs, r.frozen)
     losses, sup_losses, pseudo, diags = [], [], [], []
     bar = tqdm(range(cfg.train.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
                disable=not progress)
