@@ -37,7 +37,7 @@ class DataConfig:
 class PointsConfig:
     supervision: Literal["points", "full"] = "points"  # full = dense masks: the ceiling, same network
     n_per_class: int = 10  # clicks per class present in each image
-    strategy: Literal["uniform", "class_balanced", "interior"] = "class_balanced"
+    strategy: Literal["uniform", "class_balanced", "interior", "mixed"] = "class_balanced"
     seed: int | None = None  # None = the run seed
     # simulated: drawn from the dense masks; file: real clicks from points.file (GeoJSON or CSV, see
     # pointseg/annotations.py); the masks are then used for metrics only

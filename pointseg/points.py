@@ -38,6 +38,18 @@ def _class_balanced(mask, n_per_class, rng, ignore_index, **_):
     return np.concatenate(chosen) if chosen else np.empty(0, np.int64)
 
 
+def _mixed(mask, n_per_class, rng, ignore_index, **_):
+    """Half the budget class-balanced, the other half uniform: an annotator who clicks every class present a few
+    times, then wherever the cursor lands. The same clicks per image as the other strategies (n × classes present);
+    each class present gets at least n // 2 (as far as its pixels allow), and the uniform half follows the areas."""
+    flat = mask.ravel()
+    labelled = np.flatnonzero(flat != ignore_index)
+    n_present = np.unique(flat[labelled]).size
+    balanced = _class_balanced(mask, n_per_class // 2, rng, ignore_index)
+    rest = np.setdiff1d(labelled, balanced, assume_unique=True)
+    return np.concatenate([balanced, _pick(rng, rest, n_per_class * n_present - balanced.size)])
+
+
 def _interior(mask, n_per_class, rng, ignore_index, margin: int = 5, **_):
     """Clicks a person would make: inside a region, at least ``margin`` px from any other label.
 
@@ -66,6 +78,7 @@ STRATEGIES: dict[str, Callable] = {
     "uniform": _uniform,
     "class_balanced": _class_balanced,
     "interior": _interior,
+    "mixed": _mixed,
 }
 
 
@@ -81,8 +94,9 @@ def sample_points(
     Args:
         mask: H×W integer class ids, ``ignore_index`` on unannotated pixels.
         n_per_class: the point budget per class present (``uniform`` draws ``n_per_class`` × classes present
-            points over all labelled pixels, whatever their class).
-        strategy: one of :data:`STRATEGIES` (``uniform``, ``class_balanced``, ``interior``).
+            points over all labelled pixels, whatever their class; ``mixed`` draws half of it class-balanced and
+            the rest uniformly).
+        strategy: one of :data:`STRATEGIES` (``uniform``, ``class_balanced``, ``interior``, ``mixed``).
         seed: the same (mask, seed) always gives the same points.
     Returns:
         H×W int64, the class on sampled pixels and ``ignore_index`` elsewhere.

@@ -43,6 +43,16 @@ def test_uniform_total_budget():
     assert (sample_points(m, 6, "uniform", seed=0) != 255).sum() == 6 * present
 
 
+def test_mixed_keeps_every_class_and_follows_the_areas():
+    m = np.zeros((100, 100), np.uint8)
+    m[:10, :10] = 1  # a class on 1 % of the image
+    pts = sample_points(m, 20, "mixed", seed=0)
+    assert (pts != 255).sum() == 40  # the budget of the other strategies: 20 × 2 classes present
+    assert (pts == 1).sum() >= 10  # the class-balanced half: n // 2 of every class present
+    assert (pts == 0).sum() >= 28  # the uniform half lands mostly on the large class (expected 19.8 of 20)
+    assert (sample_points(m, 20, "class_balanced", seed=0) == 0).sum() == 20
+
+
 def test_interior_points_are_away_from_boundaries():
     m = np.zeros((80, 80), np.uint8)
     m[:, 40:] = 1

@@ -122,6 +122,9 @@ def test_point_sampler_budget_ignore_coverage_and_determinism(mask, n, strategy,
     present, counts = np.unique(mask[mask != IGNORE], return_counts=True)
     if strategy == "uniform":
         assert picked.sum() <= n * len(present)
+    elif strategy == "mixed":
+        assert picked.sum() == min(n * len(present), counts.sum())  # the whole budget, as far as pixels allow
+        assert all(int((pts == c).sum()) >= min(n // 2, cnt) for c, cnt in zip(present, counts))
     else:
         per_class = {c: int((pts == c).sum()) for c in present}
         assert all(k <= n for k in per_class.values())  # never over the budget
@@ -190,7 +193,7 @@ _OVERRIDE_VALUES = {
     "train.lr": st.floats(1e-6, 1.0, allow_nan=False),
     "loss.gamma": st.floats(0, 10, allow_nan=False),
     "points.n_per_class": st.integers(0, 100),
-    "points.strategy": st.sampled_from(["uniform", "class_balanced", "interior"]),
+    "points.strategy": st.sampled_from(["uniform", "class_balanced", "interior", "mixed"]),
     "data.train_groups": st.lists(st.sampled_from(["1", "2", "3", "10", "a b"]), min_size=1, max_size=4),
     "semi.method": st.sampled_from(["fixmatch", "mean_teacher", "gated_crf", "consistency"]),
     "eval.select": st.sampled_from(["last", "val_points", "val_dense"]),
