@@ -44,7 +44,8 @@ def study_headline(study, root) -> list[str]:
         md.insert(len(md) - 1, ceiling_check_line(load_records(check["study"], root), check["study"],
                                                   check["reference"], check["longer"]))
     for key, head in (("longer_points", "With both arms on the longer schedule"),
-                      ("self_trained", "With one round of self-training")):
+                      ("self_trained", "With one round of self-training"),
+                      ("other_ratios", "Another points arm")):  # each entry names its own head
         others = study.raw.get(key) or []
         for other in [others] if isinstance(others, dict) else others:  # one mapping, or a list: a line each
             if md:

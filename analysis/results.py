@@ -34,6 +34,9 @@ def method_label(config: dict[str, Any]) -> str:
     names = {"gated_crf": "gated CRF", "fixmatch": "FixMatch", "mean_teacher": "mean teacher"}
     label = (f"pfCE + {names.get(semi['method'], semi['method'])} ({semi['weight']:g})" if semi.get("weight")
              else "pfCE")
+    strategy = config["points"].get("strategy", "class_balanced")
+    if strategy != "class_balanced":  # where the clicks land changes what was learned from
+        label += f", {strategy} clicks"
     st = config.get("selftrain") or {}
     if not st.get("teacher"):
         return label

@@ -377,6 +377,7 @@ def test_self_trained_runs_are_named_so_and_their_pseudo_labels_tabled():
     assert method_label(crf) == "pfCE + gated CRF (0.1)"
     assert method_label({**crf, "selftrain": {"teacher": "runs/t/seed{seed}"}}) == "pfCE + gated CRF (0.1), self-trained"
     assert method_label({"points": {"supervision": "points"}, "selftrain": {"teacher": None}}) == "pfCE"
+    assert method_label({**crf, "points": {"supervision": "points", "strategy": "mixed"}}) == "pfCE + gated CRF (0.1), mixed clicks"
     assert method_label({**crf, "selftrain": {"teacher": "t", "proportion": 0.5}}).endswith("self-trained (class-balanced)")
     st = {"teacher_name": "cp/crf-20-3200", "teacher_seed": 1, "threshold": 0.9,
           "diagnostic": {"pseudo_coverage": 0.6519, "pseudo_precision": 0.9642}}
