@@ -194,7 +194,8 @@ def fill_numbers(text: str, df, recs: list[dict] | None = None) -> str:
     """A verdict names numbers as ``{cell:metric}`` (mean over the cell's seeds, 3 decimals),
     ``{cell-a:metric - cell-b:metric}`` (difference of the means), ``{paired:cell-a vs cell-b}`` (test mIoU of a
     minus b on the seeds both have, with the paired bootstrap 95 % interval of the study tables) or
-    ``{ratio:cell-a vs cell-b}`` (a ÷ b, likewise): they are read from the exports, never typed."""
+    ``{ratio:cell-a vs cell-b}`` (a ÷ b, likewise): they are read from the exports, never typed. The metrics
+    include the per-class shares, precisions and recalls of `results.confusion_metrics`."""
 
     def paired(m: re.Match) -> str:
         from .results import paired_on_shared_seeds

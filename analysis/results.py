@@ -65,8 +65,26 @@ def frame(records: list[dict[str, Any]]) -> pd.DataFrame:
                      "steps": c["train"]["epochs"] * c["train"]["steps_per_epoch"],
                      "lr": c["train"]["lr"], "batch_size": c["train"]["batch_size"],
                      "select": c["eval"]["select"], "method": method_label(c),
-                     **{k: v for k, v in r["final"].items() if isinstance(v, (int, float)) or v is None}})
+                     **{k: v for k, v in r["final"].items() if isinstance(v, (int, float)) or v is None},
+                     **confusion_metrics(r["final"])})
     return pd.DataFrame(rows)
+
+
+def confusion_metrics(final: dict[str, Any]) -> dict[str, float]:
+    """Per class, from the test confusion matrix (rows true, columns predicted, classes in the order of the
+    ``test/iou/<class>`` keys): ``test/share/<class>`` (share of the test pixels predicted as it),
+    ``test/precision/<class>`` and ``test/recall/<class>``. A verdict names them like any metric."""
+    names = [k.split("/", 2)[2] for k in final if k.startswith("test/iou/")]
+    conf = np.asarray(final.get("test/confusion") or [], float)
+    if conf.shape != (len(names), len(names)) or conf.sum() == 0:
+        return {}
+    pred, true, hit = conf.sum(0), conf.sum(1), np.diag(conf)
+    out = {}
+    for i, name in enumerate(names):
+        out[f"test/share/{name}"] = pred[i] / conf.sum()
+        out[f"test/precision/{name}"] = hit[i] / pred[i] if pred[i] else float("nan")
+        out[f"test/recall/{name}"] = hit[i] / true[i] if true[i] else float("nan")
+    return out
 
 
 def histories(records: list[dict[str, Any]]) -> pd.DataFrame:
