@@ -313,7 +313,8 @@ LIMITATIONS = [
 READING_ORDER = ["convergence", "convergence-points", "schedule", "early-crops", "freeze-levels", "device-check", "label-efficiency",
                  "label-efficiency-crf", "unlabelled", "crf-weight", "consistency-weight", "self-training",
                  "self-training-compute", "self-training-rounds", "self-training-tta", "label-shift", "test-time", "test-time-ratio",
-                 "gamma", "placement", "placement-crf", "pretraining"]
+                 "gamma", "placement", "placement-crf", "self-training-mixed",
+                 "pretraining"]
 
 
 def _reading_order(path: Path) -> tuple[int, str]:

@@ -73,7 +73,8 @@ def frame(records: list[dict[str, Any]]) -> pd.DataFrame:
 def confusion_metrics(final: dict[str, Any]) -> dict[str, float]:
     """Per class, from the test confusion matrix (rows true, columns predicted, classes in the order of the
     ``test/iou/<class>`` keys): ``test/share/<class>`` (share of the test pixels predicted as it),
-    ``test/precision/<class>`` and ``test/recall/<class>``. A verdict names them like any metric."""
+    ``test/true_share/<class>`` (share of the test pixels that are it), ``test/precision/<class>`` and
+    ``test/recall/<class>``. A verdict names them like any metric."""
     names = [k.split("/", 2)[2] for k in final if k.startswith("test/iou/")]
     conf = np.asarray(final.get("test/confusion") or [], float)
     if conf.shape != (len(names), len(names)) or conf.sum() == 0:
@@ -82,6 +83,7 @@ def confusion_metrics(final: dict[str, Any]) -> dict[str, float]:
     out = {}
     for i, name in enumerate(names):
         out[f"test/share/{name}"] = pred[i] / conf.sum()
+        out[f"test/true_share/{name}"] = true[i] / conf.sum()
         out[f"test/precision/{name}"] = hit[i] / pred[i] if pred[i] else float("nan")
         out[f"test/recall/{name}"] = hit[i] / true[i] if true[i] else float("nan")
     return out

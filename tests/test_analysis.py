@@ -470,6 +470,7 @@ def test_confusion_metrics_read_shares_precision_and_recall_from_the_test_matrix
     final = {"test/iou/Land": 0.5, "test/iou/Road": 0.2, "test/confusion": [[6, 2], [1, 1]]}  # rows true
     m = confusion_metrics(final)
     assert m["test/share/Road"] == pytest.approx(3 / 10)  # predicted Road: 2 + 1 of 10 pixels
+    assert m["test/true_share/Road"] == pytest.approx(2 / 10)  # true Road: 1 + 1 of 10 pixels
     assert m["test/precision/Road"] == pytest.approx(1 / 3) and m["test/recall/Road"] == pytest.approx(1 / 2)
     assert m["test/precision/Land"] == pytest.approx(6 / 7) and m["test/recall/Land"] == pytest.approx(6 / 8)
     assert confusion_metrics({"test/iou/Land": 0.5}) == {}  # an export without a matrix adds nothing
