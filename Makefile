@@ -6,12 +6,13 @@ TRIALS ?=
 STORAGE ?=
 WORKERS ?= 1
 SEEDS ?= 0 1 2
+SEED ?= 0
 FILE ?= experiments/studies/convergence.yaml
 STUDIES ?= $(wildcard experiments/studies/*.yaml)
 LANES ?= 2
 DEADLINE ?= inf
 
-.PHONY: help setup data test test-explore test-all demo bench bench-predict sweep report experiments study queue clean
+.PHONY: help setup data test test-explore test-all demo best bench bench-predict sweep report experiments study queue clean
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
@@ -39,6 +40,10 @@ test-all: setup data  ## also the slow end-to-end tests
 
 demo: setup data  ## the main job: train from 10 points per class on Dubai, evaluate on the test tile
 	$(PY) -m pointseg train --config experiments/points.yaml
+
+best: setup data  ## the best measured points recipe, seed SEED: a 20-mixed-click teacher, then its class-balanced self-trained student (2 runs)
+	$(PY) -m pointseg train --config experiments/best-teacher.yaml seed=$(SEED)
+	$(PY) -m pointseg train --config experiments/best.yaml seed=$(SEED)
 
 bench: setup data  ## pfCE vs cross-entropy speed, trainer vs bare loop throughput
 	$(PY) -m analysis.bench

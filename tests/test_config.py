@@ -60,3 +60,31 @@ def test_machine_settings_do_not_make_another_run():
     assert all(any(m.startswith(k) for m in machine) for k in MACHINE_KEYS)  # each of them is tried
     assert config_differences(base, load_config(None, overrides=machine)) == []
     assert config_differences(base, load_config(None, overrides=["loss.gamma=0"])) == ["loss.gamma: 2.0 there, 0.0 now"]
+
+
+@pytest.mark.parametrize("config, cell", [("best-teacher", "teacher"), ("best", "st-mixed")])
+def test_make_best_trains_what_the_study_measured(config, cell):
+    """`make best` (README) claims the study self-training-mixed's numbers: its configs must compute the very runs
+    that study exported, seed by seed; only where the student finds its teacher may differ."""
+    import json
+
+    from pointseg.config import config_differences, config_from_dict
+
+    for export in sorted((ROOT / "results" / "self-training-mixed" / cell).glob("seed*.json")):
+        rec = json.loads(export.read_text())
+        wanted = load_config(ROOT / "experiments" / f"{config}.yaml", [f"seed={rec['seed']}"])
+        diffs = [d for d in config_differences(config_from_dict(rec["config"]), wanted)
+                 if not d.startswith("selftrain.teacher:")]
+        assert diffs == [], f"{config}.yaml differs from {export.relative_to(ROOT)}: {diffs}"
+    student = load_config(ROOT / "experiments" / "best.yaml", ["seed=2"])
+    teacher = load_config(ROOT / "experiments" / "best-teacher.yaml", ["seed=2"])
+    assert student.selftrain.teacher.replace("{seed}", "2") == f"{teacher.out_dir}/{teacher.name}/seed2"
+
+
+def test_make_best_runs_the_teacher_then_its_student():
+    import subprocess
+
+    out = subprocess.run(["make", "-n", "best", "SEED=4"], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    train = [line for line in out.splitlines() if "pointseg train" in line]
+    assert len(train) == 2 and "experiments/best-teacher.yaml" in train[0] and "experiments/best.yaml" in train[1]
+    assert all("seed=4" in line for line in train)
