@@ -313,7 +313,7 @@ LIMITATIONS = [
 READING_ORDER = ["convergence", "convergence-points", "schedule", "early-crops", "freeze-levels", "device-check", "label-efficiency",
                  "label-efficiency-crf", "unlabelled", "crf-weight", "consistency-weight", "self-training",
                  "self-training-compute", "self-training-rounds", "self-training-tta", "label-shift", "test-time", "test-time-ratio",
-                 "gamma", "placement", "placement-crf", "self-training-mixed",
+                 "gamma", "placement", "placement-crf", "self-training-mixed", "best-seeds",
                  "pretraining"]
 
 
