@@ -26,12 +26,17 @@ from .data.raster import IGNORE_INDEX
 log = logging.getLogger("pointseg")
 
 
+def teacher_location(cfg: Config) -> Path:
+    """Where ``selftrain.teacher`` points for this run's seed ("{seed}" filled in); it may not exist yet."""
+    return Path(cfg.selftrain.teacher.replace("{seed}", str(cfg.seed)))
+
+
 def teacher_path(cfg: Config) -> Path:
     """The teacher's best.pt for this run's seed; a clear error when it is not there."""
     from .checkpoint import checkpoint_path
 
     try:
-        return checkpoint_path(cfg.selftrain.teacher.replace("{seed}", str(cfg.seed)))
+        return checkpoint_path(teacher_location(cfg))
     except FileNotFoundError as e:
         raise ConfigError(f"selftrain.teacher: {e}. The teacher's weights must be on this machine (a committed "
                           "export carries none): train the teacher run first, then this one") from None

@@ -70,15 +70,25 @@ def test_make_best_trains_what_the_study_measured(config, cell):
 
     from pointseg.config import config_differences, config_from_dict
 
-    for export in sorted((ROOT / "results" / "self-training-mixed" / cell).glob("seed*.json")):
+    exports = sorted((ROOT / "results" / "self-training-mixed" / cell).glob("seed*.json"))
+    assert len(exports) == 3, f"the study's {cell} exports: {exports}"  # none found would check nothing
+    for export in exports:
         rec = json.loads(export.read_text())
         wanted = load_config(ROOT / "experiments" / f"{config}.yaml", [f"seed={rec['seed']}"])
         diffs = [d for d in config_differences(config_from_dict(rec["config"]), wanted)
                  if not d.startswith("selftrain.teacher:")]
         assert diffs == [], f"{config}.yaml differs from {export.relative_to(ROOT)}: {diffs}"
-    student = load_config(ROOT / "experiments" / "best.yaml", ["seed=2"])
-    teacher = load_config(ROOT / "experiments" / "best-teacher.yaml", ["seed=2"])
-    assert student.selftrain.teacher.replace("{seed}", "2") == f"{teacher.out_dir}/{teacher.name}/seed2"
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_make_best_student_finds_the_teacher_it_trained(seed):
+    """best.yaml's student loads its weights from where best-teacher.yaml's run writes them, seed by seed."""
+    from pointseg.selftrain import teacher_location
+    from pointseg.train import default_run_dir
+
+    student = load_config(ROOT / "experiments" / "best.yaml", [f"seed={seed}"])
+    teacher = load_config(ROOT / "experiments" / "best-teacher.yaml", [f"seed={seed}"])
+    assert teacher_location(student) == default_run_dir(teacher)
 
 
 def test_make_best_runs_the_teacher_then_its_student():
