@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from pointseg.batchnorm import use_reduction_batchnorm
 from pointseg.config import load_config
 from pointseg.export import cpu_model
 from pointseg.io import write_json
@@ -115,7 +116,8 @@ def _model():
     return build_model(cfg.model.arch, cfg.model.encoder, 5, cfg.model.encoder_weights, cfg.model.decoder_channels)
 
 
-def _step_fn(batch: int, channels_last: bool, bf16: bool = False, compiled: bool = False, freeze_levels: int = 0):
+def _step_fn(batch: int, channels_last: bool, bf16: bool = False, compiled: bool = False, freeze_levels: int = 0,
+             reduction_bn: bool = False, fused_adamw: bool = False):
     torch.manual_seed(0)
     model = _model().train()
     set_encoder_trainable(model, True, frozen_parameter_names(model, freeze_levels))  # the trainer's own freeze
@@ -123,7 +125,10 @@ def _step_fn(batch: int, channels_last: bool, bf16: bool = False, compiled: bool
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    if reduction_bn:
+        use_reduction_batchnorm(model)  # the trainer's train.reduction_batchnorm
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3,
+                            fused=True if fused_adamw else None)  # the trainer's train.fused_adamw
     forward = torch.compile(model) if compiled else model
 
     def step():
@@ -135,13 +140,17 @@ def _step_fn(batch: int, channels_last: bool, bf16: bool = False, compiled: bool
     return step
 
 
-# each variant: (batch, channels_last, bf16 autocast, torch.compile of the model, encoder levels frozen); the compiled
-# variant's warm-up calls pay its compilation, which the timed calls do not include
+# each variant: (batch, channels_last, bf16 autocast, torch.compile of the model, encoder levels frozen, BatchNorms
+# of ≤ 16 channels by reductions, AdamW's fused kernel); the compiled variant's warm-up calls pay its compilation,
+# which the timed calls do not include
 STEP_VARIANTS = {"NCHW bs16": (16, False, False, False), "channels_last bs16": (16, True, False, False),
                  "channels_last bs8": (8, True, False, False), "channels_last bs32": (32, True, False, False),
                  "channels_last bs16 bf16 autocast": (16, True, True, False),
                  "channels_last bs16 torch.compile": (16, True, False, True),
-                 "channels_last bs16, 2 encoder levels frozen": (16, True, False, False, 2)}
+                 "channels_last bs16, 2 encoder levels frozen": (16, True, False, False, 2),
+                 "channels_last bs16, BatchNorm ≤ 16 channels by reductions": (16, True, False, False, 0, True),
+                 "channels_last bs16, fused AdamW": (16, True, False, False, 0, False, True),
+                 "channels_last bs16, both": (16, True, False, False, 0, True, True)}
 
 
 def step_rows(repeats: int = 12) -> list[dict]:

@@ -128,6 +128,10 @@ class TrainConfig:
     histogram_match: bool = False  # match per-band histograms to the training style (stored in the checkpoint)
     histogram_scope: Literal["group", "image"] = "group"  # a whole tile (acquisition) at once, or each image
     channels_last: bool = True  # NHWC activations: oneDNN's faster convolutions on this CPU (make bench)
+    # with channels_last: BatchNorms of ≤ 16 channels train by plain reductions (pointseg/batchnorm.py), whose
+    # backward is cheaper on CPU than ATen's; the same numbers up to float rounding, so a machine setting
+    reduction_batchnorm: bool = False
+    fused_adamw: bool = False  # AdamW's fused kernel (one pass over the weights): same update, other rounding
     # compile the dense focal loss: ~2 ms a step faster, 13–22 s to compile, so off for runs this short (README)
     compile_loss: bool = False
     threads: int | None = None  # torch threads; None = torch's default
@@ -318,7 +322,8 @@ def save_config(cfg: Config, path: str | Path) -> None:
 
 # how and where a run computes, never what: `--set` of the study runner and the queue takes only these, and a run
 # may be resumed or read back with other values of them (so may one stored under another name or folder)
-MACHINE_KEYS = ("wandb.", "train.threads", "train.device", "train.compile_loss", "eval.batch_size")
+MACHINE_KEYS = ("wandb.", "train.threads", "train.device", "train.compile_loss", "train.reduction_batchnorm",
+                "train.fused_adamw", "eval.batch_size")
 _SAME_RUN_WITH_OTHER = ("name", "out_dir", "export_dir", *MACHINE_KEYS)
 
 

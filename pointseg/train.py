@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .batchnorm import use_reduction_batchnorm
 from .config import Config, ConfigError, config_differences, load_config
 from .data.crops import CropSampler, photometric_jitter, staged_batches
 from .data.bands import BandNorm
@@ -214,11 +215,14 @@ def _prepare_locked(cfg: Config, run_dir: Path, inputs: RunInputs, device: torch
                         cfg.model.decoder_channels, in_channels=inputs.spec.num_bands).to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
+        if cfg.train.reduction_batchnorm and device.type == "cpu":  # a CPU kernel's cost; CUDA keeps cuDNN's
+            use_reduction_batchnorm(model)
     try:
         frozen = frozen_parameter_names(model, cfg.model.freeze_levels)
     except ValueError as e:
         raise ConfigError(str(e)) from e
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
+                            fused=True if cfg.train.fused_adamw else None)
     total_steps = cfg.train.epochs * cfg.train.steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total_steps, cfg.train.warmup_steps))
     criterion = PartialFocalCE(cfg.loss.gamma, IGNORE_INDEX, cfg.loss.class_weights, cfg.train.compile_loss).to(device)

@@ -198,3 +198,21 @@ def test_bad_early_crop_settings_are_refused_before_training(tiny_config, extra,
 
     with pytest.raises(ConfigError, match=message):
         fit(tiny_config(extra=["name=bad", *extra]), progress=False)
+
+
+def test_cheaper_step_settings_change_only_the_rounding(tiny_config, monkeypatch):
+    """train.reduction_batchnorm and train.fused_adamw (machine settings) reach the trainer and train the same run:
+    the losses of every epoch agree with the plain kernels' up to float rounding."""
+    import pointseg.train as trainer
+
+    rerouted, real = [], trainer.use_reduction_batchnorm
+    monkeypatch.setattr(trainer, "use_reduction_batchnorm", lambda model: rerouted.append(real(model)))
+    plain = fit(tiny_config(extra=["name=plain", "train.reduction_batchnorm=false", "train.fused_adamw=false"]),
+                progress=False)
+    assert rerouted == []
+    cheap = fit(tiny_config(extra=["name=cheap", "train.reduction_batchnorm=true", "train.fused_adamw=true"]),
+                progress=False)
+    assert len(rerouted) == 1 and rerouted[0] > 0  # the tiny decoder's 8- and 16-channel BatchNorms
+    assert [r["train/loss"] for r in cheap.history] == pytest.approx([r["train/loss"] for r in plain.history],
+                                                                     rel=1e-3)
+    assert cheap.final["val/miou"] == pytest.approx(plain.final["val/miou"], abs=0.02)
