@@ -190,6 +190,7 @@ def test_step_bench_variants_train_and_are_rated_against_the_plain_step(monkeypa
 
     step = bench._step_fn(2, channels_last=True, bf16=True)  # a real bf16-autocast step runs and returns nothing
     assert step() is None
+    assert bench._step_fn(2, True, False, False, 0, True, True)() is None  # reduction BatchNorm + fused AdamW
     monkeypatch.setattr(bench, "alternating", lambda fns, repeats, warmup: {k: 1.0 for k in fns})
     monkeypatch.setattr(bench, "_step_fn", lambda *a: None)
     rows = bench.step_rows(repeats=1)
