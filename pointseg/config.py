@@ -130,8 +130,8 @@ class TrainConfig:
     channels_last: bool = True  # NHWC activations: oneDNN's faster convolutions on this CPU (make bench)
     # with channels_last: BatchNorms of ≤ 16 channels train by plain reductions (pointseg/batchnorm.py), whose
     # backward is cheaper on CPU than ATen's; the same numbers up to float rounding, so a machine setting
-    reduction_batchnorm: bool = False
-    fused_adamw: bool = False  # AdamW's fused kernel (one pass over the weights): same update, other rounding
+    reduction_batchnorm: bool = True
+    fused_adamw: bool = True  # AdamW's fused kernel (one pass over the weights): same update, other rounding
     # compile the dense focal loss: ~2 ms a step faster, 13–22 s to compile, so off for runs this short (README)
     compile_loss: bool = False
     threads: int | None = None  # torch threads; None = torch's default
