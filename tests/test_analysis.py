@@ -178,6 +178,12 @@ def test_bench_of_some_parts_keeps_the_rows_of_the_others(tmp_path, monkeypatch)
     mixed.write_text(json.dumps({"torch": "x", "threads": 2, "rows": [row, rows[-1]]}))
     text = "\n".join(bench_section(mixed))
     assert f"Timed on {bench.cpu_label()}; 1 older row did not record its CPU." in text
+    # rows of two CPUs in one table: each row says which (the older one: not recorded)
+    lines = [line for line in text.splitlines() if line.startswith("| reference run (new)")]
+    assert lines[0].endswith("| not recorded |") and "timed on" in text
+    from analysis.bench_table import markdown_table, short_cpu
+    assert short_cpu("Intel(R) Xeon(R) Processor (AVX512)") == "Intel Xeon (AVX512)"
+    assert "timed on" not in markdown_table([rows[-1]])  # one CPU: the line under the table says it
     # another schedule's reference rows sit beside the default's; running it again replaces only its own
     for _ in range(2):
         assert bench.main(["--parts", "reference", "--config", "experiments/full-fast.yaml"]) == 0
