@@ -22,7 +22,8 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def short_cpu(label: str | None) -> str:
-    """'Intel(R) Xeon(R) Processor (AVX512)' → 'Intel Xeon (AVX512)'; a row that did not record it → 'not recorded'."""
+    """'Intel(R) Xeon(R) Processor (AVX512)' → 'Intel Xeon (AVX512)'; a row that did not record its CPU →
+    'not recorded'."""
     if not label:
         return "not recorded"
     return " ".join(label.replace("(R)", "").replace("(TM)", "").replace(" Processor", "").split())

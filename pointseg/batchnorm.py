@@ -56,7 +56,8 @@ class _BatchNormTrain(torch.autograd.Function):
 
 def _forward(self: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
     if not (self.training and self.track_running_stats and self.momentum is not None and self.affine
-            and x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and x.dtype in (torch.float32, torch.float64)):
+            and x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+            and x.dtype in (torch.float32, torch.float64)):
         return type(self).forward(self, x)
     self.num_batches_tracked.add_(1)
     y = _BatchNormTrain.apply(x, self.weight, self.bias, self.running_mean, self.running_var, self.momentum, self.eps)

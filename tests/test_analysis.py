@@ -196,9 +196,9 @@ def test_step_bench_variants_train_and_are_rated_against_the_plain_step(monkeypa
 
     step = bench._step_fn(2, channels_last=True, bf16=True)  # a real bf16-autocast step runs and returns nothing
     assert step() is None
-    assert bench._step_fn(2, True, False, False, 0, True, True)() is None  # reduction BatchNorm + fused AdamW
+    assert bench._step_fn(2, channels_last=True, reduction_bn=True, fused_adamw=True)() is None
     monkeypatch.setattr(bench, "alternating", lambda fns, repeats, warmup: {k: 1.0 for k in fns})
-    monkeypatch.setattr(bench, "_step_fn", lambda *a: None)
+    monkeypatch.setattr(bench, "_step_fn", lambda **kw: None)
     rows = bench.step_rows(repeats=1)
     assert len(rows) == len(bench.STEP_VARIANTS) - 1
     by = {r["what"].split(" (")[0]: r for r in rows}

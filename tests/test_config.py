@@ -56,7 +56,8 @@ def test_machine_settings_do_not_make_another_run():
 
     base = load_config(None)
     machine = ["wandb.mode=online", "train.threads=1", "train.device=cuda", "train.compile_loss=true",
-               "train.reduction_batchnorm=false", "train.fused_adamw=false", "eval.batch_size=3", "name=elsewhere", "out_dir=/tmp/x", "export_dir=/tmp/y"]
+               "train.reduction_batchnorm=false", "train.fused_adamw=false", "eval.batch_size=3", "name=elsewhere",
+               "out_dir=/tmp/x", "export_dir=/tmp/y"]
     assert all(any(m.startswith(k) for m in machine) for k in MACHINE_KEYS)  # each of them is tried
     assert config_differences(base, load_config(None, overrides=machine)) == []
     assert config_differences(base, load_config(None, overrides=["loss.gamma=0"])) == ["loss.gamma: 2.0 there, 0.0 now"]
