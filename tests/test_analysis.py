@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -374,6 +375,17 @@ def test_a_readme_anchor_is_the_one_github_makes_for_the_heading():
     assert readme_block.anchor("Each framework part") == "each-framework-part"
     assert readme_block.anchor("Speed (`make bench`, torch 2.13.0+cu130, 2 threads)") == \
         "speed-make-bench-torch-2130cu130-2-threads"
+
+
+def test_the_readme_gives_the_reference_run_the_minutes_the_bench_measured():
+    """The README's time for one reference run is typed prose outside the generated block: it once said 19 min
+    long after the bench had measured 7. Each such claim must round the bench's whole-fit row."""
+    rows = json.loads((ROOT / "results" / "bench.json").read_text())["rows"]
+    fit = next(r for r in rows if r["what"].startswith("reference run (") and "whole fit" in r["what"])
+    prose = " ".join((ROOT / "README.md").read_text().split())
+    claims = re.findall(r"reference run takes (?:about )?(\d+) min|such run takes (?:about )?(\d+) min", prose)
+    assert len(claims) >= 2, "the README no longer says how long the reference run takes: update this test"
+    assert {int(a or b) for a, b in claims} == {round(fit["a"] / 60)}, (claims, fit["a"], fit["cpu"])
 
 
 def test_self_trained_runs_are_named_so_and_their_pseudo_labels_tabled():
