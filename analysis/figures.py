@@ -232,4 +232,5 @@ def curve_figure(study: StudyFile, recs: list[dict], out: Path) -> str:
 FIGURES = {"convergence": [convergence_figure], "label-efficiency": [budget_figure, per_class_figure, confusion_figure],
            "label-efficiency-crf": [budget_figure], "placement": [cells_figure, per_class_figure],
            "unlabelled": [cells_figure, diagnostics_figure, qualitative_figure],
-           "self-training": [cells_figure, per_class_figure]}
+           "self-training": [cells_figure, per_class_figure],
+           "teachers": [cells_figure, diagnostics_figure, per_class_figure]}

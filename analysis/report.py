@@ -115,6 +115,7 @@ def study_section(study: StudyFile, out: Path, root: Path) -> list[str]:
                table[cols].to_markdown(index=False), ""]
     recomputed = Path(root) / study.name / "pseudo-labels.json"
     md += _pseudo_label_table(recs, json.loads(recomputed.read_text()) if recomputed.exists() else None)
+    md += _last_epoch_diagnostics(recs)
     compare = [r for other in study.raw.get("compare", []) for r in load_records(other, root)]
     for fig in FIGURES.get(study.name) or ([curve_figure, cells_figure] if study.raw.get("curve") else [cells_figure]):
         name = fig(study, recs, out, compare) if fig is budget_figure else fig(study, recs, out)
@@ -164,6 +165,29 @@ def _pseudo_label_table(recs: list[dict], recomputed: dict | None = None) -> lis
                "naming the class that are right.", "",
                table.to_markdown(index=False, disable_numparse=True), ""]
     return md
+
+
+_LAST_EPOCH = {"diag/pseudo_coverage": "pseudo-label coverage", "diag/pseudo_precision": "pseudo-label precision",
+               "diag/unlabelled_acc": "student accuracy on unlabelled pixels"}
+
+
+def _last_epoch_diagnostics(recs: list[dict]) -> list[str]:
+    """Runs with a teacher: the diagnostics their last pseudo-labelling epoch measured against the training crops'
+    dense masks (logged, never used), beside test mIoU; a figure's mean over seeds hides the seed that went wrong."""
+    rows = []
+    for r in sorted(recs, key=lambda r: (r["cell"], r["seed"])):
+        logged = [h for h in r.get("history") or [] if h.get("diag/pseudo_precision") is not None]
+        if logged:
+            last = logged[-1]
+            rows.append({"cell": r["cell"], "seed": r["seed"], "epoch": last.get("epoch"),
+                         **{name: last.get(k) for k, name in _LAST_EPOCH.items()},
+                         "test mIoU": (r.get("final") or {}).get("test/miou")})
+    if not rows:
+        return []
+    df = pd.DataFrame(rows).dropna(axis=1, how="all")
+    return ["Last pseudo-labelling epoch of each run with a teacher, against the training crops' dense masks (a diagnostic, never used): "
+            "coverage = share of the unclicked pixels the teacher labelled, precision = share of those labels that "
+            "is right.", "", df.to_markdown(index=False, floatfmt=".3f"), ""]
 
 
 # evaluation cells' `prior` (pointseg/prior.py): where EM finds the class mix the probabilities are re-weighted to

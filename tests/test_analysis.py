@@ -417,6 +417,25 @@ def test_self_trained_runs_are_named_so_and_their_pseudo_labels_tabled():
     assert "per class: 0.5 of each, ≤ 0.9" in md and "| st-cb  | Road    | 0.620 | 0.500      | 0.800       |" in md
 
 
+def test_runs_with_a_teacher_table_their_last_pseudo_labelling_epoch_per_seed():
+    from analysis.report import _last_epoch_diagnostics
+
+    def rec(cell, seed, precision):
+        h = [{"epoch": 1, "diag/unlabelled_acc": 0.4}]  # an epoch before the teacher labelled anything
+        h += [{"epoch": e, "diag/unlabelled_acc": 0.5, "diag/pseudo_coverage": 0.01 * e,
+               "diag/pseudo_precision": precision if e == 3 else 0.2} for e in (2, 3)]
+        return {"cell": cell, "seed": seed, "history": h, "final": {"test/miou": 0.4 + precision / 10}}
+
+    recs = [rec("fm", 1, 0.45), rec("fm", 0, 0.97), {"cell": "pfce", "seed": 0, "final": {"test/miou": 0.5},
+                                                     "history": [{"epoch": 3, "diag/unlabelled_acc": 0.6}]}]
+    lines = "\n".join(_last_epoch_diagnostics(recs)).splitlines()
+    # seed order, the last epoch that pseudo-labelled, pfCE alone not a row
+    rows = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines if ln.startswith("| fm")]
+    assert rows == [["fm", "0", "3", "0.030", "0.970", "0.500", "0.497"],
+                    ["fm", "1", "3", "0.030", "0.450", "0.500", "0.445"]], rows
+    assert _last_epoch_diagnostics(recs[2:]) == []  # no teacher, no table
+
+
 def test_reruns_pair_trainings_of_the_same_run_and_leave_out_copies_evaluations_and_other_configs(tmp_path):
     import copy
 
