@@ -194,10 +194,12 @@ def diagnostics_figure(study: StudyFile, recs: list[dict], out: Path) -> str | N
         return None
     labels = {c.id: c.label for c in study.cells}
     h["method"] = h.cell.map(labels).fillna(h.cell)
+    # one colour per method across the panels: a panel draws only the methods that logged its key
+    palette = dict(zip(h.method.unique(), sns.color_palette(n_colors=h.method.nunique())))
     fig, axes = plt.subplots(1, len(keys), figsize=(4.6 * len(keys), 3.4), squeeze=False)
     for ax, k in zip(axes[0], keys):
-        sns.lineplot(h.dropna(subset=[k]), x="epoch", y=k, hue="method", marker="o", errorbar=seed_interval,
-                     ax=ax)
+        sns.lineplot(h.dropna(subset=[k]), x="epoch", y=k, hue="method", palette=palette, marker="o",
+                     errorbar=seed_interval, ax=ax)
         ax.set(ylabel="", title=_DIAGNOSTICS[k], ylim=(0, 1))
         ax.legend(fontsize=8, title="")
     fig.suptitle("Diagnostics against the training crops' dense masks (mean over seeds, 95 % t-band)", y=1.03)

@@ -221,15 +221,20 @@ def test_the_compile_row_weighs_the_first_call_against_the_saving_per_step(monke
     assert bench.compile_row(repeats=2)["a"] == float("inf") and not bench.compile_row(repeats=2)["met"]
 
 
-def test_diagnostics_figure_draws_the_logged_diagnostics_and_nothing_without_them(tmp_path):
+def test_diagnostics_figure_draws_the_logged_diagnostics_and_nothing_without_them(tmp_path, monkeypatch):
     from analysis.study import Cell, StudyFile
 
     study = StudyFile("s", "q", "h", "b", [0, 1], [Cell("a", "method A"), Cell("b", "method B")])
     recs = [{"cell": c, "seed": s, "history": [{"epoch": e, "diag/unlabelled_acc": 0.5 + 0.05 * e,
                                                 **({"diag/pseudo_precision": 0.6} if c == "b" else {})}
                                                for e in (1, 2, 3)]} for c in "ab" for s in (0, 1)]
+    drawn, save = [], figures._save
+    monkeypatch.setattr(figures, "_save", lambda fig, out, name: drawn.append(fig) or save(fig, out, name))
     name = figures.diagnostics_figure(study, recs, tmp_path)
     assert name == "s-diagnostics.png" and (tmp_path / name).stat().st_size > 1000
+    # method B's lines have one colour in both panels though only B logged the second one
+    colours = [{line.get_label(): line.get_color() for line in ax.get_legend().get_lines()} for ax in drawn[0].axes]
+    assert colours[0]["method B"] == colours[1]["method B"], colours
     bare = [{**r, "history": [{"epoch": 1, "train/loss": 1.0}]} for r in recs]
     assert figures.diagnostics_figure(study, bare, tmp_path) is None
 
