@@ -19,7 +19,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -297,15 +297,21 @@ def _train_step(r: _Run, x: torch.Tensor, y: torch.Tensor, global_step: int) -> 
 
 @torch.no_grad()
 def unlabelled_diagnostics(logits: torch.Tensor, target: torch.Tensor, dense: torch.Tensor,
-                           pseudo: torch.Tensor | None) -> dict[str, float]:
+                           pseudo: torch.Tensor | None, names: Sequence[str] = ()) -> dict[str, float]:
     """Against the dense masks, on the pixels without a click: the student's accuracy, and the share of them the
-    teacher pseudo-labelled (coverage) and how many of those labels are right (precision). Logged, never used."""
+    teacher pseudo-labelled (coverage) and how many of those labels are right (precision). Per class (``names``
+    in class-index order): the share of the pseudo-labels naming it against its share of the pseudo-labelled
+    pixels in truth, which shows a teacher that feeds the student more of one class. Logged, never used."""
     free = (target == IGNORE_INDEX) & (dense != IGNORE_INDEX)
     out = {"diag/unlabelled_acc": float((logits.argmax(1) == dense)[free].float().mean()) if free.any() else math.nan}
     if pseudo is not None:
         used = free & (pseudo != IGNORE_INDEX)
         out["diag/pseudo_coverage"] = float(used.sum() / free.sum().clamp_min(1))
         out["diag/pseudo_precision"] = float((pseudo == dense)[used].float().mean()) if used.any() else math.nan
+        named, true = pseudo[used], dense[used]
+        for k, name in enumerate(names):
+            out[f"diag/pseudo_share/{name}"] = float((named == k).float().mean()) if used.any() else math.nan
+            out[f"diag/pseudo_true_share/{name}"] = float((true == k).float().mean()) if used.any() else math.nan
     return out
 
 
@@ -327,7 +333,7 @@ def _train_epoch(r: _Run, epoch: int, progress: bool) -> dict[str, Any]:
         if dense:  # in the student's view (a method that moves pixels moves the dense masks alike)
             view = getattr(r.teacher, "to_student", lambda t: t)
             diags.append(unlabelled_diagnostics(r.last_logits, r.last_target, view(dense[0].to(r.device)),
-                                                getattr(r.teacher, "last_pseudo", None)))
+                                                getattr(r.teacher, "last_pseudo", None), r.spec.class_names))
         bar.set_postfix(loss=f"{loss:.3f}")
     dt = time.perf_counter() - t0
     r.train_time += dt

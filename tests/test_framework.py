@@ -258,6 +258,25 @@ def test_encoder_weights_from_a_checkpoint_file(tiny_config, tmp_path):
     assert torch.equal(model.encoder.model.conv_stem.weight, sd["net.encoder.model.conv_stem.weight"])
 
 
+def test_unlabelled_diagnostics_count_only_unclicked_pseudo_labelled_pixels_per_class():
+    from pointseg.train import unlabelled_diagnostics
+
+    from pointseg.data.raster import IGNORE_INDEX as ig
+
+    target = torch.tensor([[0, ig, ig, ig, ig, ig]])  # pixel 0 clicked: never counted
+    dense = torch.tensor([[0, 0, 1, 1, 1, ig]])  # pixel 5 has no dense label: never counted
+    pseudo = torch.tensor([[0, 0, 0, 0, ig, 1]])  # the teacher calls pixels 1-3 class 0, skips 4
+    logits = torch.nn.functional.one_hot(torch.tensor([[0, 0, 1, 0, 1, 1]]), 2).permute(0, 2, 1)[..., None]
+    d = unlabelled_diagnostics(logits.float(), target[..., None], dense[..., None], pseudo[..., None], ["a", "b"])
+    assert d["diag/unlabelled_acc"] == pytest.approx(3 / 4)  # pixels 1-4: 0, 1, 0, 1 against 0, 1, 1, 1
+    assert d["diag/pseudo_coverage"] == pytest.approx(3 / 4) and d["diag/pseudo_precision"] == pytest.approx(1 / 3)
+    assert d["diag/pseudo_share/a"] == 1.0 and d["diag/pseudo_share/b"] == 0.0  # all labels say a ...
+    assert d["diag/pseudo_true_share/a"] == pytest.approx(1 / 3)  # ... where a third is a in truth
+    assert d["diag/pseudo_true_share/b"] == pytest.approx(2 / 3)
+    assert "diag/pseudo_share/a" not in unlabelled_diagnostics(logits.float(), target[..., None], dense[..., None],
+                                                              None, ["a", "b"])
+
+
 def test_pseudo_label_diagnostics_are_logged_and_never_change_training(tiny_config, monkeypatch):
     import pointseg.train as train_mod
 
