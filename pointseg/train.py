@@ -300,8 +300,9 @@ def unlabelled_diagnostics(logits: torch.Tensor, target: torch.Tensor, dense: to
                            pseudo: torch.Tensor | None, names: Sequence[str] = ()) -> dict[str, float]:
     """Against the dense masks, on the pixels without a click: the student's accuracy, and the share of them the
     teacher pseudo-labelled (coverage) and how many of those labels are right (precision). Per class (``names``
-    in class-index order): the share of the pseudo-labels naming it against its share of the pseudo-labelled
-    pixels in truth, which shows a teacher that feeds the student more of one class. Logged, never used."""
+    in class-index order): the share of the pseudo-labels naming it, its share of the pseudo-labelled pixels in
+    truth and of all unclicked pixels in truth: a teacher that feeds the student more of one class shows either by
+    naming it wrongly or by labelling mostly where it is. Logged, never used."""
     free = (target == IGNORE_INDEX) & (dense != IGNORE_INDEX)
     out = {"diag/unlabelled_acc": float((logits.argmax(1) == dense)[free].float().mean()) if free.any() else math.nan}
     if pseudo is not None:
@@ -312,6 +313,7 @@ def unlabelled_diagnostics(logits: torch.Tensor, target: torch.Tensor, dense: to
         for k, name in enumerate(names):
             out[f"diag/pseudo_share/{name}"] = float((named == k).float().mean()) if used.any() else math.nan
             out[f"diag/pseudo_true_share/{name}"] = float((true == k).float().mean()) if used.any() else math.nan
+            out[f"diag/unlabelled_share/{name}"] = float((dense[free] == k).float().mean()) if free.any() else math.nan
     return out
 
 

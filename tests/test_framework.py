@@ -273,6 +273,7 @@ def test_unlabelled_diagnostics_count_only_unclicked_pseudo_labelled_pixels_per_
     assert d["diag/pseudo_share/a"] == 1.0 and d["diag/pseudo_share/b"] == 0.0  # all labels say a ...
     assert d["diag/pseudo_true_share/a"] == pytest.approx(1 / 3)  # ... where a third is a in truth
     assert d["diag/pseudo_true_share/b"] == pytest.approx(2 / 3)
+    assert d["diag/unlabelled_share/a"] == pytest.approx(1 / 4)  # pixels 1-4 in truth: 0, 1, 1, 1
     assert "diag/pseudo_share/a" not in unlabelled_diagnostics(logits.float(), target[..., None], dense[..., None],
                                                               None, ["a", "b"])
 
