@@ -185,9 +185,29 @@ def _last_epoch_diagnostics(recs: list[dict]) -> list[str]:
     if not rows:
         return []
     df = pd.DataFrame(rows).dropna(axis=1, how="all")
-    return ["Last pseudo-labelling epoch of each run with a teacher, against the training crops' dense masks (a diagnostic, never used): "
-            "coverage = share of the unclicked pixels the teacher labelled, precision = share of those labels that "
-            "is right.", "", df.to_markdown(index=False, floatfmt=".3f"), ""]
+    return ["Last pseudo-labelling epoch of each run with a teacher, against the training crops' dense masks (a "
+            "diagnostic, never used): coverage = share of the unclicked pixels the teacher labelled, precision = "
+            "share of those labels that is right.", "", df.to_markdown(index=False, floatfmt=".3f"), ""
+            ] + _last_epoch_class_shares(recs)
+
+
+def _last_epoch_class_shares(recs: list[dict]) -> list[str]:
+    """Per run and class, at the last epoch (runs that logged it): which classes the pseudo-labels name, what the
+    pixels they label are, and what all unclicked pixels are."""
+    from .results import last_diagnostics
+
+    rows = []
+    for r in sorted(recs, key=lambda r: (r["cell"], r["seed"])):
+        last = last_diagnostics(r)
+        for key in (k for k in last if k.startswith("last/diag/pseudo_share/")):
+            name = key.rsplit("/", 1)[1]
+            rows.append({"cell": r["cell"], "seed": r["seed"], "class": name, "pseudo-labels naming it": last[key],
+                         "pseudo-labelled pixels that are it": last.get(f"last/diag/pseudo_true_share/{name}"),
+                         "unclicked pixels that are it": last.get(f"last/diag/unlabelled_share/{name}")})
+    if not rows:
+        return []
+    return ["Per class at the same epoch (shares of the training crops' pixels, from their dense masks):", "",
+            pd.DataFrame(rows).to_markdown(index=False, floatfmt=".3f"), ""]
 
 
 # evaluation cells' `prior` (pointseg/prior.py): where EM finds the class mix the probabilities are re-weighted to
@@ -334,11 +354,11 @@ LIMITATIONS = [
 
 
 # the schedule first (every later study runs on it), then the headline, then what explains or moves it
-READING_ORDER = ["convergence", "convergence-points", "schedule", "early-crops", "freeze-levels", "device-check", "label-efficiency",
-                 "label-efficiency-crf", "unlabelled", "crf-weight", "consistency-weight", "self-training",
-                 "self-training-compute", "self-training-rounds", "self-training-tta", "label-shift", "test-time", "test-time-ratio",
-                 "gamma", "placement", "placement-crf", "self-training-mixed", "best-seeds",
-                 "pretraining"]
+READING_ORDER = ["convergence", "convergence-points", "schedule", "early-crops", "freeze-levels", "device-check",
+                 "label-efficiency", "label-efficiency-crf", "unlabelled", "crf-weight", "consistency-weight",
+                 "teachers", "teacher-drift", "self-training", "self-training-compute", "self-training-rounds",
+                 "self-training-tta", "label-shift", "test-time", "test-time-ratio", "gamma", "placement",
+                 "placement-crf", "self-training-mixed", "best-seeds", "pretraining", "fast-schedule"]
 
 
 def _reading_order(path: Path) -> tuple[int, str]:

@@ -66,8 +66,17 @@ def frame(records: list[dict[str, Any]]) -> pd.DataFrame:
                      "lr": c["train"]["lr"], "batch_size": c["train"]["batch_size"],
                      "select": c["eval"]["select"], "method": method_label(c),
                      **{k: v for k, v in r["final"].items() if isinstance(v, (int, float)) or v is None},
-                     **confusion_metrics(r["final"])})
+                     **confusion_metrics(r["final"]), **last_diagnostics(r)})
     return pd.DataFrame(rows)
+
+
+def last_diagnostics(record: dict[str, Any]) -> dict[str, float]:
+    """``last/diag/<key>``: each training diagnostic (logged against the dense masks, never used) at the last epoch
+    that logged it, so a verdict can name what a teacher was doing when training ended."""
+    out = {}
+    for row in record.get("history") or []:
+        out.update({f"last/{k}": v for k, v in row.items() if k.startswith("diag/") and v is not None})
+    return out
 
 
 def confusion_metrics(final: dict[str, Any]) -> dict[str, float]:

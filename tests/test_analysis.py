@@ -439,6 +439,21 @@ def test_runs_with_a_teacher_table_their_last_pseudo_labelling_epoch_per_seed():
     assert rows == [["fm", "0", "3", "0.030", "0.970", "0.500", "0.497"],
                     ["fm", "1", "3", "0.030", "0.450", "0.500", "0.445"]], rows
     assert _last_epoch_diagnostics(recs[2:]) == []  # no teacher, no table
+    assert "Per class" not in "\n".join(_last_epoch_diagnostics(recs))  # runs from before the per-class keys
+
+    recs[0]["history"][-1].update({"diag/pseudo_share/Road": 0.7, "diag/pseudo_true_share/Road": 0.6,
+                                   "diag/unlabelled_share/Road": 0.2})
+    recs[0]["history"][1]["diag/pseudo_share/Road"] = 0.1  # an earlier epoch: not the one shown
+    lines = "\n".join(_last_epoch_diagnostics(recs)).splitlines()
+    assert [[c.strip() for c in ln.strip("|").split("|")] for ln in lines if "| Road" in ln] == [
+        ["fm", "1", "Road", "0.700", "0.600", "0.200"]]
+    from analysis.results import frame
+
+    assert frame([{**recs[0], "config": {"points": {"supervision": "points", "n_per_class": 20, "strategy": "s"},
+                                         "loss": {"gamma": 2.0}, "train": {"epochs": 1, "steps_per_epoch": 1,
+                                                                           "lr": 0.1, "batch_size": 1},
+                                         "eval": {"select": "last"}}, "code": None}]
+                 ).loc[0, "last/diag/pseudo_share/Road"] == 0.7  # a verdict can name it
 
 
 def test_reruns_pair_trainings_of_the_same_run_and_leave_out_copies_evaluations_and_other_configs(tmp_path):
