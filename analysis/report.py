@@ -23,7 +23,7 @@ import seaborn as sns  # noqa: E402
 
 from pointseg.config import Config  # noqa: E402
 
-from .figures import _PNG, FIGURES, budget_figure, cells_figure, curve_figure  # noqa: E402
+from .figures import _DIAGNOSTICS, _PNG, FIGURES, budget_figure, cells_figure, curve_figure  # noqa: E402
 from .results import frame, load_records  # noqa: E402
 from .stats import interval  # noqa: E402
 from .study import StudyFile  # noqa: E402
@@ -167,43 +167,45 @@ def _pseudo_label_table(recs: list[dict], recomputed: dict | None = None) -> lis
     return md
 
 
-_LAST_EPOCH = {"diag/pseudo_coverage": "pseudo-label coverage", "diag/pseudo_precision": "pseudo-label precision",
-               "diag/unlabelled_acc": "student accuracy on unlabelled pixels"}
+_LAST_EPOCH = {k: _DIAGNOSTICS[k] for k in ("diag/pseudo_coverage", "diag/pseudo_precision", "diag/unlabelled_acc")}
+
+
+def _last_pseudo_rows(recs: list[dict]) -> list[tuple[dict, dict]]:
+    """(run, its last history row with a pseudo-label precision) for the runs with a teacher, by cell and seed."""
+    out = []
+    for r in sorted(recs, key=lambda r: (r["cell"], r["seed"])):
+        logged = [h for h in r.get("history") or [] if h.get("diag/pseudo_precision") is not None]
+        if logged:
+            out.append((r, logged[-1]))
+    return out
 
 
 def _last_epoch_diagnostics(recs: list[dict]) -> list[str]:
     """Runs with a teacher: the diagnostics their last pseudo-labelling epoch measured against the training crops'
     dense masks (logged, never used), beside test mIoU; a figure's mean over seeds hides the seed that went wrong."""
-    rows = []
-    for r in sorted(recs, key=lambda r: (r["cell"], r["seed"])):
-        logged = [h for h in r.get("history") or [] if h.get("diag/pseudo_precision") is not None]
-        if logged:
-            last = logged[-1]
-            rows.append({"cell": r["cell"], "seed": r["seed"], "epoch": last.get("epoch"),
-                         **{name: last.get(k) for k, name in _LAST_EPOCH.items()},
-                         "test mIoU": (r.get("final") or {}).get("test/miou")})
-    if not rows:
+    last = _last_pseudo_rows(recs)
+    if not last:
         return []
+    rows = [{"cell": r["cell"], "seed": r["seed"], "epoch": h.get("epoch"),
+             **{name: h.get(k) for k, name in _LAST_EPOCH.items()},
+             "test mIoU": (r.get("final") or {}).get("test/miou")} for r, h in last]
     df = pd.DataFrame(rows).dropna(axis=1, how="all")
     return ["Last pseudo-labelling epoch of each run with a teacher, against the training crops' dense masks (a "
             "diagnostic, never used): coverage = share of the unclicked pixels the teacher labelled, precision = "
             "share of those labels that is right.", "", df.to_markdown(index=False, floatfmt=".3f"), ""
-            ] + _last_epoch_class_shares(recs)
+            ] + _last_epoch_class_shares(last)
 
 
-def _last_epoch_class_shares(recs: list[dict]) -> list[str]:
-    """Per run and class, at the last epoch (runs that logged it): which classes the pseudo-labels name, what the
+def _last_epoch_class_shares(last: list[tuple[dict, dict]]) -> list[str]:
+    """Per run and class, at that same epoch (runs that logged it): which classes the pseudo-labels name, what the
     pixels they label are, and what all unclicked pixels are."""
-    from .results import last_diagnostics
-
     rows = []
-    for r in sorted(recs, key=lambda r: (r["cell"], r["seed"])):
-        last = last_diagnostics(r)
-        for key in (k for k in last if k.startswith("last/diag/pseudo_share/")):
-            name = key.rsplit("/", 1)[1]
-            rows.append({"cell": r["cell"], "seed": r["seed"], "class": name, "pseudo-labels naming it": last[key],
-                         "pseudo-labelled pixels that are it": last.get(f"last/diag/pseudo_true_share/{name}"),
-                         "unclicked pixels that are it": last.get(f"last/diag/unlabelled_share/{name}")})
+    for r, h in last:
+        for name in (k.rsplit("/", 1)[1] for k in h if k.startswith("diag/pseudo_share/")):
+            rows.append({"cell": r["cell"], "seed": r["seed"], "class": name,
+                         "pseudo-labels naming it": h[f"diag/pseudo_share/{name}"],
+                         "pseudo-labelled pixels that are it": h.get(f"diag/pseudo_true_share/{name}"),
+                         "unclicked pixels that are it": h.get(f"diag/unlabelled_share/{name}")})
     if not rows:
         return []
     return ["Per class at the same epoch (shares of the training crops' pixels, from their dense masks):", "",

@@ -309,11 +309,12 @@ def unlabelled_diagnostics(logits: torch.Tensor, target: torch.Tensor, dense: to
         used = free & (pseudo != IGNORE_INDEX)
         out["diag/pseudo_coverage"] = float(used.sum() / free.sum().clamp_min(1))
         out["diag/pseudo_precision"] = float((pseudo == dense)[used].float().mean()) if used.any() else math.nan
-        named, true = pseudo[used], dense[used]
-        for k, name in enumerate(names):
-            out[f"diag/pseudo_share/{name}"] = float((named == k).float().mean()) if used.any() else math.nan
-            out[f"diag/pseudo_true_share/{name}"] = float((true == k).float().mean()) if used.any() else math.nan
-            out[f"diag/unlabelled_share/{name}"] = float((dense[free] == k).float().mean()) if free.any() else math.nan
+        # one bincount per key, not a comparison per class: this runs on every training step
+        for key, labels in (("pseudo_share", pseudo[used]), ("pseudo_true_share", dense[used]),
+                            ("unlabelled_share", dense[free])):
+            shares = (torch.bincount(labels, minlength=len(names))[:len(names)] / labels.numel()).tolist() \
+                if labels.numel() else [math.nan] * len(names)
+            out.update({f"diag/{key}/{name}": share for name, share in zip(names, shares)})
     return out
 
 

@@ -259,9 +259,8 @@ def test_encoder_weights_from_a_checkpoint_file(tiny_config, tmp_path):
 
 
 def test_unlabelled_diagnostics_count_only_unclicked_pseudo_labelled_pixels_per_class():
-    from pointseg.train import unlabelled_diagnostics
-
     from pointseg.data.raster import IGNORE_INDEX as ig
+    from pointseg.train import unlabelled_diagnostics
 
     target = torch.tensor([[0, ig, ig, ig, ig, ig]])  # pixel 0 clicked: never counted
     dense = torch.tensor([[0, 0, 1, 1, 1, ig]])  # pixel 5 has no dense label: never counted
