@@ -125,6 +125,9 @@ class TrainConfig:
     weight_decay: float = 1e-4
     warmup_steps: int = 50  # linear warm-up, then cosine decay to 0 over the run
     augment: bool = True  # D4 flips/rotations (moving the points) + brightness/contrast jitter
+    # strength of augment's brightness/contrast jitter (±jitter, ×(1 ± jitter)); a teacher's student view takes
+    # semi.strong_jitter instead, on the clicks' loss too, since one forward pass serves both losses
+    jitter: float = 0.1
     histogram_match: bool = False  # match per-band histograms to the training style (stored in the checkpoint)
     histogram_scope: Literal["group", "image"] = "group"  # a whole tile (acquisition) at once, or each image
     channels_last: bool = True  # NHWC activations: oneDNN's faster convolutions on this CPU (make bench)

@@ -95,6 +95,9 @@ def check_protocol(cfg: Config) -> None:
 def _check_crops(cfg: Config) -> None:
     t = cfg.train
     total = t.epochs * t.steps_per_epoch
+    if not 0 <= t.jitter < 1:
+        raise ConfigError(f"train.jitter must be in [0, 1) (brightness ± jitter, contrast × (1 ± jitter)), got "
+                          f"{t.jitter}")
     if t.early_crop_steps < 0 or t.early_crop_steps > total:
         raise ConfigError(f"train.early_crop_steps must be between 0 and the run's {total} steps (train.epochs × "
                           f"train.steps_per_epoch), got {t.early_crop_steps}")

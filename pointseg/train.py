@@ -274,7 +274,7 @@ def _train_step(r: _Run, x: torch.Tensor, y: torch.Tensor, global_step: int) -> 
         x_in, y = r.teacher.prepare(x, y, r.gen)
     strong = r.teacher is not None and r.teacher.strong_view
     if cfg.train.augment or strong:
-        x_in = photometric_jitter(x_in, r.gen, cfg.semi.strong_jitter if strong else 0.1)
+        x_in = photometric_jitter(x_in, r.gen, cfg.semi.strong_jitter if strong else cfg.train.jitter)
     if cfg.train.channels_last:
         x_in = x_in.contiguous(memory_format=torch.channels_last)
     logits = r.model(x_in)

@@ -192,8 +192,9 @@ def test_early_crops_train_the_first_steps_on_smaller_crops_and_resume_across_th
     (["train.early_crop_steps=2"], "needs train.early_crop_size"),
     (["train.early_crop_size=48", "train.early_crop_steps=1"], "multiple of 32"),
     (["train.early_crop_size=32", "train.early_crop_steps=99"], "between 0 and the run's 4 steps"),
+    (["train.jitter=1.0"], "train.jitter must be in"),
 ])
-def test_bad_early_crop_settings_are_refused_before_training(tiny_config, extra, message):
+def test_bad_crop_settings_are_refused_before_training(tiny_config, extra, message):
     from pointseg.config import ConfigError
 
     with pytest.raises(ConfigError, match=message):
@@ -216,3 +217,23 @@ def test_cheaper_step_settings_change_only_the_rounding(tiny_config, monkeypatch
     assert [r["train/loss"] for r in cheap.history] == pytest.approx([r["train/loss"] for r in plain.history],
                                                                      rel=1e-3)
     assert cheap.final["val/miou"] == pytest.approx(plain.final["val/miou"], abs=0.02)
+
+
+@pytest.mark.parametrize("extra, strength", [
+    (["train.jitter=0.25"], 0.25),
+    # with a teacher, the student's view (which the clicks' loss sees too) takes the strong jitter instead
+    (["train.jitter=0.25", "semi.method=fixmatch", "semi.weight=1.0", "semi.strong_jitter=0.4"], 0.4),
+])
+def test_the_crops_photometric_jitter_has_the_configured_strength(tiny_config, monkeypatch, extra, strength):
+    import pointseg.train as train_mod
+
+    seen = []
+    real = train_mod.photometric_jitter
+
+    def spy(x, gen, s):
+        seen.append(s)
+        return real(x, gen, s)
+
+    monkeypatch.setattr(train_mod, "photometric_jitter", spy)
+    fit(tiny_config(extra=["name=jitter", *extra]), progress=False)
+    assert seen and set(seen) == {strength}
