@@ -206,6 +206,41 @@ def diagnostics_figure(study: StudyFile, recs: list[dict], out: Path) -> str | N
     return _save(fig, out, f"{study.name}-diagnostics.png")
 
 
+def pseudo_classes_figure(study: StudyFile, recs: list[dict], out: Path) -> str | None:
+    """Per run and epoch, which classes a teacher's pseudo-labels name (stacked shares), beside what all unclicked
+    pixels of the training crops are: a seed mean would hide a teacher that names one class only, or another class
+    on each seed. Drawn from the logged ``diag/pseudo_share/<class>`` (dense masks, a diagnostic, never used)."""
+    runs = sorted((r for r in recs if any(k.startswith("diag/pseudo_share/") for row in r["history"] for k in row)),
+                  key=lambda r: ([c.id for c in study.cells].index(r["cell"]), r["seed"]))
+    if not runs:
+        return None
+    names = [k.removeprefix("diag/pseudo_share/") for k in runs[0]["history"][-1] if k.startswith("diag/pseudo_share/")]
+    known = dict(zip(runs[0]["samples"]["classes"], runs[0]["samples"]["colors"])) if runs[0].get("samples") else {}
+    colours = [np.asarray(known[n]) / 255 if n in known else c for n, c in zip(names, sns.color_palette(n_colors=len(names)))]
+    labels = {c.id: c.label for c in study.cells}
+    fig, axes = plt.subplots(1, len(runs), figsize=(3.2 * len(runs), 3.4), squeeze=False, sharey=True)
+    for ax, r in zip(axes[0], runs):
+        rows = [row for row in r["history"] if f"diag/pseudo_share/{names[0]}" in row]
+        ticks = [str(row["epoch"]) for row in rows] + ["all\nunclicked"]
+        x = [*range(len(rows)), len(rows) + 0.8]  # the reference bar stands apart from the epochs
+        bars = [[row.get(f"diag/pseudo_share/{n}") or 0.0 for n in names] for row in rows]
+        bars.append([rows[-1].get(f"diag/unlabelled_share/{n}") or 0.0 for n in names])
+        bottom = np.zeros(len(bars))
+        for i, (n, colour) in enumerate(zip(names, colours)):
+            heights = np.array([b[i] for b in bars])
+            ax.bar(x, heights, bottom=bottom, color=colour, edgecolor="white", linewidth=0.5, label=n)
+            bottom += heights
+        ax.set_xticks(x, ticks, fontsize=8)
+        ax.set(title=f"{labels.get(r['cell'], r['cell'])}, seed {r['seed']}", xlabel="epoch", ylim=(0, 1))
+        ax.title.set_fontsize(9)
+    axes[0, 0].set_ylabel("share of the pseudo-labels")
+    handles, legend = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, legend, loc="lower center", ncol=len(names), frameon=False, bbox_to_anchor=(0.5, -0.2))
+    fig.suptitle("Which classes the pseudo-labels name, per epoch; last bar: all unclicked pixels (training crops' "
+                 "dense masks, never used)", y=1.02, fontsize=10)
+    return _save(fig, out, f"{study.name}-pseudo-classes.png")
+
+
 _AXIS = {"gamma": "focal γ", "semi_weight": "unlabelled-pixel weight", "n_per_class": "clicks per class per image"}
 
 
@@ -235,4 +270,5 @@ FIGURES = {"convergence": [convergence_figure], "label-efficiency": [budget_figu
            "label-efficiency-crf": [budget_figure], "placement": [cells_figure, per_class_figure],
            "unlabelled": [cells_figure, diagnostics_figure, qualitative_figure],
            "self-training": [cells_figure, per_class_figure],
-           "teachers": [cells_figure, diagnostics_figure, per_class_figure]}
+           "teachers": [cells_figure, diagnostics_figure, per_class_figure],
+           "teacher-drift": [cells_figure, pseudo_classes_figure]}

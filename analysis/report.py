@@ -237,7 +237,8 @@ def done_cells(recs: list[dict]) -> set[str]:
 
 
 def fill_numbers(text: str, df, recs: list[dict] | None = None) -> str:
-    """A verdict names numbers as ``{cell:metric}`` (mean over the cell's seeds, 3 decimals),
+    """A verdict names numbers as ``{cell:metric}`` (mean over the cell's seeds, 3 decimals; ``{cell@1:metric}``
+    one seed's run),
     ``{cell-a:metric - cell-b:metric}`` (difference of the means), ``{paired:cell-a vs cell-b}`` (test mIoU of a
     minus b on the seeds both have, with the paired bootstrap 95 % interval of the study tables) or
     ``{ratio:cell-a vs cell-b}`` (a ÷ b, likewise): they are read from the exports, never typed. The metrics
@@ -257,9 +258,12 @@ def fill_numbers(text: str, df, recs: list[dict] | None = None) -> str:
 
     def mean(ref: str) -> float:
         cell, metric = ref.strip().split(":", 1)
-        values = df.loc[df.cell == cell, metric]
+        cell, _, seed = cell.partition("@")  # cell@seed: that one run, where a seed mean would hide one seed
+        rows = (df.cell == cell) & (df.seed == int(seed)) if seed else df.cell == cell
+        values = df.loc[rows, metric]
         if values.empty:
-            raise KeyError(f"verdict names {ref!r}, but the study has no export of cell {cell!r}")
+            raise KeyError(f"verdict names {ref!r}, but the study has no export of cell {cell!r}"
+                           + (f" seed {seed}" if seed else ""))
         return float(values.mean())
 
     def sub(m: re.Match) -> str:

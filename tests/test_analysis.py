@@ -117,11 +117,15 @@ def test_report_sections_follow_the_study_files_and_their_exports(tiny_config, t
 def test_verdict_numbers_are_read_from_the_exports_never_typed():
     import pandas as pd
 
-    df = pd.DataFrame({"cell": ["a", "a", "b"], "val/miou": [0.4, 0.6, 0.45]})
+    df = pd.DataFrame({"cell": ["a", "a", "b"], "seed": [0, 1, 0], "val/miou": [0.4, 0.6, 0.45]})
     text = report.fill_numbers("a is {a:val/miou}, b − a is {b:val/miou - a:val/miou}.", df)
     assert text == "a is 0.500, b − a is -0.050."
+    # one seed's run, alone and in a difference
+    assert report.fill_numbers("{a@1:val/miou}, {a@1:val/miou - b@0:val/miou}", df) == "0.600, +0.150"
     with pytest.raises(KeyError, match="no export of cell 'c'"):
         report.fill_numbers("{c:val/miou}", df)
+    with pytest.raises(KeyError, match="no export of cell 'b' seed 1"):
+        report.fill_numbers("{b@1:val/miou}", df)
 
 
 def test_a_verdict_names_a_paired_difference_with_its_interval():
@@ -237,6 +241,27 @@ def test_diagnostics_figure_draws_the_logged_diagnostics_and_nothing_without_the
     assert colours[0]["method B"] == colours[1]["method B"], colours
     bare = [{**r, "history": [{"epoch": 1, "train/loss": 1.0}]} for r in recs]
     assert figures.diagnostics_figure(study, bare, tmp_path) is None
+
+
+def test_pseudo_classes_figure_stacks_each_runs_logged_class_shares_beside_the_unclicked_pixels(tmp_path, monkeypatch):
+    from analysis.study import Cell, StudyFile
+
+    study = StudyFile("s", "q", "h", "b", [0, 1], [Cell("fm", "FixMatch")])
+    share = {0: (0.9, 0.1), 1: (0.2, 0.8)}  # seed 0 names mostly A, seed 1 mostly B: a seed mean would show 0.55
+    recs = [{"cell": "fm", "seed": s, "samples": {"classes": ["A", "B"], "colors": [[255, 0, 0], [0, 0, 255]]},
+             "history": [{"epoch": e, "diag/pseudo_share/A": share[s][0], "diag/pseudo_share/B": share[s][1],
+                          "diag/unlabelled_share/A": 0.3, "diag/unlabelled_share/B": 0.7} for e in (1, 2)]}
+            for s in (0, 1)]
+    drawn, save = [], figures._save
+    monkeypatch.setattr(figures, "_save", lambda fig, out, name: drawn.append(fig) or save(fig, out, name))
+    assert figures.pseudo_classes_figure(study, recs, tmp_path) == "s-pseudo-classes.png"
+    for ax, s in zip(drawn[0].axes, (0, 1)):
+        a, b = ax.containers  # one bar container per class: epochs 1, 2, then all unclicked pixels
+        assert [p.get_height() for p in a] == pytest.approx([share[s][0]] * 2 + [0.3])
+        assert [p.get_y() for p in b] == pytest.approx([share[s][0]] * 2 + [0.3])  # stacked on A
+        assert tuple(a[0].get_facecolor()[:3]) == (1.0, 0.0, 0.0)  # the data set's own class colour
+    bare = [{**r, "history": [{"epoch": 1, "diag/unlabelled_acc": 0.5}]} for r in recs]
+    assert figures.pseudo_classes_figure(study, bare, tmp_path) is None
 
 
 def test_the_headline_names_the_best_cell_the_smallest_budget_at_0_9_and_the_bar():
