@@ -82,6 +82,10 @@ class SemiConfig:
     geometric: bool = True  # consistency: the student's view is a random rot90/flip of the teacher's
     class_balance: bool = False  # weight pseudo-labels so that each predicted class counts equally
     strong_jitter: float = 0.3  # photometric jitter of the student's (strong) view; the teacher sees the clean crop
+    # fixmatch / mean_teacher / consistency: the view the clicks' pfCE is computed on. strong = the student's one
+    # forward pass serves both losses; weak = the clicks get their own pass on the crop as a run without a teacher
+    # sees it (train.augment's jitter), as in the FixMatch paper: one more forward and backward per step
+    clicks_view: Literal["strong", "weak"] = "strong"
     rampup_epochs: int = 2  # the weight rises from 0 to `weight` over these epochs
     crf_radius: int = 3  # gated_crf: window radius at the pooled resolution
     crf_sigma_xy: float = 6.0  # gated_crf: spatial bandwidth, input pixels
@@ -126,7 +130,7 @@ class TrainConfig:
     warmup_steps: int = 50  # linear warm-up, then cosine decay to 0 over the run
     augment: bool = True  # D4 flips/rotations (moving the points) + brightness/contrast jitter
     # strength of augment's brightness/contrast jitter (±jitter, ×(1 ± jitter)); a teacher's student view takes
-    # semi.strong_jitter instead, on the clicks' loss too, since one forward pass serves both losses
+    # semi.strong_jitter instead, on the clicks' loss too unless semi.clicks_view=weak
     jitter: float = 0.1
     histogram_match: bool = False  # match per-band histograms to the training style (stored in the checkpoint)
     histogram_scope: Literal["group", "image"] = "group"  # a whole tile (acquisition) at once, or each image

@@ -83,6 +83,10 @@ def check_protocol(cfg: Config) -> None:
     if not 0 <= cfg.selftrain.proportion <= 1:
         raise ConfigError(f"selftrain.proportion must be in [0, 1] (0 = one threshold for all classes), got "
                           f"{cfg.selftrain.proportion}")
+    if cfg.semi.weight > 0 and cfg.semi.clicks_view == "weak" and cfg.semi.method == "gated_crf":
+        raise ConfigError("semi.clicks_view=weak gives the clicks their own pass on the weak view of a teacher's "
+                          "student; semi.method=gated_crf has no teacher and no strong view (use fixmatch, "
+                          "mean_teacher or consistency, or leave semi.clicks_view=strong)")
     _check_crops(cfg)
     _check_freeze(cfg)
     if cfg.eval.val_every < 1:

@@ -265,20 +265,31 @@ def _resume(r: _Run) -> None:
     log.info("%s: resuming after epoch %d", r.run_dir, state["epoch"] + 1)
 
 
+def _layout(x: torch.Tensor, cfg: Config) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if cfg.train.channels_last else x
+
+
+def _weak_view(x: torch.Tensor, gen: torch.Generator, cfg: Config) -> torch.Tensor:
+    """The crop as a run without a teacher sees it (train.augment's jitter), for the clicks' own forward pass."""
+    return photometric_jitter(x, gen, cfg.train.jitter) if cfg.train.augment else x
+
+
 def _train_step(r: _Run, x: torch.Tensor, y: torch.Tensor, global_step: int) -> tuple[float, float]:
     """One optimiser step; returns (total loss, supervised loss)."""
     cfg = r.cfg
     # with a teacher, the student's jitter is the strong view and the clean crop the weak one
-    x_in = x
+    x_in, y_clicks = x, y
     if hasattr(r.teacher, "prepare"):  # a method whose student view moves pixels: clicks move with them
         x_in, y = r.teacher.prepare(x, y, r.gen)
     strong = r.teacher is not None and r.teacher.strong_view
     if cfg.train.augment or strong:
         x_in = photometric_jitter(x_in, r.gen, cfg.semi.strong_jitter if strong else cfg.train.jitter)
-    if cfg.train.channels_last:
-        x_in = x_in.contiguous(memory_format=torch.channels_last)
-    logits = r.model(x_in)
-    loss = sup = r.criterion(logits, y)
+    logits = r.model(_layout(x_in, cfg))
+    if strong and cfg.semi.clicks_view == "weak":  # the FixMatch paper's split: clicks on the weak view
+        sup = r.criterion(r.model(_layout(_weak_view(x, r.gen, cfg), cfg)), y_clicks)
+    else:
+        sup = r.criterion(logits, y)
+    loss = sup
     if r.teacher is not None:
         loss = loss + r.teacher.loss(logits, x, y, global_step / cfg.train.steps_per_epoch)
     if not torch.isfinite(loss):

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from pointseg.train import TrainingError, fit
@@ -237,3 +238,43 @@ def test_the_crops_photometric_jitter_has_the_configured_strength(tiny_config, m
     monkeypatch.setattr(train_mod, "photometric_jitter", spy)
     fit(tiny_config(extra=["name=jitter", *extra]), progress=False)
     assert seen and set(seen) == {strength}
+
+
+@pytest.mark.parametrize("method", ["fixmatch", "consistency"])
+def test_clicks_view_weak_gives_the_clicks_their_own_pass_on_the_weak_view(tiny_config, monkeypatch, method):
+    """semi.clicks_view=weak: the clicks' pfCE sees only forward passes of the lightly jittered crop (not moved by
+    the consistency method's rot/flip and CutMix); strong (the default): the strong view's one pass serves both."""
+    import pointseg.train as train_mod
+
+    # each jitter paints the crop with its strength, so a forward pass's input tells which view it is
+    monkeypatch.setattr(train_mod, "photometric_jitter", lambda x, gen, s: torch.full_like(x, s))
+    view_of, seen = {}, []
+    real_build, real_loss = train_mod.build_model, train_mod.PartialFocalCE.forward
+
+    def build(*a, **k):
+        model = real_build(*a, **k)
+        model.register_forward_hook(lambda m, inp, out: view_of.__setitem__(id(out), round(float(inp[0].mean()), 4)))
+        return model
+
+    def loss(self, logits, target):
+        seen.append(view_of.get(id(logits)))
+        return real_loss(self, logits, target)
+
+    monkeypatch.setattr(train_mod, "build_model", build)
+    monkeypatch.setattr(train_mod.PartialFocalCE, "forward", loss)
+    views = {}
+    for clicks_view in ("weak", "strong"):
+        seen.clear()
+        fit(tiny_config(extra=[f"name=cv-{method}-{clicks_view}", f"semi.method={method}", "semi.weight=1.0",
+                               "semi.rampup_epochs=0", "semi.strong_jitter=0.4", "train.jitter=0.25",
+                               f"semi.clicks_view={clicks_view}"]), progress=False)
+        views[clicks_view] = set(seen)
+    assert views == {"weak": {0.25}, "strong": {0.4}}, views
+
+
+def test_clicks_view_weak_is_refused_for_a_method_without_a_teacher(tiny_config):
+    from pointseg.config import ConfigError
+
+    with pytest.raises(ConfigError, match="semi.method=gated_crf has no teacher"):
+        fit(tiny_config(extra=["name=cv", "semi.method=gated_crf", "semi.weight=0.1", "semi.clicks_view=weak"]),
+            progress=False)
