@@ -282,8 +282,7 @@ def _train_step(r: _Run, x: torch.Tensor, y: torch.Tensor, global_step: int) -> 
     if hasattr(r.teacher, "prepare"):  # a method whose student view moves pixels: clicks move with them
         x_in, y = r.teacher.prepare(x, y, r.gen)
     strong = r.teacher is not None and r.teacher.strong_view
-    if cfg.train.augment or strong:
-        x_in = photometric_jitter(x_in, r.gen, cfg.semi.strong_jitter if strong else cfg.train.jitter)
+    x_in = photometric_jitter(x_in, r.gen, cfg.semi.strong_jitter) if strong else _weak_view(x_in, r.gen, cfg)
     logits = r.model(_layout(x_in, cfg))
     if strong and cfg.semi.clicks_view == "weak":  # the FixMatch paper's split: clicks on the weak view
         sup = r.criterion(r.model(_layout(_weak_view(x, r.gen, cfg), cfg)), y_clicks)
