@@ -365,7 +365,7 @@ READING_ORDER = ["convergence", "convergence-points", "schedule", "early-crops",
                  "teachers", "teacher-drift", "fixmatch-parts", "consistency-parts",
                  "self-training", "self-training-compute", "self-training-rounds",
                  "self-training-tta", "label-shift", "test-time", "test-time-ratio", "gamma", "placement",
-                 "placement-crf", "self-training-mixed", "best-seeds", "pretraining", "fast-schedule"]
+                 "placement-crf", "self-training-mixed", "best-seeds", "pretraining", "fast-schedule", "quick-schedule"]
 
 
 def _reading_order(path: Path) -> tuple[int, str]:
