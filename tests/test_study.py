@@ -217,3 +217,29 @@ def test_an_evaluation_cell_with_an_unknown_setting_is_refused(tmp_path, fake_da
     assert style_shift(image, "colour")[0, 0].tolist() == [135, 100, 65]
     with pytest.raises(ValueError, match="unknown style shift"):
         style_shift(image, "sepia")
+
+
+def test_every_study_file_still_computes_the_runs_it_exported():
+    """A study's table claims its exports are its cells' runs: a default that moves under a study file (a changed
+    experiments/points.yaml, a new TrainConfig default) must not leave its committed runs describing another
+    config. Each exported seed of each training cell must come back from the file as the same run."""
+    import json
+    from pathlib import Path
+
+    from analysis.evaluations import is_evaluation
+    from pointseg.config import config_differences, config_from_dict
+
+    root = Path(__file__).resolve().parents[1]
+    checked = 0
+    for path in sorted((root / "experiments" / "studies").glob("*.yaml")):
+        study = StudyFile.load(path)
+        for cell in study.cells:
+            if is_evaluation(cell):
+                continue
+            for export in sorted((root / "results" / study.name / cell.id).glob("seed*.json")):
+                rec = json.loads(export.read_text())
+                wanted = study.config(cell, rec["seed"])
+                diffs = config_differences(config_from_dict(rec["config"]), wanted)
+                assert diffs == [], f"{path.name} cell {cell.id} no longer computes {export.relative_to(root)}: {diffs}"
+                checked += 1
+    assert checked > 300, checked  # the committed studies: none found would check nothing
