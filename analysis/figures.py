@@ -266,9 +266,31 @@ def curve_figure(study: StudyFile, recs: list[dict], out: Path) -> str:
     return _save(fig, out, f"{study.name}-curve.png")
 
 
+def schedule_curves_figure(study: StudyFile, recs: list[dict], out: Path) -> str | None:
+    """Dense val mIoU (tile 4) against the training step, one line per cell (mean over its seeds), full masks and
+    points in two panels: where a shorter schedule's curve meets the longer one's. A diagnostic for the points arm,
+    which never selects on it."""
+    h = histories(recs)
+    if h.empty or "val/miou" not in h:
+        return None
+    sup = {r["cell"]: r["config"]["points"]["supervision"] for r in recs}
+    label = {c.id: c.label for c in study.cells}
+    h = h.dropna(subset=["val/miou"]).assign(supervision=lambda d: d.cell.map(sup), cell=lambda d: d.cell.map(label))
+    panels = [s for s in ("full", "points") if (h.supervision == s).any()]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.8), layout="constrained", squeeze=False)
+    for ax, s in zip(axes[0], panels):
+        part = h[h.supervision == s]
+        sns.lineplot(part, x="step", y="val/miou", hue="cell", errorbar=None, marker=".", ax=ax)
+        ax.set(xlabel="training step", ylabel="val mIoU (tile 4, dense masks)",
+               title=f"{'full masks' if s == 'full' else 'points (diagnostic only)'}: mean over seeds")
+        ax.legend(fontsize="x-small", loc="lower right")
+    return _save(fig, out, f"{study.name}-val-curves.png")
+
+
 FIGURES = {"convergence": [convergence_figure], "label-efficiency": [budget_figure, per_class_figure, confusion_figure],
            "label-efficiency-crf": [budget_figure], "placement": [cells_figure, per_class_figure],
            "unlabelled": [cells_figure, diagnostics_figure, qualitative_figure],
            "self-training": [cells_figure, per_class_figure],
            "teachers": [cells_figure, diagnostics_figure, per_class_figure],
-           "teacher-drift": [cells_figure, pseudo_classes_figure]}
+           "teacher-drift": [cells_figure, pseudo_classes_figure],
+           "quick-schedule": [cells_figure, schedule_curves_figure]}

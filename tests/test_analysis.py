@@ -557,3 +557,28 @@ def test_confusion_metrics_read_shares_precision_and_recall_from_the_test_matrix
     assert m["test/precision/Road"] == pytest.approx(1 / 3) and m["test/recall/Road"] == pytest.approx(1 / 2)
     assert m["test/precision/Land"] == pytest.approx(6 / 7) and m["test/recall/Land"] == pytest.approx(6 / 8)
     assert confusion_metrics({"test/iou/Land": 0.5}) == {}  # an export without a matrix adds nothing
+
+
+def test_schedule_curves_figure_draws_each_cells_seed_mean_val_curve_in_its_supervisions_panel(tmp_path, monkeypatch):
+    from analysis.study import Cell, StudyFile
+
+    study = StudyFile("s", "q", "h", "b", [0, 1], [Cell("long", "full, long"), Cell("short", "full, short"),
+                                                   Cell("pts", "points")])
+    val = {("long", 0): 0.4, ("long", 1): 0.6, ("short", 0): 0.3, ("short", 1): 0.5, ("pts", 0): 0.2, ("pts", 1): 0.2}
+    sup = {"long": "full", "short": "full", "pts": "points"}
+    recs = [{"cell": c, "seed": s, "config": {"points": {"supervision": sup[c]}},
+             "history": [{"epoch": e, "step": 10 * e, "val/miou": val[c, s] + 0.01 * e} for e in (1, 2)]}
+            for c in sup for s in (0, 1)]
+    drawn, save = [], figures._save
+    monkeypatch.setattr(figures, "_save", lambda fig, out, name: drawn.append(fig) or save(fig, out, name))
+    assert figures.schedule_curves_figure(study, recs, tmp_path) == "s-val-curves.png"
+    full, points = drawn[0].axes
+
+    def curves(ax):  # legend entry → the y values of the data line of its colour
+        data = {ln.get_color(): list(ln.get_ydata()) for ln in ax.get_lines() if len(ln.get_ydata())}
+        return {t.get_text(): data[ln.get_color()] for t, ln in zip(ax.get_legend().get_texts(),
+                                                                     ax.get_legend().get_lines())}
+
+    assert curves(full) == {"full, long": pytest.approx([0.51, 0.52]), "full, short": pytest.approx([0.41, 0.42])}
+    assert curves(points) == {"points": pytest.approx([0.21, 0.22])}
+    assert figures.schedule_curves_figure(study, [{**r, "history": [{"epoch": 1}]} for r in recs], tmp_path) is None
