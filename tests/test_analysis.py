@@ -217,10 +217,10 @@ def test_the_compile_row_weighs_the_first_call_against_the_saving_per_step(monke
 
     # stand-ins: the row's arithmetic, not the compiler, is tested (first calls: 4 s compiled, 1 s not)
     monkeypatch.setattr(bench, "first_call_seconds", lambda compiled: 4.0 if compiled else 1.0)
-    monkeypatch.setattr(bench, "alternating", lambda fns, repeats, warmup: {"eager": 0.010, "compiled": 0.008})
+    monkeypatch.setattr(bench, "alternating", lambda fns, repeats, warmup: {"eager": 0.010, "compiled": 0.006})
     row = bench.compile_row(repeats=2)
-    assert row["a"] == pytest.approx(3.0 / 0.002) and row["b"] == 1600 and row["met"]
-    assert "3.0 s more than uncompiled; eager 10.00 ms, compiled 8.00 ms" in row["what"]
+    assert row["a"] == pytest.approx(3.0 / 0.004) and row["b"] == 1080 and row["met"]  # the default run's steps
+    assert "3.0 s more than uncompiled; eager 10.00 ms, compiled 6.00 ms" in row["what"]
     monkeypatch.setattr(bench, "alternating", lambda fns, repeats, warmup: {"eager": 0.008, "compiled": 0.010})
     assert bench.compile_row(repeats=2)["a"] == float("inf") and not bench.compile_row(repeats=2)["met"]
 
@@ -407,15 +407,18 @@ def test_a_readme_anchor_is_the_one_github_makes_for_the_heading():
         "speed-make-bench-torch-2130cu130-2-threads"
 
 
-def test_the_readme_gives_the_reference_run_the_minutes_the_bench_measured():
-    """The README's time for one reference run is typed prose outside the generated block: it once said 19 min
-    long after the bench had measured 7. Each such claim must round the bench's whole-fit row."""
+def test_the_readme_gives_the_default_and_reference_runs_the_minutes_the_bench_measured():
+    """The README's times for one run are typed prose outside the generated block: it once said 19 min long after
+    the bench had measured 7. Each such claim must round the bench's whole-fit row of the run it names: the default
+    run (experiments/full.yaml, the quick schedule) and the reference run (experiments/full-reference.yaml)."""
     rows = json.loads((ROOT / "results" / "bench.json").read_text())["rows"]
-    fit = next(r for r in rows if r["what"].startswith("reference run (") and "whole fit" in r["what"])
     prose = " ".join((ROOT / "README.md").read_text().split())
-    claims = re.findall(r"reference run takes (?:about )?(\d+) min|such run takes (?:about )?(\d+) min", prose)
-    assert len(claims) >= 2, "the README no longer says how long the reference run takes: update this test"
-    assert {int(a or b) for a, b in claims} == {round(fit["a"] / 60)}, (claims, fit["a"], fit["cpu"])
+    for label, pattern in (("default run", r"default run takes (?:about )?(\d+) min"),
+                           ("full-reference run", r"reference run takes (?:about )?(\d+) min|such run takes (?:about )?(\d+) min")):
+        fit = next(r for r in rows if r["what"].startswith(f"{label} (") and "whole fit" in r["what"])
+        claims = [next(g for g in m if g) if isinstance(m, tuple) else m for m in re.findall(pattern, prose)]
+        assert claims, f"the README no longer says how long the {label} takes: update this test"
+        assert {int(c) for c in claims} == {round(fit["a"] / 60)}, (label, claims, fit["a"], fit["cpu"])
 
 
 def test_self_trained_runs_are_named_so_and_their_pseudo_labels_tabled():
@@ -582,3 +585,19 @@ def test_schedule_curves_figure_draws_each_cells_seed_mean_val_curve_in_its_supe
     assert curves(full) == {"full, long": pytest.approx([0.51, 0.52]), "full, short": pytest.approx([0.41, 0.42])}
     assert curves(points) == {"points": pytest.approx([0.21, 0.22])}
     assert figures.schedule_curves_figure(study, [{**r, "history": [{"epoch": 1}]} for r in recs], tmp_path) is None
+
+
+def test_the_bench_recomputes_a_tiles_miou_from_best_pt_as_the_trainer_reported_it(tmp_path):
+    """The speed bar's tile-8 number is recomputed from the run's best.pt by `pointseg evaluate`, not taken from the
+    trainer: on a finished run with two test tiles, each tile's number must be the one the trainer reported."""
+    from analysis import bench
+    from pointseg.config import load_config
+    from pointseg.train import fit
+    from tests.conftest import make_dataset, tiny_overrides
+
+    data = make_dataset(tmp_path / "data", tiles=4)
+    cfg = load_config("experiments/full.yaml", tiny_overrides(data, tmp_path / "runs") + ["data.test_groups=['3','4']"])
+    res = fit(cfg, progress=False)
+    tiles = {g: res.final[f"test/group/{g}/miou"] for g in "34"}
+    assert tiles["3"] != tiles["4"]  # else a recomputation of the wrong tile would pass
+    assert {g: bench.recomputed_miou(res.run_dir, g) for g in "34"} == pytest.approx(tiles, abs=1e-9)

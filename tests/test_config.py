@@ -99,3 +99,17 @@ def test_make_best_runs_the_teacher_then_its_student():
     train = [line for line in out.splitlines() if "pointseg train" in line]
     assert len(train) == 2 and "experiments/best-teacher.yaml" in train[0] and "experiments/best.yaml" in train[1]
     assert all("seed=4" in line for line in train)
+
+
+@pytest.mark.parametrize("arm", ["points", "full"])
+def test_the_default_runs_are_their_reference_twins_on_the_quick_schedule(arm):
+    """experiments/<arm>.yaml (the user's default run, `make demo`, the speed bar) and <arm>-reference.yaml (the base
+    of the studies) must compute the same run but for the quick schedule that study quick-schedule measured: any other
+    difference would make the README's numbers for the one say nothing about the other."""
+    from pointseg.config import config_differences
+
+    default = load_config(ROOT / "experiments" / f"{arm}.yaml")
+    reference = load_config(ROOT / "experiments" / f"{arm}-reference.yaml")
+    assert config_differences(reference, default) == ["model.freeze_levels: 0 there, 2 now",
+                                                      "train.steps_per_epoch: 200 there, 135 now"]
+    assert (reference.train.epochs, reference.train.steps_per_epoch) == (8, 200)  # the TrainConfig defaults
