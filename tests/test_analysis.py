@@ -414,9 +414,9 @@ def test_the_readme_gives_the_default_and_reference_runs_the_minutes_the_bench_m
     rows = json.loads((ROOT / "results" / "bench.json").read_text())["rows"]
     prose = " ".join((ROOT / "README.md").read_text().split())
     for label, pattern in (("default run", r"default run takes (?:about )?(\d+) min"),
-                           ("full-reference run", r"reference run takes (?:about )?(\d+) min|such run takes (?:about )?(\d+) min")):
+                           ("full-reference run", r"(?:reference|such) run takes (?:about )?(\d+) min")):
         fit = next(r for r in rows if r["what"].startswith(f"{label} (") and "whole fit" in r["what"])
-        claims = [next(g for g in m if g) if isinstance(m, tuple) else m for m in re.findall(pattern, prose)]
+        claims = re.findall(pattern, prose)
         assert claims, f"the README no longer says how long the {label} takes: update this test"
         assert {int(c) for c in claims} == {round(fit["a"] / 60)}, (label, claims, fit["a"], fit["cpu"])
 
@@ -562,7 +562,7 @@ def test_confusion_metrics_read_shares_precision_and_recall_from_the_test_matrix
     assert confusion_metrics({"test/iou/Land": 0.5}) == {}  # an export without a matrix adds nothing
 
 
-def test_schedule_curves_figure_draws_each_cells_seed_mean_val_curve_in_its_supervisions_panel(tmp_path, monkeypatch):
+def test_schedule_curves_figure_draws_each_cells_seed_mean_val_curve_in_its_panel(tmp_path, monkeypatch):
     from analysis.study import Cell, StudyFile
 
     study = StudyFile("s", "q", "h", "b", [0, 1], [Cell("long", "full, long"), Cell("short", "full, short"),
