@@ -362,7 +362,7 @@ LIMITATIONS = [
 # the schedule first (every later study runs on it), then the headline, then what explains or moves it
 READING_ORDER = ["convergence", "convergence-points", "schedule", "early-crops", "freeze-levels", "device-check",
                  "label-efficiency", "label-efficiency-crf", "unlabelled", "crf-weight", "consistency-weight",
-                 "teachers", "teacher-drift", "fixmatch-parts", "consistency-parts",
+                 "teachers", "teacher-drift", "fixmatch-parts", "consistency-parts", "mean-teacher-weak",
                  "self-training", "self-training-compute", "self-training-rounds",
                  "self-training-tta", "label-shift", "test-time", "test-time-ratio", "gamma", "placement",
                  "placement-crf", "self-training-mixed", "best-seeds", "pretraining", "fast-schedule", "quick-schedule"]
