@@ -82,9 +82,14 @@ class StudyFile:
         first, and would otherwise count as one more comparison in the Holm correction)."""
         return {c.id: c.extra["reference"] or "" for c in self.cells if "reference" in c.extra}
 
+    def base_of(self, cell: Cell) -> str:
+        """The config file a cell starts from: its own ``base:`` (a study that freezes several recipe files runs each
+        one as it is), else the study's."""
+        return cell.extra.get("base", self.base)
+
     def config(self, cell: Cell, seed: int, out_dir: str = "runs/studies", export_dir: str = "results",
                machine_settings: list[str] = ()):
-        return load_config(self.base, [*self.overrides, *cell.overrides, f"name={self.name}/{cell.id}",
+        return load_config(self.base_of(cell), [*self.overrides, *cell.overrides, f"name={self.name}/{cell.id}",
                                        f"seed={seed}", f"out_dir={out_dir}", f"export_dir={export_dir}",
                                        f"wandb.group={self.name}", *machine_settings])
 
