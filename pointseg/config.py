@@ -174,9 +174,11 @@ class Config:
     name: str = "run"
     seed: int = 0
     out_dir: str = "runs"
-    # a finished run's small record (config, code version, per-image confusion matrices, val curve) goes to
-    # <export_dir>/<name>/seed<seed>.json, which is committed; None = no export
-    export_dir: str | None = "results"
+    # a finished run's small record (config, code version, per-image confusion matrices, val curve, thumbnails of
+    # test images) always stays in its run directory (export.json). The study runner and the sweeps also copy it to
+    # <export_dir>/<name>/seed<seed>.json, which is committed; an ad-hoc run (None, the default) writes nothing
+    # outside its run directory: a user's images are theirs
+    export_dir: str | None = None
     data: DataConfig = field(default_factory=DataConfig)
     points: PointsConfig = field(default_factory=PointsConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

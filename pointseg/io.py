@@ -63,15 +63,28 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
 
 
 def load_checkpoint_file(path: str | Path, map_location="cpu") -> dict:
-    """torch.load with one clear error for a truncated or corrupt file (a full disk, a copy cut short)."""
+    """A checkpoint read as data (``weights_only=True``: tensors and plain types, never code), with one clear error
+    for a truncated or corrupt file (a full disk, a copy cut short) and another for one that holds anything else
+    (a pickled object, possibly a payload: users share checkpoints)."""
     import pickle
     import zipfile
 
     try:
-        return torch.load(path, map_location=map_location, weights_only=False)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as e:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only" in str(e).lower() or "weights_only" in str(e):
+            raise UnsafeCheckpointError(
+                f"{path}: refused: it holds Python objects, not only tensors and plain data, and pointseg loads a "
+                f"checkpoint as data, never as code ({str(e).splitlines()[0][:160]}). Load it only if you trust "
+                "its source, with torch.load(weights_only=False), and save its tensors again") from None
+        raise CorruptFileError(f"{path}: truncated or corrupt checkpoint ({str(e)[:120]})") from e
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as e:
         raise CorruptFileError(f"{path}: truncated or corrupt checkpoint ({str(e)[:120]})") from e
 
 
 class CorruptFileError(ValueError):
     """A stored file that cannot be read back; the message names it."""
+
+
+class UnsafeCheckpointError(CorruptFileError):
+    """A checkpoint holding pickled objects beyond tensors and plain data: refused, never unpickled."""

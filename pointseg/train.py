@@ -398,7 +398,7 @@ def _end_epoch(r: _Run, epoch: int, row: dict[str, Any]) -> None:
 
 def _test(r: _Run, progress: bool) -> dict[str, Any]:
     """Test metrics of the selected weights: the whole split, each test tile, and every image's confusion matrix."""
-    ckpt = torch.load(r.run_dir / "best.pt", map_location=r.device, weights_only=False)
+    ckpt = load_checkpoint_file(r.run_dir / "best.pt", r.device)
     r.model.load_state_dict(ckpt["model"])
     names = list(r.spec.class_names)
     t0 = time.perf_counter()

@@ -216,7 +216,8 @@ def _run_seed(study: Study, trial: optuna.Trial, params: dict, seed: int, run_di
 
     # the name (hence the export results/<study>/<cell>/seed<k>.json) is the trial's cell
     cfg = study.config_for(params, seed=seed, extra=[f"name={study.name}/{_slug(params)}",
-                                                     f"wandb.group={study.name}"])
+                                                     f"wandb.group={study.name}",
+                                                     f"export_dir={Path(study.export_dir).parent}"])
     cfg.wandb.tags = [study.name, f"trial-{trial.number}"]
 
     def report(epoch: int, row: dict) -> None:

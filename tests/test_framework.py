@@ -158,7 +158,7 @@ def test_fixmatch_teacher_is_the_current_student():
 def test_trainer_runs_semi_supervised_and_style(tiny_config):
     res = fit(tiny_config(extra=["name=semi", "semi.weight=1.0", "semi.rampup_epochs=0", "semi.threshold=0.0",
                                  "train.histogram_match=true"]), progress=False)
-    ckpt = torch.load(res.run_dir / "best.pt", weights_only=False)
+    ckpt = torch.load(res.run_dir / "best.pt", weights_only=True)
     assert ckpt["style"] is not None and np.isfinite(res.final["test/miou"])
     # with threshold 0 every unlabelled pixel is pseudo-labelled, so the total loss exceeds the supervised one
     assert all(r["train/loss"] > r["train/sup_loss"] for r in res.history[1:])
@@ -254,7 +254,7 @@ def test_bad_freeze_levels_are_refused_naming_the_key(tiny_config, extra, messag
 def test_encoder_weights_from_a_checkpoint_file(tiny_config, tmp_path):
     res = fit(tiny_config(extra=["name=src"]), progress=False)
     model = build_model("unet", "tu-tf_efficientnet_lite0", 5, str(res.run_dir / "best.pt"), [32, 16, 16, 8, 8])
-    sd = torch.load(res.run_dir / "best.pt", weights_only=False)["model"]
+    sd = torch.load(res.run_dir / "best.pt", weights_only=True)["model"]
     assert torch.equal(model.encoder.model.conv_stem.weight, sd["net.encoder.model.conv_stem.weight"])
 
 

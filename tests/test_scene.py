@@ -54,7 +54,7 @@ def _train(multiband, tmp_path, *extra):
 
 def test_multiband_uint16_trains_and_predicts_whole_scenes(multiband, tmp_path, capsys):
     res = _train(multiband, tmp_path)
-    ckpt = torch.load(res.run_dir / "best.pt", weights_only=False)
+    ckpt = torch.load(res.run_dir / "best.pt", weights_only=True)
     data = ckpt["data"]
     assert data["in_channels"] == 4 and data["norm"]["method"] == "percentile" and len(data["norm"]["lo"]) == 4
     from pointseg.checkpoint import load_model

@@ -163,7 +163,7 @@ def test_finished_students_pseudo_labels_are_recomputed_per_class_from_their_own
     assert got["student/seed0"]["diagnostic"]["pseudo_coverage"] == ran["diagnostic"]["pseudo_coverage"]
     # other weights than those the student learned from are refused, not silently described
     best = runs / "st" / "teacher" / "seed0" / "best.pt"
-    ckpt = torch.load(best, weights_only=False)
+    ckpt = torch.load(best, weights_only=True)
     first = next(iter(ckpt["model"]))
     ckpt["model"][first] = ckpt["model"][first] + 1
     torch.save(ckpt, best)

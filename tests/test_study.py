@@ -166,7 +166,7 @@ def test_evaluation_cells_test_another_cells_runs_again_and_pair_with_them(tmp_p
     fin = by[("prior-train", 0)]["final"]
     import torch
 
-    stored = torch.load(tmp_path / "runs" / "toy" / "points-2" / "seed0" / "best.pt", weights_only=False)["label_prior"]
+    stored = torch.load(tmp_path / "runs" / "toy" / "points-2" / "seed0" / "best.pt", weights_only=True)["label_prior"]
     assert [fin[f"prior/source/{c}"] for c in "BLRVW"] == pytest.approx(stored)
     assert sum(fin[f"prior/target/{c}"] for c in "BLRVW") == pytest.approx(1.0)
     assert fin["prior/temperature"] > 0 and by[("prior-train", 0)]["evaluation"]["prior"] == "train"

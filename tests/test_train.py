@@ -27,7 +27,7 @@ def test_run_directory_holds_everything(tiny_config, tmp_path):
     import torch
 
     classes = [int(line.rsplit(",", 1)[1]) for line in (d / "points.csv").read_text().splitlines()[1:]]
-    stored = torch.load(d / "best.pt", weights_only=False)["label_prior"]
+    stored = torch.load(d / "best.pt", weights_only=True)["label_prior"]
     assert stored == pytest.approx((np.bincount(classes, minlength=len(stored)) / len(classes)).tolist())
     # a finished run is returned, not trained again
     again = fit(cfg, progress=False)
