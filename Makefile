@@ -7,6 +7,7 @@ STORAGE ?=
 WORKERS ?= 1
 SEEDS ?= 0 1 2
 SEED ?= 0
+DATA ?=
 FILE ?= experiments/studies/convergence.yaml
 STUDIES ?= $(wildcard experiments/studies/*.yaml)
 LANES ?= 2
@@ -41,9 +42,8 @@ test-all: setup data  ## also the slow end-to-end tests
 demo: setup data  ## the main job: train from 10 points per class on Dubai, evaluate on the test tile
 	$(PY) -m pointseg train --config experiments/points.yaml
 
-best: setup data  ## the best measured points recipe, seed SEED: a 20-mixed-click teacher, then its class-balanced self-trained student (2 runs)
-	$(PY) -m pointseg train --config experiments/best-teacher.yaml seed=$(SEED)
-	$(PY) -m pointseg train --config experiments/best.yaml seed=$(SEED)
+best: setup data  ## the best measured points recipe, seed SEED: a 20-mixed-click teacher, then its class-balanced self-trained student (2 runs); on your data: DATA=my-scenes.yaml
+	$(PY) -m pointseg best $(if $(DATA),--data $(DATA)) seed=$(SEED)
 
 bench: setup data  ## pfCE vs cross-entropy speed, trainer vs bare loop throughput
 	$(PY) -m analysis.bench

@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .config import ConfigError, load_config
+from .config import ConfigError, load_config, parse_overrides, read_config_file
 from .data.raster import DataError
 
 
@@ -20,6 +20,67 @@ def _train(args) -> int:
     try:
         result = fit(cfg, run_dir=args.run_dir)
     except TrainingError as e:  # a NaN loss, a run directory of another config: the message says what to do
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    f = result.final
+    print(f"run: {result.run_dir}\nbest epoch {f['best_epoch']}: val mIoU {f['val/miou']:.4f}  "
+          f"test mIoU {f['test/miou']:.4f}  test OA {f['test/oa']:.4f}")
+    return 0
+
+
+BEST_TEACHER, BEST_STUDENT = "experiments/best-teacher.yaml", "experiments/best.yaml"
+
+
+def data_keys(path: str) -> dict:
+    """``--data FILE`` → the config keys that point a recipe at that data: a config file with a ``data:`` block
+    (and nothing else; it may ``extends:`` another), or a dataset YAML itself, whose groups must then be named
+    train, val and test."""
+    p = Path(path)
+    raw = read_config_file(p)
+    if "classes" in raw:  # a dataset description (pointseg/data/datasets/*.yaml, or the user's own)
+        groups = sorted((raw.get("groups") or {}).keys())
+        if not {"train", "val", "test"} <= set(groups):
+            raise ConfigError(f"{p}: a dataset YAML given as --data needs groups named train, val and test (it has "
+                              f"{groups or 'none'}); or give a config file with a data: block naming its groups, "
+                              "e.g. data: {dataset: " + str(p) + ", train_groups: [...], val_groups: [...], "
+                              "test_groups: [...]}")
+        return {"data": {"dataset": str(p), "train_groups": ["train"], "val_groups": ["val"], "test_groups": ["test"]}}
+    other = sorted(set(raw) - {"data"})
+    if other or "data" not in raw:
+        raise ConfigError(f"{p}: --data takes a dataset YAML or a config file with only a data: block; it has "
+                          f"{other or 'no data: block'} (the recipe's own keys are not the data's)")
+    return {"data": raw["data"]}
+
+
+def best_configs(data: str | None, overrides: list[str]):
+    """The two runs of the best measured recipe on ``data`` (None: Dubai, as measured): the teacher's config and
+    its student's, which learns from the teacher's run directory. Names carry the data file's stem, so that runs on
+    two data sets never share a directory."""
+    prefix = f"{Path(data).stem}-" if data else ""
+    extra = data_keys(data) if data else {}
+    teacher = load_config(BEST_TEACHER, _merge_dicts(extra, parse_overrides([f"name={prefix}best-teacher",
+                                                                              *overrides])))
+    student = load_config(BEST_STUDENT, _merge_dicts(extra, parse_overrides(
+        [f"name={prefix}best", f"selftrain.teacher={Path(teacher.out_dir) / teacher.name}/seed{{seed}}", *overrides])))
+    return teacher, student
+
+
+def _merge_dicts(a: dict, b: dict) -> dict:
+    from .config import _merge
+
+    return _merge(a, b)
+
+
+def _best(args) -> int:
+    overrides = list(args.overrides) + (["wandb.mode=disabled"] if args.no_wandb else [])
+    teacher, student = best_configs(args.data, overrides)  # both checked before anything trains
+    from .train import TrainingError, fit
+
+    try:
+        for step, cfg in (("1/2 teacher", teacher), ("2/2 student", student)):
+            print(f"best recipe, run {step}: {cfg.name} seed {cfg.seed}", file=sys.stderr, flush=True)
+            result = fit(cfg)
+    except TrainingError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     f = result.final
@@ -131,6 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-wandb", action="store_true", help="no W&B logging (same as wandb.mode=disabled)")
     t.add_argument("overrides", nargs="*", help="key=value, e.g. points.n_per_class=5 train.epochs=3")
     t.set_defaults(func=_train)
+    b = sub.add_parser("best", help="the best measured recipe: its teacher, then its self-trained student (2 runs)")
+    b.add_argument("--data", help="your data: a dataset YAML with train/val/test groups, or a config file with a "
+                   "data: block (default: Dubai, as measured)")
+    b.add_argument("--no-wandb", action="store_true", help="no W&B logging (same as wandb.mode=disabled)")
+    b.add_argument("overrides", nargs="*", help="key=value for both runs, e.g. seed=1 train.threads=2")
+    b.set_defaults(func=_best)
     for name, func, helptext in (("evaluate", _evaluate, "metrics of checkpoints (an ensemble if several)"),
                                  ("predict", _predict, "write GeoTIFF class maps for images")):
         e = sub.add_parser(name, help=helptext)

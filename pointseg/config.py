@@ -301,19 +301,34 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
     return _build(Config, raw, "")
 
 
+def read_config_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config YAML as a nested dict, with the file it ``extends:`` (a path relative to this file, else to the
+    working directory) merged under it, key by key: a recipe for one's own data is the recipe file plus data keys."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"config file {p} not found")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML ({e})") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: expected a mapping of config keys at the top level")
+    base = raw.pop("extends", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str):
+        raise ConfigError(f"{p}: extends: expected the path of one config file, got {base!r}")
+    target = p.parent / base if (p.parent / base).exists() else Path(base)
+    if not target.exists():
+        raise ConfigError(f"{p}: extends {base!r}, which is neither beside it ({p.parent / base}) nor at {target}")
+    if target.resolve() in _seen or target.resolve() == p.resolve():
+        raise ConfigError(f"{p}: extends {base!r}, which extends {p} again (a circle)")
+    return _merge(read_config_file(target, (*_seen, p.resolve())), raw)
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | dict | None = None) -> Config:
-    """Defaults ← YAML file ← overrides (``key=value`` strings or a nested dict)."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.exists():
-            raise ConfigError(f"config file {p} not found")
-        try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML ({e})") from e
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{p}: expected a mapping of config keys at the top level")
+    """Defaults ← YAML file (← the file it extends) ← overrides (``key=value`` strings or a nested dict)."""
+    raw: dict[str, Any] = read_config_file(path) if path is not None else {}
     if overrides:
         extra = parse_overrides(overrides) if isinstance(overrides, list) else overrides
         raw = _merge(raw, extra)
