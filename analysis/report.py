@@ -28,6 +28,7 @@ from .results import frame, load_records  # noqa: E402
 from .stats import interval  # noqa: E402
 from .study import StudyFile  # noqa: E402
 from .headline import parts_section  # noqa: E402
+from .heldout import folds, section as heldout_section  # noqa: E402
 from .readme_block import block, replace_block  # noqa: E402
 from .reruns import reruns_section  # noqa: E402
 from .summarize import study_table  # noqa: E402
@@ -103,9 +104,13 @@ def study_section(study: StudyFile, out: Path, root: Path) -> list[str]:
         return md + ["No exports yet.", ""]
     commits = sorted({(r['code'] or {}).get('commit', '?')[:10] + ('+dirty' if (r['code'] or {}).get('dirty') else '')
                       for r in recs})
-    md += [f"Code versions of these runs: {', '.join(f'`{c}`' for c in commits)}.", "",
-           "**Results.**", "",
-           study_table(study.name, study.reference, study.metric, root, references=study.cell_references(),
+    md += [f"Code versions of these runs: {', '.join(f'`{c}`' for c in commits)}.", "", "**Results.**", ""]
+    if folds(study):  # a cross-validation study: a row per fold and the pooled claim, not a row per cell
+        verdict = study.raw.get("verdict")
+        return md + heldout_section(study, root) + ["**Verdict.** " + (
+            fill_numbers(verdict.strip(), frame(recs), recs) if verdict else
+            f"pending: {len(done)} of its {planned} runs are finished and exported."), ""]
+    md += [study_table(study.name, study.reference, study.metric, root, references=study.cell_references(),
                        order=[c.id for c in study.cells]).to_markdown(index=False), ""]
     ceiling = study.raw.get("ceiling")
     if ceiling and ceiling in done_cells(recs):
@@ -228,7 +233,8 @@ def _cell_process(c) -> str:
                          f"to the one EM finds in {PRIOR_SCENES[s['prior']]}"] if s["prior"] else [])
         return (f"trains nothing: the runs of `{c.extra['evaluate']}` tested again, {'; '.join(how) or 'unchanged'}"
                 + (f"; compared with `{c.extra['reference']}`" if c.extra.get("reference") else ""))
-    return (f"{', '.join(f'`{o}`' for o in c.overrides) or 'the base config'}"
+    return ((f"`{c.extra['base']}` " + ("with " if c.overrides else "as it is") if c.extra.get("base") else "")
+            + f"{', '.join(f'`{o}`' for o in c.overrides) or ('' if c.extra.get('base') else 'the base config')}"
             + (f"; reuses `{c.extra['reuse']}` where identical" if c.extra.get("reuse") else ""))
 
 
@@ -360,7 +366,7 @@ LIMITATIONS = [
 
 
 # the schedule first (every later study runs on it), then the headline, then what explains or moves it
-READING_ORDER = ["convergence", "convergence-points", "schedule", "early-crops", "freeze-levels", "device-check",
+READING_ORDER = ["heldout-tiles", "heldout-roads", "convergence", "convergence-points", "convergence-plateau", "schedule", "early-crops", "freeze-levels", "device-check",
                  "label-efficiency", "label-efficiency-crf", "unlabelled", "crf-weight", "consistency-weight",
                  "teachers", "teacher-drift", "fixmatch-parts", "consistency-parts", "mean-teacher-weak",
                  "self-training", "self-training-compute", "self-training-rounds",

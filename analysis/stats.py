@@ -104,6 +104,46 @@ def bootstrap_paired(cms_a, cms_b, n_boot: int = 2000, level: float = 0.95, seed
     return Paired(point, float(lo), float(hi), float(p))
 
 
+def bootstrap_pooled(folds_a: Sequence, folds_b: Sequence, n_boot: int = 2000, level: float = 0.95, seed: int = 0,
+                     how: str = "ratio") -> Paired:
+    """Two arms pooled over folds (cross-validation: each fold its own test images), paired within each fold
+    (same seeds, same images): ``ratio`` = mean over folds of arm a's fold mIoU ÷ the same of arm b, or ``diff``.
+    A fold's mIoU is the mean over its seeds of the mIoU of its images' summed confusion (as in
+    :func:`bootstrap_paired`). Each draw resamples the folds with replacement and, within each drawn fold, its seeds
+    and test images, the same draws for both arms, so the interval covers which tiles happen to be held out as
+    well as seeds and images. ``folds_a[f]``, ``folds_b[f]``: seeds × images × C × C of fold f."""
+    if len(folds_a) != len(folds_b) or not folds_a:
+        raise ValueError(f"pooled arms need the same folds, got {len(folds_a)} and {len(folds_b)}")
+    op = {"ratio": np.divide, "diff": np.subtract}[how]
+    rng = np.random.default_rng(seed)
+    per_a, per_b, point_a, point_b = [], [], [], []
+    for fa, fb in zip(folds_a, folds_b):
+        a, b = np.asarray(fa, float), np.asarray(fb, float)
+        if a.shape != b.shape:
+            raise ValueError(f"paired arms need the same seeds × images × classes in a fold, got {a.shape} and "
+                             f"{b.shape}")
+        point_a.append(miou_of(a.sum(axis=1)).mean())
+        point_b.append(miou_of(b.sum(axis=1)).mean())
+        seed_idx, img_w = _draws(a.shape[0], a.shape[1], n_boot, rng)
+        per_a.append(_resampled_miou(a, seed_idx, img_w))
+        per_b.append(_resampled_miou(b, seed_idx, img_w))
+    per_a, per_b = np.stack(per_a, 1), np.stack(per_b, 1)  # draws × folds
+    folds = rng.integers(0, per_a.shape[1], size=per_a.shape)  # draws × folds, with replacement
+    rows = np.arange(per_a.shape[0])[:, None]
+    d = op(per_a[rows, folds].mean(1), per_b[rows, folds].mean(1))
+    point = float(op(np.mean(point_a), np.mean(point_b)))
+    lo, hi = np.quantile(d, [(1 - level) / 2, (1 + level) / 2])
+    null = 1.0 if how == "ratio" else 0.0
+    p = min(1.0, 2 * min((d <= null).mean(), (d >= null).mean()))
+    return Paired(point, float(lo), float(hi), float(p))
+
+
+def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high): the t-interval of ``values`` (e.g. one ratio per fold); NaN bounds with one value."""
+    m, half, _ = mean_ci(values, level)
+    return m, m - half, m + half
+
+
 def holm(pvalues: Sequence[float]) -> list[float]:
     """Holm–Bonferroni adjusted p-values (same order as given)."""
     p = np.asarray(pvalues, float)

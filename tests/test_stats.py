@@ -57,3 +57,22 @@ def test_paired_comparison_sees_a_consistent_gain_that_unpaired_noise_would_hide
 def test_holm_adjusts_in_rank_order_and_stays_monotone():
     assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+
+
+def test_pooled_over_folds_is_the_ratio_of_fold_means_and_its_interval_covers_which_folds_are_held_out():
+    from analysis.stats import bootstrap_pooled
+
+    rng = np.random.default_rng(4)
+    folds_b = [_cms(rng, seeds=1, images=9, diag=d) for d in (100, 300, 600)]  # folds of very different ease
+    folds_a = [f * np.where(np.eye(4, dtype=bool), 0.9, 1.0) for f in folds_b]  # a little worse everywhere
+    r = bootstrap_pooled(folds_a, folds_b, n_boot=800)
+    want = np.mean([miou_of(f.sum(1)).mean() for f in folds_a]) / np.mean([miou_of(f.sum(1)).mean() for f in folds_b])
+    assert r.estimate == pytest.approx(want) and r.lower <= r.estimate <= r.upper < 1.0
+    same = bootstrap_pooled(folds_b, folds_b, n_boot=200)
+    assert (same.estimate, same.lower, same.upper) == (1.0, 1.0, 1.0)
+    # fold-to-fold spread widens the interval beyond what one fold's images give
+    one = bootstrap_paired(folds_a[0], folds_b[0], n_boot=800)
+    wide = bootstrap_pooled([folds_a[0], folds_b[1], folds_a[2]], [folds_b[0], folds_a[1], folds_b[2]], n_boot=800)
+    assert wide.upper - wide.lower > one.upper - one.lower
+    with pytest.raises(ValueError, match="same folds"):
+        bootstrap_pooled(folds_a[:2], folds_b)

@@ -1,0 +1,151 @@
+"""Held-out claims from a cross-validation study: cells that name a ``fold`` (ids ``t<fold>-<arm>``, as in
+experiments/studies/heldout-tiles.yaml) → a table per fold, per-class IoU pooled over folds, and each arm's ratio
+to the ceiling pooled over the folds (analysis.stats.bootstrap_pooled).
+
+    python -m analysis.heldout heldout-tiles
+
+Reads exports only. A pooled estimate needs every fold at a shared seed; before that the table says which folds
+are pending.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .results import RESULTS, confusions, frame, load_records, paired_on_shared_seeds, shared_seeds
+from .stats import bootstrap_pooled, interval, miou_of, t_interval
+from .study import StudyFile
+
+CEILING = "full"
+ARMS = ("best", "default", "teacher")  # each compared with the ceiling of its own fold
+
+
+def folds(study: StudyFile) -> dict[str, dict[str, str]]:
+    """{fold: {arm: cell id}} in the study file's order; empty for a study without folds."""
+    out: dict[str, dict[str, str]] = {}
+    for c in study.cells:
+        if "fold" in c.extra:
+            fold = str(c.extra["fold"])
+            out.setdefault(fold, {})[c.id.removeprefix(f"t{fold}-")] = c.id
+    return out
+
+
+def _fold_miou(recs: list[dict], cell: str, seeds: list[int]) -> float:
+    return float(miou_of(confusions(recs, cell, seeds).sum(axis=1)).mean())
+
+
+def fold_table(study: StudyFile, root: str | Path = RESULTS) -> pd.DataFrame:
+    """One row per fold: each arm's test mIoU (mean over its seeds), best and default ÷ the fold's ceiling and
+    best − default, paired over the seeds they share and the fold's test images."""
+    recs = load_records(study.name, root)
+    have = {r["cell"] for r in recs}
+    rows = []
+    for fold, cells in folds(study).items():
+        row: dict[str, object] = {"test tile": fold}
+        for arm in (CEILING, *ARMS):
+            cell = cells.get(arm)
+            seeds = sorted(r["seed"] for r in recs if r["cell"] == cell)
+            row[arm] = f"{_fold_miou(recs, cell, seeds):.3f}" if cell in have else "pending"
+        row["seeds"] = len(shared_seeds(recs, cells["best"], cells[CEILING])) if {cells["best"], cells[CEILING]} <= have else 0
+        for a, b, how in (("best", CEILING, "ratio"), ("default", CEILING, "ratio"), ("best", "default", "diff")):
+            r = paired_on_shared_seeds(recs, cells[a], cells[b], how) if {cells[a], cells[b]} <= have else None
+            row[f"{a} {'÷' if how == 'ratio' else '−'} {b} [95 %]"] = (interval(*r[:3], signed=how == "diff")
+                                                                      if r else "—")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def per_class_table(study: StudyFile, root: str | Path = RESULTS) -> pd.DataFrame:
+    """Per class, the test IoU of each arm averaged over the folds where both it and the ceiling finished."""
+    recs = load_records(study.name, root)
+    df = frame(recs)
+    if df.empty:
+        return pd.DataFrame()
+    classes = [c.removeprefix("test/iou/") for c in df.columns if c.startswith("test/iou/")]
+    rows = []
+    for name in classes:
+        row: dict[str, object] = {"class": name}
+        for arm in (CEILING, *ARMS):
+            vals = [df.loc[df.cell == cells[arm], f"test/iou/{name}"].mean()
+                    for cells in folds(study).values() if arm in cells and (df.cell == cells[arm]).any()]
+            row[arm] = f"{np.nanmean(vals):.3f}" if vals else "—"
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    for arm in ARMS:
+        ok = (out[arm] != "—") & (out[CEILING] != "—")
+        out.loc[ok, f"{arm} − {CEILING}"] = [f"{float(a) - float(b):+.3f}" for a, b in
+                                             zip(out.loc[ok, arm], out.loc[ok, CEILING])]
+    return out.fillna("—")
+
+
+def pooled(study: StudyFile, arm: str, ref: str = CEILING, how: str = "ratio", root: str | Path = RESULTS,
+           n_boot: int = 2000) -> dict[str, object]:
+    """``arm`` against ``ref`` pooled over every fold that has both at a shared seed: the estimate, the bootstrap
+    interval over folds, seeds and images, the t-interval over the per-fold values, and how many folds went in."""
+    recs = load_records(study.name, root)
+    have = {r["cell"] for r in recs}
+    fa, fb, per_fold, used = [], [], [], []
+    for fold, cells in folds(study).items():
+        if arm not in cells or ref not in cells or not {cells[arm], cells[ref]} <= have:
+            continue
+        seeds = shared_seeds(recs, cells[arm], cells[ref])
+        if not seeds:
+            continue
+        a, b = confusions(recs, cells[arm], seeds), confusions(recs, cells[ref], seeds)
+        fa.append(a)
+        fb.append(b)
+        ma, mb = miou_of(a.sum(1)).mean(), miou_of(b.sum(1)).mean()
+        per_fold.append(ma / mb if how == "ratio" else ma - mb)
+        used.append(fold)
+    out: dict[str, object] = {"arm": arm, "ref": ref, "how": how, "folds": used, "of": len(folds(study))}
+    if used:
+        out["bootstrap"] = bootstrap_pooled(fa, fb, n_boot, how=how)
+        out["t"] = t_interval(per_fold)
+        out["per_fold"] = per_fold
+    return out
+
+
+def pooled_table(study: StudyFile, root: str | Path = RESULTS) -> pd.DataFrame:
+    rows = []
+    for arm, ref, how in (("best", CEILING, "ratio"), ("default", CEILING, "ratio"), ("teacher", CEILING, "ratio"),
+                          ("best", "default", "diff")):
+        p = pooled(study, arm, ref, how, root)
+        signed = how == "diff"
+        complete = len(p["folds"]) == p["of"]
+        rows.append({"comparison": f"{arm} {'÷' if how == 'ratio' else '−'} {ref}",
+                     "folds": f"{len(p['folds'])} of {p['of']}" + ("" if complete else " (pending: not the claim)"),
+                     "pooled [95 %, bootstrap over folds, seeds, images]":
+                         interval(*p["bootstrap"][:3], signed=signed) if p["folds"] else "—",
+                     "t-interval over folds": interval(*p["t"], signed=signed) if len(p["folds"]) > 1 else "—",
+                     "lowest fold": (f"{min(p['per_fold']):{'+' if signed else ''}.3f} (tile "
+                                     f"{p['folds'][int(np.argmin(p['per_fold']))]})") if p["folds"] else "—"})
+    return pd.DataFrame(rows)
+
+
+def section(study: StudyFile, root: str | Path = RESULTS) -> list[str]:
+    """The held-out tables of a study with folds, as report lines."""
+    return ["Per fold (each tile the test tile once; the arms' test mIoU, mean over seeds; ratios and differences "
+            "paired over the seeds both arms have and the fold's test images):", "",
+            fold_table(study, root).to_markdown(index=False), "",
+            "Pooled over the folds (the ratio of the mean over folds of each arm's fold mIoU; the decision rule "
+            "reads the first row):", "", pooled_table(study, root).to_markdown(index=False), "",
+            "Test IoU per class, averaged over the folds each arm finished:", "",
+            per_class_table(study, root).to_markdown(index=False), ""]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("study", help="a study with fold cells, e.g. heldout-tiles")
+    ap.add_argument("--root", default=str(RESULTS))
+    ap.add_argument("--studies-dir", default="experiments/studies")
+    args = ap.parse_args(argv)
+    print("\n".join(section(StudyFile.load(Path(args.studies_dir) / f"{args.study}.yaml"), args.root)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,86 @@
+"""The held-out claim: the frozen study files run the recipe files as they are, and the fold tables and the
+pooled ratio are read from the exports as the study file says they are computed."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from analysis.heldout import fold_table, folds, pooled, pooled_table, section
+from analysis.stats import miou_of
+from analysis.study import StudyFile
+from pointseg.config import config_differences, load_config
+
+RECIPES = {"full": "experiments/full-reference.yaml", "teacher": "experiments/best-teacher.yaml",
+           "best": "experiments/best.yaml", "default": "experiments/points.yaml"}
+
+
+@pytest.mark.parametrize("name", ["heldout-tiles", "heldout-roads"])
+def test_each_held_out_cell_is_its_recipe_file_with_only_the_split_changed(name):
+    study = StudyFile.load(f"experiments/studies/{name}.yaml")
+    for cell in study.cells:
+        arm = cell.id.split("-", 1)[1] if "fold" in cell.extra else cell.id
+        cfg = study.config(cell, 0)
+        recipe = load_config(RECIPES[arm], [f"data.{k}={json.dumps(v)}" for k, v in vars(cfg.data).items()]
+                             + ["seed=0"] + (["train.steps_per_epoch=400"] if arm == "full" else []))
+        diff = config_differences(cfg, recipe)
+        if arm == "best":  # the student learns from its own fold's teacher
+            assert diff == [f"selftrain.teacher: '{cfg.selftrain.teacher}' there, "
+                            f"'{recipe.selftrain.teacher}' now"]
+            assert cfg.selftrain.teacher == f"runs/studies/{name}/{cell.id.replace('best', 'teacher')}/seed{{seed}}"
+        else:
+            assert diff == [], (cell.id, diff)
+        if "fold" in cell.extra:  # the test tile is the fold's, never trained on, never the val tile
+            t = str(cell.extra["fold"])
+            assert cfg.data.test_groups == [t] and t not in cfg.data.train_groups + cfg.data.val_groups
+            assert sorted(cfg.data.train_groups + cfg.data.val_groups + [t]) == [str(i) for i in range(1, 9)]
+    if name == "heldout-tiles":
+        assert sorted(folds(study)) == ["1", "2", "3", "4", "6", "7"]  # never a development test tile
+
+
+def _write(root, study, cell, seed, right_a, right_b, images=3):
+    """An export whose test images each have two classes, ``right_*`` of 100 pixels right per class."""
+    m = [[right_a, 100 - right_a], [100 - right_b, right_b]]
+    per = {f"img{i}": m for i in range(images)}
+    cfg = load_config("experiments/best.yaml").to_dict()
+    final = {"test/miou": float(miou_of(np.asarray(m, float))), "test/iou/a": right_a / (200 - right_a),
+             "test/iou/b": right_b / (200 - right_b), "test/per_image_confusion": per, "train/seconds": 60.0,
+             "test/confusion": (np.asarray(m) * images).tolist()}
+    path = root / study / cell / f"seed{seed}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"seed": seed, "config": cfg, "code": {}, "final": final, "history": []}))
+
+
+def _study(tmp_path, fold_ids=("1", "2")):
+    cells = [{"id": f"t{f}-{arm}", "fold": f, "overrides": []} for f in fold_ids
+             for arm in ("full", "teacher", "best", "default")]
+    path = tmp_path / "cv.yaml"
+    path.write_text(yaml.safe_dump({"name": "cv", "question": "q", "hypothesis": "h", "base": "experiments/best.yaml",
+                                    "seeds": [0], "cells": cells}))
+    return StudyFile.load(path)
+
+
+def test_fold_tables_and_the_pooled_ratio_are_computed_as_the_study_file_says(tmp_path):
+    study = _study(tmp_path)
+    for f, (full, best) in {"1": (90, 80), "2": (60, 60)}.items():
+        _write(tmp_path, "cv", f"t{f}-full", 0, full, full)
+        _write(tmp_path, "cv", f"t{f}-best", 0, best, best)
+        _write(tmp_path, "cv", f"t{f}-teacher", 0, best - 5, best - 5)
+    _write(tmp_path, "cv", "t1-default", 0, 70, 70)  # fold 2's default has not run
+    iou = {r: r / (200 - r) for r in (90, 80, 60, 70)}
+    p = pooled(study, "best", root=tmp_path, n_boot=200)
+    assert p["folds"] == ["1", "2"]
+    assert p["bootstrap"].estimate == pytest.approx((iou[80] + iou[60]) / (iou[90] + iou[60]))
+    assert p["per_fold"] == pytest.approx([iou[80] / iou[90], 1.0])
+    d = pooled(study, "default", root=tmp_path, n_boot=200)
+    assert d["folds"] == ["1"]
+    table = pooled_table(study, tmp_path)
+    assert table.loc[1, "folds"] == "1 of 2 (pending: not the claim)" and table.loc[0, "folds"] == "2 of 2"
+    assert table.loc[0, "lowest fold"] == f"{iou[80] / iou[90]:.3f} (tile 1)"
+    ft = fold_table(study, tmp_path)
+    assert list(ft["test tile"]) == ["1", "2"] and ft.loc[1, "default"] == "pending"
+    assert ft.loc[0, "best"] == f"{iou[80]:.3f}"
+    assert "Pooled over the folds" in "\n".join(section(study, tmp_path))
