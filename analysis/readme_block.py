@@ -54,9 +54,12 @@ def anchor(title: str) -> str:
     return re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
 
 
-def block(md: list[str], report: str = "report/REPORT.md") -> list[str]:
-    """The README block cut from the report's markdown lines."""
+def block(md: list[str], report: str = "report/REPORT.md", links: dict[str, str] | None = None) -> list[str]:
+    """The README block cut from the report's markdown lines (``md``: the report's and, after them, each study
+    file's); ``links``: where a section that lives in its own file is read (title → path), else the report's
+    anchor."""
     secs = sections(md)
+    links = links or {}
     out = [START, ""]
     for title in ("Headline", "Each framework part"):
         if title in secs:
@@ -65,7 +68,7 @@ def block(md: list[str], report: str = "report/REPORT.md") -> list[str]:
     if studies:
         out += ["**Each study in one line** (question, hypothesis, process, table, figure and the whole verdict in "
                 "the report's section):", ""]
-        out += [f"* [{t}]({report}#{anchor(t)}): {v or 'no verdict yet.'}" for t, v in studies]
+        out += [f"* [{t}]({links.get(t, f'{report}#{anchor(t)}')}): {v or 'no verdict yet.'}" for t, v in studies]
         out += [""]
     return out + [END]
 

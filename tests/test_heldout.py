@@ -84,3 +84,28 @@ def test_fold_tables_and_the_pooled_ratio_are_computed_as_the_study_file_says(tm
     assert list(ft["test tile"]) == ["1", "2"] and ft.loc[1, "default"] == "pending"
     assert ft.loc[0, "best"] == f"{iou[80]:.3f}"
     assert "Pooled over the folds" in "\n".join(section(study, tmp_path))
+
+
+def test_the_method_section_is_written_from_the_defaults_and_the_recipe_files(monkeypatch):
+    from analysis import method
+
+    text = "\n".join(method.method_section())
+    for recipe, n in ((method.DEFAULT, "10 class-balanced"), (method.TEACHER, "20 mixed")):
+        assert f"{n}" in text and load_config(recipe).points.n_per_class == int(n.split()[0])
+    assert "8 × 135 = 1080 steps, the encoder's stem and first 2 levels frozen" in text
+    real = method.load_config
+
+    def changed(path, overrides=None):  # a recipe file edited: 12 uniform clicks, 2000 steps
+        if path == method.TEACHER:
+            return real(path, ["points.n_per_class=12", "points.strategy=uniform", "train.steps_per_epoch=250"])
+        return real(path, overrides)
+
+    monkeypatch.setattr(method, "load_config", changed)
+    from dataclasses import replace
+
+    from pointseg.config import Config, LossConfig
+
+    monkeypatch.setattr(method, "Config", lambda: replace(Config(), loss=LossConfig(gamma=0.5)))  # a new default
+    again = "\n".join(method.method_section())
+    assert "a teacher on 12 uniform clicks per class present" in again and "8 × 250 = 2000 steps" in again
+    assert "γ = 0.5 by default" in again and again != text
