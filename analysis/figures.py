@@ -24,6 +24,12 @@ from .study import StudyFile  # noqa: E402
 _PNG = {"metadata": {"Software": None}, "dpi": 120, "bbox_inches": "tight"}  # no version stamp: same bytes each time
 
 
+def wrap(text: str, width: int) -> str:
+    """Lines of at most ``width`` characters, broken between words only: a file name or a hyphenated word stays
+    whole (``experiments/best-teacher.yaml`` was once cut into ``expe`` and ``riments``)."""
+    return textwrap.fill(text, width, break_long_words=False, break_on_hyphens=False)
+
+
 def _save(fig, out: Path, name: str) -> str:
     fig.savefig(out / name, **_PNG)
     plt.close(fig)
@@ -98,11 +104,12 @@ def per_class_figure(study: StudyFile, recs: list[dict], out: Path) -> str:
 def cells_figure(study: StudyFile, recs: list[dict], out: Path) -> str:
     """The study's metric per cell: one dot per seed and the mean with its 95 % t-interval over seeds."""
     df = frame(recs)
-    labels = {c.id: textwrap.fill(c.label, 16) for c in study.cells}  # wrapped to the width of a cell's slot
+    labels = {c.id: wrap(c.label, 16) for c in study.cells}  # wrapped to the width of a cell's slot
     df["cell label"] = df.cell.map(labels).fillna(df.cell)
     order = [labels[c.id] for c in study.cells if c.id in set(df.cell)]
     name = {"test/miou": "test mIoU (tiles " + "+".join(Config().data.test_groups) + ")", "val/miou": "val mIoU (dense)"}
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.7 * len(order)), 3.6))
+    widest = max(len(line) for label in order for line in label.split("\n"))  # a path is not broken: its slot widens
+    fig, ax = plt.subplots(figsize=(max(5.0, max(1.7, 0.095 * widest) * len(order)), 3.6))
     sns.pointplot(df, x="cell label", y=study.metric, order=order, errorbar=seed_interval, linestyle="none",
                   capsize=0.15, color="0.2", ax=ax)
     np.random.seed(0)  # stripplot's jitter: each figure's own, not shifted by the figures drawn before it
@@ -129,7 +136,9 @@ def confusion_figure(study: StudyFile, recs: list[dict], out: Path) -> str:
         norm = mat / np.maximum(mat.sum(1, keepdims=True), 1)
         sns.heatmap(norm, annot=True, fmt=".2f", cmap="Blues", vmin=0, vmax=1, cbar=False, ax=ax,
                     xticklabels=names, yticklabels=names)
-        ax.set(title=c.label, xlabel="predicted", ylabel="true")
+        ax.tick_params(axis="y", rotation=0)  # rotated, the class names of neighbouring rows ran together
+        ax.tick_params(axis="x", rotation=30)
+        ax.set(title=wrap(c.label, 40), xlabel="predicted", ylabel="true")
     fig.suptitle("Test confusion (rows sum to 1; all seeds and test images)", y=1.02)
     return _save(fig, out, f"{study.name}-confusion.png")
 
@@ -170,8 +179,8 @@ def qualitative_figure(study: StudyFile, recs: list[dict], out: Path) -> str | N
         for j, (ax, tile) in enumerate(zip(axes[i], tiles)):
             ax.imshow(tile, interpolation="nearest")
             ax.set_xticks([]), ax.set_yticks([])
-            if i == 0:
-                ax.set_title(titles[j], fontsize=9)
+            if i == 0:  # wrapped to the panel's width: long cell labels overlapped their neighbours
+                ax.set_title(wrap(titles[j], 24), fontsize=9)
         axes[i, 0].set_ylabel(f"{Path(im['name']).name}\n({im['split']}, tile {im['group']})", fontsize=8)
     handles = [Patch(color=np.asarray(c) / 255, label=n) for n, c in zip(ref["classes"], colors)]
     handles.append(Patch(facecolor=(0.86, 0.12, 0.12), label="wrong"))
@@ -198,11 +207,14 @@ def diagnostics_figure(study: StudyFile, recs: list[dict], out: Path) -> str | N
     palette = dict(zip(h.method.unique(), sns.color_palette(n_colors=h.method.nunique())))
     fig, axes = plt.subplots(1, len(keys), figsize=(4.6 * len(keys), 3.4), squeeze=False)
     for ax, k in zip(axes[0], keys):
-        sns.lineplot(h.dropna(subset=[k]), x="epoch", y=k, hue="method", palette=palette, marker="o",
-                     errorbar=seed_interval, ax=ax)
+        data = h.dropna(subset=[k])
+        # each seed as a thin line under the mean: with 3 seeds that disagree, a t-band spanned the whole 0-1 axis
+        sns.lineplot(data, x="epoch", y=k, hue="method", palette=palette, units="seed", estimator=None,
+                     lw=0.7, alpha=0.45, legend=False, ax=ax)
+        sns.lineplot(data, x="epoch", y=k, hue="method", palette=palette, marker="o", errorbar=None, lw=2, ax=ax)
         ax.set(ylabel="", title=_DIAGNOSTICS[k], ylim=(0, 1))
         ax.legend(fontsize=8, title="")
-    fig.suptitle("Diagnostics against the training crops' dense masks (mean over seeds, 95 % t-band)", y=1.03)
+    fig.suptitle("Diagnostics against the training crops' dense masks (bold: mean over seeds; thin: each seed)", y=1.03)
     return _save(fig, out, f"{study.name}-diagnostics.png")
 
 

@@ -50,7 +50,8 @@ def _figures(s: optuna.Study, imp: dict[str, float] | None, name: str, objective
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         ax = plot_optimization_history(s, target_name=target)
         ax.set_title(f"{name}: each complete trial and the best so far")
-        ax.legend(loc="lower right", fontsize="small")
+        # below the axes: inside, it hid a trial
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize="small", frameon=False)
         ax.figure.set_size_inches(6.4, 3.6)
         ax.figure.savefig(out / names[0], **png)
         plt.close(ax.figure)
@@ -58,8 +59,8 @@ def _figures(s: optuna.Study, imp: dict[str, float] | None, name: str, objective
         fig, ax = plt.subplots(figsize=(5.6, 0.5 + 0.55 * len(imp)))
         sns.barplot(x=list(imp.values()), y=[_PARAM_LABELS.get(k, k) for k in imp], color="C0", ax=ax)
         ax.bar_label(ax.containers[0], fmt="%.2f", padding=3)
-        ax.set(xlim=(0, 1), xlabel=f"fANOVA importance for {target}", ylabel="",
-               title=f"{name}: parameter importances (seed 0)")
+        ax.set(xlim=(0, 1), xlabel=f"share of the variance of {target} each parameter explains", ylabel="",
+               title=f"{name}: parameter importances (fANOVA, its forest seeded)")
         names.append(f"sweep-{name}-importances.png")
         fig.savefig(out / names[-1], **png)
         plt.close(fig)
