@@ -79,7 +79,7 @@ def per_class_table(study: StudyFile, root: str | Path = RESULTS) -> pd.DataFram
         ok = (out[arm] != "—") & (out[CEILING] != "—")
         out.loc[ok, f"{arm} − {CEILING}"] = [f"{float(a) - float(b):+.3f}" for a, b in
                                              zip(out.loc[ok, arm], out.loc[ok, CEILING])]
-    return out.fillna("—")
+    return out.astype(object).fillna("—")
 
 
 def pooled(study: StudyFile, arm: str, ref: str = CEILING, how: str = "ratio", root: str | Path = RESULTS,

@@ -26,6 +26,7 @@ from .results import frame, load_records  # noqa: E402
 from .stats import interval  # noqa: E402
 from .study import StudyFile  # noqa: E402
 from .headline import parts_section  # noqa: E402
+from .limitations import limitations_section  # noqa: E402
 from .method import method_section  # noqa: E402
 from .summary import summary_section  # noqa: E402
 from .heldout import folds, section as heldout_section  # noqa: E402
@@ -290,28 +291,6 @@ WANDB_SECTION = [
     "`test/group/5/miou` and `test/group/8/miou` from the summary. The run directories are not committed: this "
     "report reads the exports in `results/`, which hold the same numbers.", ""]
 
-LIMITATIONS = [
-    "## Limitations and threats to validity", "",
-    "* One data set (Dubai aerial, 8 tiles); tiles differ in acquisition and style, so two test tiles are still a "
-    "small sample of scenes: the bootstrap over images measures image-to-image spread within them, not across "
-    "cities or sensors.",
-    "* CPU-sized schedules (2 cores): the ceiling's val mIoU stops rising after 1600 steps, but 3200 steps still "
-    "add a little test mIoU (study `convergence`), so every ratio to the ceiling is against a ceiling slightly "
-    "short of converged, and nothing here speaks for larger models or longer GPU schedules.",
-    "* Simulated clicks are drawn from the dense masks; real annotators click differently (interiors, salient "
-    "objects).",
-    "* Wall times come from a shared 2-core machine whose speed drifts by ±30 % within minutes; speed claims come "
-    "from `make bench`, which alternates the compared sides. Runs that ran on a GPU (column \"ran on\") have GPU "
-    "wall times, which compare with nothing here.",
-    "* Studies mix machines: some cells ran on the 2-core CPU, others on a GPU lent for one session. The same "
-    "config's runs differ between the two by less than the seed-to-seed spread (study `device-check`), but a "
-    "paired difference below about 0.015 between cells of different machines is not evidence.",
-    "* A seed fixes the clicks, the initial weights and the crop order, not the rounding of float sums: the same "
-    "run trained with another thread count, device or code version lands elsewhere (section \"Reruns\" above). "
-    "Cells of one study ran under one code version, mostly with the same thread count; a cell reused from another "
-    "study (`reuse`) did not, so its pairs share the seeds but not that.", ""]
-
-
 # the schedule first (every later study runs on it), then the headline, then what explains or moves it
 READING_ORDER = ["heldout-tiles", "heldout-roads", "convergence", "convergence-points", "convergence-plateau", "schedule", "early-crops", "freeze-levels", "device-check",
                  "label-efficiency", "label-efficiency-crf", "unlabelled", "crf-weight", "consistency-weight",
@@ -356,10 +335,11 @@ def build(out: Path, studies_dir: Path = Path("experiments/studies"), root: Path
           "`experiments/studies/`; it trains nothing. Every number below is read from those files. Each study's "
           "notebook (question, hypothesis, process, results, verdict) is its own page under `studies/`.", ""]
     md += summary_section(out, root, studies_dir)
-    md += _headline(studies_dir, root)
+    headline = _headline(studies_dir, root)
+    md += headline
     md += parts_section(root)
     md += method_section(root)
-    md += LIMITATIONS
+    md += limitations_section(headline, root)
     md += ["## Studies", "", "| study | question | verdict, in a line | written | runs |", "|---|---|---|---|---|"]
     md += index + [""]
     md += ["## More pages", ""] + [f"* [{p.read_text().splitlines()[0] if p.exists() else lines[0][2:]}]({p.name})"

@@ -109,3 +109,23 @@ def test_the_method_section_is_written_from_the_defaults_and_the_recipe_files(mo
     again = "\n".join(method.method_section())
     assert "a teacher on 12 uniform clicks per class present" in again and "8 × 250 = 2000 steps" in again
     assert "γ = 0.5 by default" in again and again != text
+
+
+def test_limitations_count_the_variants_judged_against_the_bar_and_those_that_met_it():
+    from analysis.limitations import judged
+
+    headline = ["* **Best point-supervised at ≤ 20 clicks per class**: …",
+                "* **The bar** (÷ ceiling ≥ 0.95 …): not met.",
+                "* **With one round** (`a`: `x` ÷ `y`): ÷ ceiling 0.948 [0.923, 0.973] (3 seeds, paired); the bar: not met.",
+                "* **Mixed** (`b`: `x` ÷ `y`): ÷ ceiling 0.960 [0.922, 0.995] (3 seeds, paired); the bar: met.",
+                "* **Ensemble** (`c`): ÷ ceiling 0.97 (…); not judged against the bar (one model per arm)."]
+    assert judged(headline) == (2 + 5, 1)
+    assert judged([]) == (0, 0)
+
+
+def test_limitations_read_the_committed_exports():
+    from analysis.limitations import limitations_section
+
+    text = "\n".join(limitations_section(["* x; the bar: met."]))
+    assert "judged 1 variant against the bar there and 1 met it" in text
+    assert "The ceiling is not at its plateau" in text and "Pooled over the six seeds the ratio is 0.969" in text
