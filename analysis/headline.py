@@ -125,7 +125,17 @@ def headline_section(recs: list[dict], ceiling: str, order: list[str], study: st
 # measured: (part, default, study, with, without). The numbers are read from the exports.
 PARTS = [
     ("unlabelled pixels: gated CRF loss, weight 0.1", "on", "label-efficiency-crf", "crf-10", "pfce-10"),
-    ("unlabelled pixels: consistency (EMA teacher, CutMix), weight 1", "off", "unlabelled", "consistency-1.0", "pfce"),
+    ("unlabelled pixels: consistency (EMA teacher, CutMix), weight 1, its clicks on the strong view (revised by "
+     "the next row: study consistency-parts traced most of this loss to that view)", "off", "unlabelled",
+     "consistency-1.0", "pfce"),
+    ("unlabelled pixels: consistency, weight 1, its clicks on the weak view", "off", "consistency-parts",
+     "consistency-1.0-weak", "pfce"),
+    ("unlabelled pixels: consistency, weight 0.1, its clicks on the weak view", "off", "consistency-parts",
+     "consistency-0.1-weak", "pfce"),
+    ("unlabelled pixels: FixMatch, weight 1, its clicks on the weak view", "off", "fixmatch-parts",
+     "fixmatch-1.0-weak", "pfce"),
+    ("unlabelled pixels: mean teacher, weight 1, its clicks on the weak view (seeds so far)", "off",
+     "mean-teacher-weak", "mean-teacher-1.0-weak", "pfce"),
     ("unlabelled pixels: one round of self-training (threshold 0.9), against its teacher", "off", "self-training",
      "st-20", "teacher"),
     ("unlabelled pixels: one round of class-balanced self-training (half of each class, bars ≤ 0.9), against its "

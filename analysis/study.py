@@ -26,6 +26,26 @@ from .evaluations import is_evaluation, run_evaluation
 log = logging.getLogger("pointseg.study")
 
 
+# what a study file may hold: a typo (`hypothesys:`, `resue:`) is an error naming the closest key, never ignored
+STUDY_KEYS = {"name", "question", "hypothesis", "base", "seeds", "cells", "metric", "overrides", "reference",
+              "verdict", "curve", "compare", "ceiling", "headline", "ceiling_check", "longer_points", "self_trained",
+              "other_ratios"}
+CELL_KEYS = {"id", "label", "overrides", "steps", "reference", "reuse", "base", "fold", "machine",
+             "evaluate", "tta", "shift", "ensemble", "match", "prior"}
+
+
+def _check_keys(path: Path, where: str, raw: dict, allowed: set[str]) -> None:
+    from pointseg.config import _suggest
+
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: {where}expected a mapping, got {raw!r}")
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        k = unknown[0]
+        raise ConfigError(f"{path}: {where}unknown key {k!r}{_suggest(k, sorted(allowed))}; a study file holds "
+                          f"{sorted(allowed)}")
+
+
 @dataclass
 class Cell:
     id: str
@@ -54,6 +74,7 @@ class StudyFile:
         if not p.exists():
             raise ConfigError(f"study file {p} not found")
         raw = yaml.safe_load(p.read_text()) or {}
+        _check_keys(p, "", raw, STUDY_KEYS)
         missing = [k for k in ("name", "question", "hypothesis", "base", "seeds", "cells") if k not in raw]
         if missing:
             raise ConfigError(f"{p}: missing {missing} (a study states its question and hypothesis before it runs)")
@@ -61,6 +82,7 @@ class StudyFile:
         for c in raw["cells"]:
             if "id" not in c:
                 raise ConfigError(f"{p}: every cell needs an id, got {c}")
+            _check_keys(p, f"cell {c['id']}: ", c, CELL_KEYS)
             cells.append(Cell(c["id"], c.get("label", c["id"]), list(c.get("overrides", [])),
                               {k: v for k, v in c.items() if k not in ("id", "label", "overrides")}))
         ids = [c.id for c in cells]

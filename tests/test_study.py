@@ -244,3 +244,22 @@ def test_every_study_file_still_computes_the_runs_it_exported():
                 assert found == export and rec is not None
                 checked += 1
     assert checked > 300, checked  # the committed studies: none found would check nothing
+
+
+def test_a_study_file_with_a_typo_is_an_error_naming_the_closest_key(tmp_path):
+    import yaml
+
+    from analysis.study import StudyFile
+    from pointseg.config import ConfigError
+
+    good = {"name": "s", "question": "q", "hypothesis": "h", "base": "experiments/points.yaml", "seeds": [0],
+            "cells": [{"id": "a", "overrides": []}]}
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({**good, "hypothesys": "typo"}))
+    with pytest.raises(ConfigError, match=r"s\.yaml: unknown key 'hypothesys' \(did you mean 'hypothesis'\?\)"):
+        StudyFile.load(path)
+    path.write_text(yaml.safe_dump({**good, "cells": [{"id": "a", "resue": "x/y"}]}))
+    with pytest.raises(ConfigError, match=r"cell a: unknown key 'resue' \(did you mean 'reuse'\?\)"):
+        StudyFile.load(path)
+    path.write_text(yaml.safe_dump(good))
+    assert StudyFile.load(path).cells[0].id == "a"
