@@ -254,6 +254,43 @@ def efficiency_figure(root: Path, out: Path) -> str | None:
     return _save(fig, out, "label-efficiency-recipe.png")
 
 
+def maps_figure(root: Path, out: Path) -> str | None:
+    """Image | truth | the default | `make best` | the ceiling, on a centre crop of each held-out fold's first test
+    image at full resolution (written by ``python -m sweeps.maps``), with a class legend."""
+    import json
+
+    from matplotlib.patches import Patch
+    from PIL import Image
+
+    folder = root / HELDOUT / "maps"
+    if not (folder / "maps.json").exists():
+        return None
+    index = json.loads((folder / "maps.json").read_text())
+    rows = sorted(index, key=int)
+    cols = [("image", "image.jpg"), ("truth", "truth.png"), ("default (make demo)", "default.png"),
+            ("make best", "best.png"), ("full masks (ceiling)", "full.png")]
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(2.4 * len(cols), 2.5 * len(rows)), squeeze=False,
+                             gridspec_kw={"hspace": 0.12, "wspace": 0.04})
+    for i, fold in enumerate(rows):
+        for j, (title, suffix) in enumerate(cols):
+            ax = axes[i, j]
+            img = Image.open(folder / f"t{fold}-{suffix}")
+            ax.imshow(np.asarray(img.convert("RGB")), interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+            if i == 0:
+                ax.set_title(title, fontsize=9)
+        info = index[fold]
+        axes[i, 0].set_ylabel(f"tile {fold}: {Path(info['image']).name}\ncentre {info['size']} px, seed "
+                              f"{info['seed']}", fontsize=8)
+    info = index[rows[0]]
+    handles = [Patch(color=np.asarray(c) / 255, label=n) for n, c in zip(info["classes"], info["colors"])]
+    handles.append(Patch(color="black", label="no label"))
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, bbox_to_anchor=(0.5, -0.03))
+    fig.suptitle("Held-out tiles: each fold's first test image, centre crop at full resolution (not picked)",
+                 fontsize=10)
+    return _save(fig, out, "heldout-maps.png")
+
+
 def summary_section(out: Path, root: Path = RESULTS, studies_dir: Path = Path("experiments/studies")) -> list[str]:
     md = abstract(root, studies_dir)
     md += ["## Results", ""] + results_table(root, studies_dir) + [""]
@@ -279,5 +316,8 @@ def summary_section(out: Path, root: Path = RESULTS, studies_dir: Path = Path("e
                per_class_table(study, root).to_markdown(index=False), "",
                f"Each fold's own numbers and the pooled ratios with their intervals: [the study's page]"
                f"(studies/{HELDOUT}.md).", ""]
+    maps = maps_figure(root, out)
+    if maps:
+        md += [f"![held-out maps]({maps})", ""]
     md += ["## Compute", ""] + (compute_rows(root) or ["No held-out run has finished yet.", ""])
     return md

@@ -129,3 +129,33 @@ def test_limitations_read_the_committed_exports():
     text = "\n".join(limitations_section(["* x; the bar: met."]))
     assert "judged 1 variant against the bar there and 1 met it" in text
     assert "The ceiling is not at its plateau" in text and "Pooled over the six seeds the ratio is 0.969" in text
+
+
+def test_maps_of_a_fold_study_are_written_from_its_checkpoints_and_drawn_from_the_files(fake_dataset, tmp_path):
+    from PIL import Image
+
+    from analysis.study import run_study
+    from analysis.summary import maps_figure
+    from sweeps.maps import write_maps
+    from tests.conftest import tiny_overrides
+
+    tiny = [o for o in tiny_overrides(fake_dataset, tmp_path / "x") if not o.startswith(("out_dir", "export_dir"))]
+    cells = [{"id": f"t3-{arm}", "fold": "3", "overrides": sup} for arm, sup in
+             (("full", ["points.supervision=full"]), ("default", []), ("best", ["points.n_per_class=3"]))]
+    path = tmp_path / "heldout-tiles.yaml"
+    path.write_text(yaml.safe_dump({"name": "heldout-tiles", "question": "q", "hypothesis": "h",
+                                    "base": "experiments/points.yaml", "seeds": [0], "overrides": tiny,
+                                    "cells": cells}))
+    run_study(StudyFile.load(path), out_dir=str(tmp_path / "runs"), export_dir=str(tmp_path / "results"))
+    written = write_maps(str(path), size=40, runs=str(tmp_path / "runs"), results=str(tmp_path / "results"))
+    maps = tmp_path / "results" / "heldout-tiles" / "maps"
+    assert {p.name for p in written} == {f"t3-{x}" for x in ("default.png", "best.png", "full.png", "truth.png",
+                                                             "image.jpg")}
+    index = json.loads((maps / "maps.json").read_text())
+    assert index["3"]["size"] == 40 and index["3"]["classes"] == list("BLRVW")
+    truth = np.asarray(Image.open(maps / "t3-truth.png"))
+    assert truth.shape == (40, 40) and set(np.unique(truth)) <= set(range(5)) | {255}
+    out = tmp_path / "report"
+    out.mkdir()
+    assert maps_figure(tmp_path / "results", out) == "heldout-maps.png" and (out / "heldout-maps.png").exists()
+    assert maps_figure(tmp_path / "nothing", out) is None
