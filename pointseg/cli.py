@@ -169,6 +169,16 @@ def _points(args) -> int:
 
     spec = DatasetSpec.load(args.dataset)
     mask = spec.decode_mask(Path(args.mask))
+    if args.like:  # the image's no-data is no land cover: training never clicks there, nor does the preview
+        import numpy as np
+
+        from .data.raster import IGNORE_INDEX, read_bands
+
+        _, valid = read_bands(args.like, list(spec.bands) if spec.bands else None, spec.image_nodata)
+        if valid.shape != mask.shape:
+            raise DataError(f"{args.like}: {valid.shape[1]}×{valid.shape[0]} px, its mask {args.mask} "
+                            f"{mask.shape[1]}×{mask.shape[0]}: --like takes the image the mask belongs to")
+        mask = np.where(valid, mask, IGNORE_INDEX).astype(mask.dtype)
     pts = sample_points(mask, args.n_per_class, args.strategy, image_seed(args.seed, Path(args.mask).name))
     if args.geojson:  # to look at them in QGIS, over the image they were clicked on
         from .annotations import write_geojson

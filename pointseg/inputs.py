@@ -136,6 +136,10 @@ def file_targets(cfg: Config, train: list[Scene], val: list[Scene], test: list[S
     used = counts.get("train", 0)
     if used == 0:
         raise DataError(f"{p.file}: none of its {len(clicks)} points lands on a training image ({counts})")
+    empty = [s.name for s, m in zip(train, maps["train"]) if (m == IGNORE_INDEX).all()]
+    if empty:  # such an image gives no crop to train on: said, never skipped without a word
+        log.warning("%s: %d of %d training images have no click and are not trained on: %s", p.file, len(empty),
+                    len(train), ", ".join(empty[:10]) + (f" and {len(empty) - 10} more" if len(empty) > 10 else ""))
     unused = {k: v for k, v in counts.items() if k != "train"}
     if unused:
         log.warning("%s: %d of %d points are not trained on: %s (the run's points.csv lists each)", p.file,
@@ -143,7 +147,7 @@ def file_targets(cfg: Config, train: list[Scene], val: list[Scene], test: list[S
     if cfg.eval.select == "val_points" and not counts.get("val"):
         raise ConfigError(f"eval.select=val_points needs clicks on the val images, and {p.file} has none there")
     info = {"supervision": "points", "source": "file", "file": str(p.file), "clicks": len(clicks),
-            "status": counts, "points_total": used, "images": len(train)}
+            "status": counts, "points_total": used, "images": len(train), "images_without_points": empty}
     return maps["train"], maps["val"], info, rows
 
 

@@ -117,6 +117,11 @@ class DatasetSpec:
         root = Path(raw["root"])
         if not builtin and not root.is_absolute():
             root = path.parent / root
+        suffix = raw.get("mask_suffix", ".png")
+        if not isinstance(suffix, str) or not suffix or "/" in suffix or "\\" in suffix:
+            raise DataError(f"{where}: mask_suffix {suffix!r} must be the text that replaces an image's extension "
+                            "to name its mask in mask_dir (e.g. .png, or _roads.tif for a.tif → a_roads.tif); it "
+                            "cannot be empty or hold a folder")
         nodata = raw.get("image_nodata")
         if nodata is not None:  # checked here, so that the error names this file rather than the first image
             nodata_values(nodata, len(raw["bands"]) if raw.get("bands") else 3, f"{where}: image_nodata")
@@ -143,7 +148,9 @@ class DatasetSpec:
     def mask_path(self, image: Path) -> Path:
         src, dst = self.mask_dir
         parts = [dst if p == src else p for p in image.parts]
-        return Path(*parts).with_suffix(self.mask_suffix)
+        p = Path(*parts)
+        # the image's own extension replaced by the suffix, which may carry more than an extension ("_roads.tif")
+        return p.with_name(p.stem + self.mask_suffix)
 
     def group_of(self, image: Path, root: Path) -> str:
         rel = str(image.relative_to(root))
