@@ -185,7 +185,9 @@ def run_study(study: StudyFile, seeds: list[int] | None = None, cells: list[str]
 
 
 def main(argv=None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from pointseg.progress import setup_logging
+
+    setup_logging(fmt="%(asctime)s %(levelname)s %(name)s: %(message)s")
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("study", help="experiments/studies/<name>.yaml")
     ap.add_argument("--seeds", nargs="+", type=int, help="default: the study's seeds")

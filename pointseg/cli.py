@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 
 from .config import ConfigError, load_config, parse_overrides, read_config_file
 from .data.raster import DataError
+from .progress import say_error, setup_logging
 
 
 def _train(args) -> int:
@@ -20,7 +20,7 @@ def _train(args) -> int:
     try:
         result = fit(cfg, run_dir=args.run_dir)
     except TrainingError as e:  # a NaN loss, a run directory of another config: the message says what to do
-        print(f"error: {e}", file=sys.stderr)
+        say_error(str(e))
         return 1
     f = result.final
     print(f"run: {result.run_dir}\nbest epoch {f['best_epoch']}: val mIoU {f['val/miou']:.4f}  "
@@ -81,7 +81,7 @@ def _best(args) -> int:
             print(f"best recipe, run {step}: {cfg.name} seed {cfg.seed}", file=sys.stderr, flush=True)
             result = fit(cfg)
     except TrainingError as e:
-        print(f"error: {e}", file=sys.stderr)
+        say_error(str(e))
         return 1
     f = result.final
     print(f"run: {result.run_dir}\nbest epoch {f['best_epoch']}: val mIoU {f['val/miou']:.4f}  "
@@ -109,7 +109,18 @@ def _load_models(paths, device):
     return models, cfg, style, first
 
 
+def _set_threads(n: int | None) -> None:
+    if n is None:
+        return
+    if n < 1:
+        raise ConfigError(f"--threads {n}: give 1 or more")
+    import torch
+
+    torch.set_num_threads(n)
+
+
 def _evaluate(args) -> int:
+    _set_threads(args.threads)
     from .data.dataset import DatasetSpec
     from .infer import evaluate
     from .io import write_json
@@ -142,6 +153,7 @@ def _evaluate(args) -> int:
 
 
 def _predict(args) -> int:
+    _set_threads(args.threads)
     from .data.dataset import DatasetSpec
     from .scene import SceneInput, predict_scene
     from .train import resolve_device
@@ -150,17 +162,48 @@ def _predict(args) -> int:
     models, cfg, _, ckpt = _load_models(args.checkpoints, device)
     colors = None if (ckpt.get("data") or {}).get("colors") else DatasetSpec.load(cfg.data.dataset).display_colors()
     inp = SceneInput.from_checkpoint(ckpt, cfg, colors)
+    scenes = expand_inputs(args.inputs)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    for path in args.inputs:
+    from tqdm import tqdm
+
+    from .progress import bar
+
+    one = len(scenes) == 1  # one scene: a bar over its blocks; many: one bar over the scenes
+    for path in bar(scenes, desc="predict", unit="scene", disable=one):
         dst = out / (Path(path).stem + ".tif")
         probs = out / (Path(path).stem + ".probs.tif") if args.probs else None
         info = predict_scene(models, path, dst, inp, cfg.eval.window, cfg.eval.overlap, cfg.eval.batch_size,
-                             args.tta, device, chunk=args.chunk, probs_path=probs, overwrite=args.overwrite)
+                             args.tta, device, chunk=args.chunk, probs_path=probs, overwrite=args.overwrite,
+                             progress=one)
         mpx = info["pixels"] / 1e6
-        print(f"{dst}  ({mpx:.1f} Mpx in {info['seconds']:.1f} s, {mpx / info['seconds']:.2f} Mpx/s; "
-              f"{info['blocks_skipped']} no-data block(s) skipped)")
+        tqdm.write(f"{dst}  ({mpx:.1f} Mpx in {info['seconds']:.1f} s, {mpx / info['seconds']:.2f} Mpx/s; "
+                   f"{info['blocks_skipped']} no-data block(s) skipped)", file=sys.stdout)
     return 0
+
+
+SCENE_SUFFIXES = (".tif", ".tiff", ".jpg", ".jpeg", ".png", ".jp2", ".vrt")
+
+
+def expand_inputs(inputs: list[str]) -> list[Path]:
+    """Files as given; a folder → its rasters (by suffix, sorted); a pattern with * ? [ → its matches, sorted. A
+    name that matches nothing is an error naming it."""
+    import glob
+
+    out: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.suffix.lower() in SCENE_SUFFIXES and f.is_file())
+        elif any(c in item for c in "*?["):
+            found = sorted(Path(f) for f in glob.glob(item, recursive=True) if Path(f).is_file())
+        else:
+            found = [p]
+        if not found:
+            raise DataError(f"{item}: no scene there (a folder is searched for {', '.join(SCENE_SUFFIXES)}; a "
+                            "pattern like 'scenes/*.tif' is expanded)")
+        out += found
+    return list(dict.fromkeys(out))
 
 
 def _points(args) -> int:
@@ -214,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
         e.add_argument("checkpoints", nargs="+", help="run directories or best.pt files")
         e.add_argument("--tta", action="store_true", help="D4 test-time augmentation")
         e.add_argument("--device", default="auto")
+        e.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's own choice)")
         if name == "evaluate":
             e.add_argument("--split", default="test", choices=["train", "val", "test"])
             e.add_argument("--dataset", help="dataset YAML (default: the one trained on); its classes must match")
@@ -221,7 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
             e.add_argument("--groups", nargs="+", help="only these groups (tiles) of the split, e.g. --groups 8")
             e.add_argument("--output", help="write the metrics as JSON here")
         else:
-            e.add_argument("--inputs", nargs="+", required=True, help="image files (JPEG, PNG, GeoTIFF)")
+            e.add_argument("--inputs", nargs="+", required=True, help="image files (JPEG, PNG, GeoTIFF), folders "
+                           "of them, or quoted patterns ('scenes/*.tif')")
             e.add_argument("--output", required=True, help="folder for the .tif predictions")
             e.add_argument("--probs", action="store_true", help="also write <name>.probs.tif: a uint8 band "
                            "per class (probability × 255)")
@@ -242,10 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except (ConfigError, DataError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        say_error(str(e))
         return 2

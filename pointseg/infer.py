@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from .progress import bar
 
 from .metrics import ConfusionMatrix, scores
 
@@ -98,7 +98,7 @@ def scene_confusions(models, scenes, num_classes: int, window: int = 512, overla
     ``corrections``: per scene, a label-shift correction (pointseg/prior.py: PriorShift), or None."""
     dense, points = [], ConfusionMatrix(num_classes) if point_maps is not None else None
     images = style.restyle(scenes) if style is not None else [s.image for s in scenes]
-    for i, (s, image) in enumerate(zip(tqdm(scenes, desc=desc, leave=False, disable=not progress), images)):
+    for i, (s, image) in enumerate(zip(bar(scenes, desc=desc, leave=False, disable=not progress), images)):
         probs = predict_probs(models, image, window, overlap, batch_size, tta, device)
         if corrections is not None and corrections[i] is not None:
             probs = corrections[i].apply(probs)

@@ -13,6 +13,7 @@ where the input is no-data; ``probs_path`` adds one uint8 band per class (probab
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import warnings
@@ -25,12 +26,13 @@ import torch
 import torch.nn.functional as F
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
-from tqdm.auto import tqdm
 
 from .data.bands import BandNorm
 from .data.dataset import resize_image, scaled_size
 from .data.raster import IGNORE_INDEX, DataError, _open, read_bands
 from .infer import predict_probs
+from .io import atomic_write_text
+from .progress import bar
 
 NODATA = IGNORE_INDEX  # written where the input is no-data
 
@@ -45,6 +47,7 @@ class SceneInput:
     scale: float
     colors: list[tuple[int, int, int]]
     style: object | None = None
+    class_names: list[str] | None = None  # written into the class map (tags, and a QGIS style beside it)
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict, cfg, spec_colors=None) -> "SceneInput":
@@ -54,7 +57,7 @@ class SceneInput:
         in_ch = data.get("in_channels", 3)
         return cls(data.get("bands"), data.get("image_nodata"), BandNorm.from_state(data.get("norm"), in_ch),
                    cfg.data.scale, [tuple(c) for c in (data.get("colors") or spec_colors or [])],
-                   HistogramStyle.from_state(ckpt.get("style")))
+                   HistogramStyle.from_state(ckpt.get("style")), list(ckpt.get("class_names") or []) or None)
 
 
 def blocks(height: int, width: int, chunk: int) -> list[Window]:
@@ -110,12 +113,24 @@ def _block_probs(models, src_path: Path, inp: SceneInput, luts, win: Window, hal
     return probs[:, inner[0], inner[1]], valid[inner]
 
 
+def qgis_style(names: list[str], colors) -> str:
+    """A QGIS layer style (the ``<map>.qml`` QGIS loads with ``<map>.tif``): a paletted renderer naming each class."""
+    from xml.sax.saxutils import quoteattr
+
+    entries = "\n".join(f'        <paletteEntry value="{i}" color="#{r:02x}{g:02x}{b:02x}" alpha="255" '
+                        f"label={quoteattr(n)}/>" for i, (n, (r, g, b)) in enumerate(zip(names, colors)))
+    return ("<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
+            '<qgis version="3.28" styleCategories="Symbology">\n  <pipe>\n'
+            '    <rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1" nodataColor="">\n'
+            f"      <colorPalette>\n{entries}\n      </colorPalette>\n    </rasterrenderer>\n  </pipe>\n</qgis>\n")
+
+
 class _MapWriter:
     """The class map of one scene (and, with a second path, its probabilities), written block by block beside the
     targets and renamed onto them only once every block is in: a killed predict leaves no half-written map."""
 
-    def __init__(self, outs: list[Path], profile: dict, colors):
-        self.outs, self.profile, self.colors = outs, profile, colors
+    def __init__(self, outs: list[Path], profile: dict, colors, names: list[str] | None = None):
+        self.outs, self.profile, self.colors, self.names = outs, profile, colors, names
         self.tmps = [p.with_name(f".{p.name}.{os.getpid()}.tmp") for p in outs]
         self.labels = self.probs = None
 
@@ -147,12 +162,18 @@ class _MapWriter:
                 p.write(np.full((p.height, p.width), NODATA, np.uint8), 1)
         for tmp, p in zip(self.tmps, self.outs):
             tmp.replace(p)
+        if self.names and self.colors:
+            atomic_write_text(self.outs[0].with_suffix(".qml"), qgis_style(self.names, self.colors))
 
     def __enter__(self) -> "_MapWriter":
         try:  # opened here, not in __init__: a failure while opening still removes the temporary file
             self.labels = self._open(self.tmps[0], 1)
             if self.colors:
                 self.labels.write_colormap(1, {i: tuple(c) + (255,) for i, c in enumerate(self.colors)})
+            if self.names:  # GIS tools show names, not 0 … n-1: tags in the file, a QGIS style beside it
+                self.labels.update_tags(CLASS_NAMES=json.dumps(self.names), NODATA_MEANS="no-data of the input",
+                                        **{f"CLASS_{i}": n for i, n in enumerate(self.names)})
+                self.labels.set_band_description(1, "class")
         except BaseException:
             self.__exit__()
             raise
@@ -195,9 +216,9 @@ def predict_scene(models, src_path: str | Path, dst_path: str | Path, inp: Scene
     luts = _scene_luts(src_path, inp, chunk, height, width)
     done = skipped = 0
     how = {"window": window, "overlap": overlap, "batch_size": batch_size, "tta": tta, "device": device}
-    with _MapWriter(outs, profile, inp.colors) as out:
-        for win in tqdm(blocks(height, width, chunk), desc=f"predict {src_path.name}", leave=False,
-                        disable=not progress):
+    with _MapWriter(outs, profile, inp.colors, inp.class_names) as out:
+        for win in bar(blocks(height, width, chunk), desc=f"predict {src_path.name}", leave=False,
+                       disable=not progress):
             probs, valid = _block_probs(models, src_path, inp, luts, win, halo, (height, width), how)
             if probs is None:
                 out.skip(win)

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from .progress import bar
 
 from .batchnorm import use_reduction_batchnorm
 from .config import Config, ConfigError, config_differences, load_config
@@ -333,10 +333,10 @@ def _train_epoch(r: _Run, epoch: int, progress: bool) -> dict[str, Any]:
     r.model.train()
     set_encoder_trainable(r.model, epoch >= cfg.model.freeze_encoder_epochs, r.frozen)
     losses, sup_losses, pseudo, diags = [], [], [], []
-    bar = tqdm(range(cfg.train.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
-               disable=not progress)
+    steps = bar(range(cfg.train.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
+                disable=not progress)
     t0 = time.perf_counter()
-    for step in bar:
+    for step in steps:
         x, y, *dense = next(r.batches)
         loss, sup = _train_step(r, x.to(r.device), y.to(r.device), epoch * cfg.train.steps_per_epoch + step)
         losses.append(loss)
@@ -347,7 +347,7 @@ def _train_epoch(r: _Run, epoch: int, progress: bool) -> dict[str, Any]:
             view = getattr(r.teacher, "to_student", lambda t: t)
             diags.append(unlabelled_diagnostics(r.last_logits, r.last_target, view(dense[0].to(r.device)),
                                                 getattr(r.teacher, "last_pseudo", None), r.spec.class_names))
-        bar.set_postfix(loss=f"{loss:.3f}")
+        steps.set_postfix(loss=f"{loss:.3f}")
     dt = time.perf_counter() - t0
     r.train_time += dt
     r.train_images += cfg.train.steps_per_epoch * cfg.train.batch_size

@@ -27,7 +27,7 @@ from typing import Any
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import TrialState
-from tqdm.auto import tqdm
+from pointseg.progress import bar as progress_bar, say_error
 
 from .record import FINISHED, frozen_trial, load_record, record_path, write_record
 from .study import Study, SweepError
@@ -269,7 +269,7 @@ def worker(study: Study, progress: bool = True) -> None:
     objective = make_objective(study)
     grid = study.sampler == "grid"
     budget = study.budget
-    bar = tqdm(total=budget, desc=f"study {study.name}", unit="trial", disable=not progress)
+    bar = progress_bar(total=budget, desc=f"study {study.name}", unit="trial", disable=not progress)
     failed_in_a_row = 0
     while True:
         with _experimental_ok():
@@ -359,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         for t in sorted(rows, key=lambda t: -(t.value or 0)):
             print(f"  {t.params}  val mIoU {t.value:.4f}  test mIoU {t.user_attrs.get('test/miou', float('nan')):.4f}")
     except SweepError as e:
-        print(f"error: {e}", file=sys.stderr)
+        say_error(str(e))
         return 2
     return 0
 

@@ -66,3 +66,74 @@ def test_training_images_without_a_click_are_named_in_the_log(tmp_path, caplog):
     assert said and "2 of 3 training images have no click" in said[0] and "scene_1.tif" in said[0]
     info = json.loads((res.run_dir / "points.json").read_text())
     assert len(info["images_without_points"]) == 2 and not any("scene_0" in n for n in info["images_without_points"])
+
+
+class _Terminal:
+    """A stderr that says it is a terminal, recording what is written."""
+
+    def __init__(self):
+        self.text = ""
+
+    def write(self, s):
+        self.text += s
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return True
+
+
+def test_an_error_never_shares_a_line_with_a_progress_bar(monkeypatch):
+    from pointseg import progress
+
+    term = _Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    b = progress.bar(range(10), desc="epoch 1/8", file=term, mininterval=0)
+    next(iter(b))
+    b.update(3)
+    progress.say_error("data/x.tif: cannot read")
+    b.close()
+    lines = term.text.split("\n")
+    shown = [ln.rsplit("\r", 1)[-1] for ln in lines]  # what a terminal shows of each line
+    assert "error: data/x.tif: cannot read" in shown
+
+
+def test_a_log_written_to_a_file_has_no_progress_redraws(fake_dataset, tmp_path):
+    log = tmp_path / "train.log"
+    with open(log, "w") as f:
+        proc = subprocess.run([sys.executable, "-m", "pointseg", "train", "--config", "experiments/points.yaml",
+                               *[o for o in tiny_overrides(fake_dataset, tmp_path / "runs")]],
+                              cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, timeout=600)
+    text = log.read_text()
+    assert proc.returncode == 0, text[-2000:]
+    assert "\r" not in text and "epoch 2: loss" in text and "test mIoU" in text
+
+
+def test_predict_and_evaluate_take_a_thread_count(tmp_path):
+    import torch
+
+    from pointseg.cli import main
+
+    try:
+        for cmd in (["evaluate", str(tmp_path / "none")], ["predict", str(tmp_path / "none"), "--inputs", "x.tif",
+                                                           "--output", str(tmp_path / "o")]):
+            torch.set_num_threads(1)
+            assert main([*cmd, "--threads", "2"]) == 2  # the checkpoint is missing: a clear error, after the setting
+            assert torch.get_num_threads() == 2
+        assert main(["evaluate", str(tmp_path / "none"), "--threads", "0"]) == 2
+    finally:
+        torch.set_num_threads(1)
+
+
+def test_predict_takes_folders_and_patterns_of_scenes(tmp_path):
+    from pointseg.cli import expand_inputs
+
+    for name in ("b.tif", "a.tif", "c.jpg", "notes.txt"):
+        (tmp_path / "scenes" / name).parent.mkdir(exist_ok=True)
+        (tmp_path / "scenes" / name).write_bytes(b"x")
+    d = tmp_path / "scenes"
+    assert expand_inputs([str(d)]) == [d / "a.tif", d / "b.tif", d / "c.jpg"]
+    assert expand_inputs([str(d / "*.tif"), str(d / "a.tif")]) == [d / "a.tif", d / "b.tif"]
+    with pytest.raises(DataError, match=r"nothing/\*\.tif: no scene there"):
+        expand_inputs([str(tmp_path / "nothing" / "*.tif")])

@@ -1,5 +1,8 @@
 """Bring-your-own data (index masks, 4-band uint16, no-data, file-list splits) and whole-scene prediction."""
 
+import json
+import xml.etree.ElementTree as ET
+
 import numpy as np
 import pytest
 import rasterio
@@ -69,6 +72,13 @@ def test_multiband_uint16_trains_and_predicts_whole_scenes(multiband, tmp_path, 
         assert d.crs == s.crs and d.transform == s.transform and (d.height, d.width) == (s.height, s.width)
         labels = d.read(1)
     assert (labels[:, :6] == 255).all() and labels[:, 6:].max() <= 2  # no-data stays no-data
+    with rasterio.open(dst) as d:  # the class names reach GIS tools: tags, and a QGIS style beside the map
+        tags = d.tags()
+        assert tags["CLASS_1"] == "road" and json.loads(tags["CLASS_NAMES"]) == ["background", "road", "roof"]
+        assert d.descriptions == ("class",)
+    qml = ET.parse(dst.with_suffix(".qml")).getroot()
+    entries = qml.findall(".//paletteEntry")
+    assert [e.get("label") for e in entries] == ["background", "road", "roof"] and entries[1].get("value") == "1"
     # the stored stretch is the one applied: the same model on the stretched array gives the same classes
     raw, valid = read_bands(src, [1, 2, 3, 4])
     direct = predict_probs(model, inp.norm.to_uint8(raw), 128, 0.25, 2).argmax(0).numpy()

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
-from tqdm.auto import tqdm
+from ..progress import bar
 
 from .bands import BandNorm
 from .raster import IGNORE_INDEX, DataError, decode_index_mask, decode_mask, nodata_values, read_bands
@@ -271,7 +271,7 @@ def load_scenes(spec: DatasetSpec, groups: list[str], scale: float = 1.0, root: 
     """Read every scene whose group is in ``groups`` (e.g. tiles "1", "2"), in sorted order."""
     root = Path(root or spec.root)
     chosen = _choose(spec, groups, root)
-    return [load_scene(spec, i, m, g, scale, root, norm) for i, m, g in tqdm(chosen, desc=desc, leave=False)]
+    return [load_scene(spec, i, m, g, scale, root, norm) for i, m, g in bar(chosen, desc=desc, leave=False)]
 
 
 def _choose(spec: DatasetSpec, groups: list[str], root: str | Path | None) -> list[tuple[Path, Path, str]]:
@@ -290,7 +290,7 @@ def fit_band_norm(spec: DatasetSpec, groups: list[str], root: str | Path | None 
     if opts.get("method", "none") == "none":
         return BandNorm.identity(spec.num_bands)
     images, valid = [], []
-    for image, _, _ in tqdm(_choose(spec, groups, root), desc="band statistics", leave=False):
+    for image, _, _ in bar(_choose(spec, groups, root), desc="band statistics", leave=False):
         raw, ok = read_bands(image, list(spec.bands) if spec.bands else None, spec.image_nodata)
         images.append(raw[::4, ::4])  # every 16th pixel: percentiles of 1/16 of a scene are those of all of it
         valid.append(ok[::4, ::4])
