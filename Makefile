@@ -29,8 +29,9 @@ setup: .venv/.synced  ## create .venv from uv.lock (bootstraps uv with pip when 
 data:  ## make the Dubai data set available under data/ (link to ../shared, else instructions)
 	@python3 pointseg/data/fetch.py
 
-test: setup  ## set up and run the test suite (what CI runs); tests on the real data skip without it
+test: setup  ## set up, lint (ruff) and run the test suite (what CI runs); tests on the real data skip without it
 	-@python3 pointseg/data/fetch.py
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
 test-explore: setup  ## the property tests on new random cases (600 each) instead of CI's fixed draw

@@ -204,8 +204,8 @@ def reference_rows(bare_steps: int, config: str = DEFAULT_CONFIG) -> list[dict]:
     bare_1200 = REFERENCE_BARE_STEPS * statistics.median(per_step)
     own = res.final[f"test/group/{BAR_TILE}/miou"]
     t = cfg.train
-    steps = f"{t.epochs * t.steps_per_epoch} steps" + (f", the first {t.early_crop_steps} on {t.early_crop_size} px crops"
-                                                       if t.early_crop_steps else "")
+    early = f", the first {t.early_crop_steps} on {t.early_crop_size} px crops" if t.early_crop_steps else ""
+    steps = f"{t.epochs * t.steps_per_epoch} steps" + early
     rows = [{"what": f"{_label(config)} ({steps}, whole fit) ÷ {REFERENCE_BARE_STEPS} bare NCHW smp+CE steps",
              "a": wall, "b": bare_1200, "ratio": wall / bare_1200, "goal": "≤ 0.66", "met": wall / bare_1200 <= 0.66,
              "unit": "s"},
@@ -247,7 +247,8 @@ def _label(config: str) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--parts", nargs="+", default=["loss", "steps", "reference"], choices=["loss", "steps", "reference"])
+    parts = ["loss", "steps", "reference"]
+    ap.add_argument("--parts", nargs="+", default=parts, choices=parts)
     ap.add_argument("--bare-steps", type=int, default=20, help="bare steps timed after each epoch of the reference run")
     ap.add_argument("--config", default=DEFAULT_CONFIG, help="the run the reference part times")
     args = ap.parse_args(argv)
@@ -280,7 +281,8 @@ def _part(row: dict) -> str:
     """The part a row belongs to (rows written before rows carried it: by their description)."""
     if "part" in row:
         return row["part"]
-    return "loss" if row["what"].startswith("pfCE") else "steps" if row["what"].startswith("train step") else "reference"
+    what = row["what"]
+    return "loss" if what.startswith("pfCE") else "steps" if what.startswith("train step") else "reference"
 
 
 if __name__ == "__main__":

@@ -109,14 +109,15 @@ def main(argv=None) -> int:
             t = time.perf_counter()
             write_scene(scene, size)
             print(f"wrote {scene.name} in {time.perf_counter() - t:.0f} s; predicting…", file=sys.stderr, flush=True)
-            row = {"size": size, "mpx": size * size / 1e6, "chunk": args.chunk, **run_one(ckpt, scene, tmp / "out", args.chunk)}
+            row = {"size": size, "mpx": size * size / 1e6, "chunk": args.chunk,
+                   **run_one(ckpt, scene, tmp / "out", args.chunk)}
             row["mpx_per_s"] = row["mpx"] / row["seconds"]
             rows.append(row)
             scene.unlink()
+    import os
+
     from pointseg.export import code_version
     from pointseg.io import write_json
-
-    import os
 
     threads = os.environ.get("OMP_NUM_THREADS") or str(os.cpu_count())
     write_json(args.out, {"rows": rows, "threads": threads, "code": code_version()})

@@ -34,7 +34,8 @@ SETTINGS = ("tta", "match", "shift", "ensemble", "prior")
 # training images (one mix for every test image) or on each test tile's own images
 PRIORS = ("train", "tile")
 # per-band gain and offset of each style shift (bands beyond the third keep their values)
-SHIFTS = {"bright": ("brightened", (1.35, 1.35, 1.35), (25, 25, 25)), "dark": ("darkened", (0.55, 0.55, 0.55), (0, 0, 0)),
+SHIFTS = {"bright": ("brightened", (1.35, 1.35, 1.35), (25, 25, 25)),
+          "dark": ("darkened", (0.55, 0.55, 0.55), (0, 0, 0)),
           "colour": ("recoloured", (1.25, 1.0, 0.75), (10, 0, -10))}
 
 

@@ -44,7 +44,8 @@ def convergence_figure(study: StudyFile, recs: list[dict], out: Path) -> str:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
     # test beside val: the val tile (9 images) is too noisy to see a gain the 18 test images show
     final = df.melt(id_vars=["steps", "seed"], value_vars=["val/miou", "test/miou"], var_name="split",
-                    value_name="mIoU").replace({"split": {"val/miou": "val (tile 4)", "test/miou": "test (tiles 5 + 8)"}})
+                    value_name="mIoU")
+    final = final.replace({"split": {"val/miou": "val (tile 4)", "test/miou": "test (tiles 5 + 8)"}})
     sns.lineplot(final, x="steps", y="mIoU", hue="split", marker="o", errorbar=seed_interval, ax=axes[0])
     axes[0].set(xscale="log", xlabel="training steps (log)", ylabel="mIoU (dense masks)",
                 title="Final mIoU by budget (95 % t-interval over seeds)")
@@ -107,7 +108,8 @@ def cells_figure(study: StudyFile, recs: list[dict], out: Path) -> str:
     labels = {c.id: wrap(c.label, 16) for c in study.cells}  # wrapped to the width of a cell's slot
     df["cell label"] = df.cell.map(labels).fillna(df.cell)
     order = [labels[c.id] for c in study.cells if c.id in set(df.cell)]
-    name = {"test/miou": "test mIoU (tiles " + "+".join(Config().data.test_groups) + ")", "val/miou": "val mIoU (dense)"}
+    name = {"test/miou": "test mIoU (tiles " + "+".join(Config().data.test_groups) + ")",
+            "val/miou": "val mIoU (dense)"}
     widest = max(len(line) for label in order for line in label.split("\n"))  # a path is not broken: its slot widens
     fig, ax = plt.subplots(figsize=(max(5.0, max(1.7, 0.095 * widest) * len(order)), 3.6))
     sns.pointplot(df, x="cell label", y=study.metric, order=order, errorbar=seed_interval, linestyle="none",
@@ -163,7 +165,8 @@ def qualitative_figure(study: StudyFile, recs: list[dict], out: Path) -> str | N
     # the error map of the last cell that is not the ceiling (the method the study is about)
     shown = max(i for i, c in enumerate(cells) if c.id != study.raw.get("ceiling") or i == 0)
     aspect = max(decode(im["truth"]).shape[0] / decode(im["truth"]).shape[1] for im in rows)
-    fig, axes = plt.subplots(len(rows), len(cells) + 3, figsize=(2.3 * (len(cells) + 3), (2.3 * aspect + 0.3) * len(rows)),
+    size = (2.3 * (len(cells) + 3), (2.3 * aspect + 0.3) * len(rows))
+    fig, axes = plt.subplots(len(rows), len(cells) + 3, figsize=size,
                              squeeze=False, gridspec_kw={"hspace": 0.08, "wspace": 0.05})
     for i, im in enumerate(rows):
         clicks = next((x for c in points_cells for x in by[(c.id, seed)]["images"]
@@ -228,7 +231,8 @@ def pseudo_classes_figure(study: StudyFile, recs: list[dict], out: Path) -> str 
         return None
     names = [k.removeprefix("diag/pseudo_share/") for k in runs[0]["history"][-1] if k.startswith("diag/pseudo_share/")]
     known = dict(zip(runs[0]["samples"]["classes"], runs[0]["samples"]["colors"])) if runs[0].get("samples") else {}
-    colours = [np.asarray(known[n]) / 255 if n in known else c for n, c in zip(names, sns.color_palette(n_colors=len(names)))]
+    colours = [np.asarray(known[n]) / 255 if n in known else c
+               for n, c in zip(names, sns.color_palette(n_colors=len(names)))]
     labels = {c.id: c.label for c in study.cells}
     fig, axes = plt.subplots(1, len(runs), figsize=(3.2 * len(runs), 3.4), squeeze=False, sharey=True)
     for ax, r in zip(axes[0], runs):
@@ -268,8 +272,8 @@ def curve_figure(study: StudyFile, recs: list[dict], out: Path) -> str:
     if hue:
         df[_AXIS.get(hue, hue)] = df[hue].map(lambda v: f"{v:g}")
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    sns.pointplot(df, x=x, y=study.metric, order=order, hue=_AXIS.get(hue, hue) if hue else None, dodge=0.2 if hue else False,
-                  errorbar=seed_interval, capsize=0.1, markers="o", ax=ax)
+    sns.pointplot(df, x=x, y=study.metric, order=order, hue=_AXIS.get(hue, hue) if hue else None,
+                  dodge=0.2 if hue else False, errorbar=seed_interval, capsize=0.1, markers="o", ax=ax)
     name = {"test/miou": "test mIoU (tiles " + "+".join(Config().data.test_groups) + ")"}
     ax.set(xlabel=_AXIS.get(x, x), ylabel=name.get(study.metric, study.metric),
            title=f"{study.name}: mean over seeds with its 95 % t-interval")

@@ -50,7 +50,8 @@ def fold_table(study: StudyFile, root: str | Path = RESULTS) -> pd.DataFrame:
             cell = cells.get(arm)
             seeds = sorted(r["seed"] for r in recs if r["cell"] == cell)
             row[arm] = f"{_fold_miou(recs, cell, seeds):.3f}" if cell in have else "pending"
-        row["seeds"] = len(shared_seeds(recs, cells["best"], cells[CEILING])) if {cells["best"], cells[CEILING]} <= have else 0
+        pair = {cells["best"], cells[CEILING]}
+        row["seeds"] = len(shared_seeds(recs, cells["best"], cells[CEILING])) if pair <= have else 0
         for a, b, how in (("best", CEILING, "ratio"), ("default", CEILING, "ratio"), ("best", "default", "diff")):
             r = paired_on_shared_seeds(recs, cells[a], cells[b], how) if {cells[a], cells[b]} <= have else None
             row[f"{a} {'÷' if how == 'ratio' else '−'} {b} [95 %]"] = (interval(*r[:3], signed=how == "diff")

@@ -84,8 +84,8 @@ def limitations_section(headline: list[str], root: Path = RESULTS) -> list[str]:
           f"the quick schedule) and the `make best` recipe (its clicks, its class-balanced bars, one round of "
           f"self-training) were chosen on the 18 test images of {_selected_images()}; new seeds re-drew clicks, "
           f"weights and crops, never those images. The headline judged {n} variant{'s' * (n != 1)} against the bar "
-          f"there and {met} met it; if none truly reached 0.90, about {n * CHANCE:.1f} of them would still show a lower end "
-          f"above 0.90 by chance ({n} × {CHANCE}). The held-out studies are the test of the choice: "
+          f"there and {met} met it; if none truly reached 0.90, about {n * CHANCE:.1f} of them would still show a "
+          f"lower end above 0.90 by chance ({n} × {CHANCE}). The held-out studies are the test of the choice: "
           "`heldout-tiles` (six tiles that chose nothing) and `heldout-roads` (a data set nobody tuned on).",
           f"* **Test-set size**: 18 development test images; {n_held or 'no'} held-out Dubai test images so far "
           f"(9 per fold, six folds when finished); {n_roads or 'no'} Massachusetts test images so far (5 when "

@@ -30,7 +30,8 @@ def recompute(study: StudyFile, export_dir: str = "results") -> Path:
             cfg = study.config(cell, seed, export_dir=export_dir)
             if not cfg.selftrain.teacher:
                 continue
-            path, exported = read_export(cfg, lambda p, keys: ConfigError(f"{p} holds a run of another config ({keys})"))
+            path, exported = read_export(
+                cfg, lambda p, keys: ConfigError(f"{p} holds a run of another config ({keys})"))
             if exported is None:
                 continue
             train = load_split(cfg, "train")

@@ -22,19 +22,19 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from .figures import _DIAGNOSTICS, _PNG, FIGURES, budget_figure, cells_figure, curve_figure  # noqa: E402
+from .headline import parts_section  # noqa: E402
+from .heldout import folds  # noqa: E402
+from .heldout import section as heldout_section
+from .limitations import limitations_section  # noqa: E402
+from .method import method_section  # noqa: E402
+from .readme_block import anchor, block, replace_block, sections, verdict_line  # noqa: E402
+from .reruns import reruns_section  # noqa: E402
 from .results import frame, load_records  # noqa: E402
 from .stats import interval  # noqa: E402
 from .study import StudyFile  # noqa: E402
-from .headline import parts_section  # noqa: E402
-from .limitations import limitations_section  # noqa: E402
-from .method import method_section  # noqa: E402
-from .summary import summary_section  # noqa: E402
-from .heldout import folds, section as heldout_section  # noqa: E402
-from .readme_block import anchor, block, replace_block, sections, verdict_line  # noqa: E402
-from .reruns import reruns_section  # noqa: E402
 from .summarize import study_table  # noqa: E402
+from .summary import summary_section  # noqa: E402
 from .sweep_report import sweep_sections  # noqa: E402
-
 
 
 def study_section(study: StudyFile, out: Path, root: Path) -> list[str]:
@@ -98,8 +98,8 @@ def _pseudo_label_table(recs: list[dict], recomputed: dict | None = None) -> lis
                      "threshold": bar,
                      "coverage": st["diagnostic"]["pseudo_coverage"],
                      "precision": st["diagnostic"]["pseudo_precision"]})
-        classes = (st["diagnostic"].get("per_class")
-                   or ((recomputed or {}).get(f"{r['cell']}/seed{r['seed']}") or {}).get("diagnostic", {}).get("per_class"))
+        stored = (recomputed or {}).get(f"{r['cell']}/seed{r['seed']}") or {}
+        classes = st["diagnostic"].get("per_class") or stored.get("diagnostic", {}).get("per_class")
         bars = st.get("class_thresholds") or {}
         for name, v in (classes or {}).items():
             per_class.append({"cell": r["cell"], "class": name, "bar": bars.get(name, st["threshold"]), **v})
@@ -292,7 +292,8 @@ WANDB_SECTION = [
     "report reads the exports in `results/`, which hold the same numbers.", ""]
 
 # the schedule first (every later study runs on it), then the headline, then what explains or moves it
-READING_ORDER = ["heldout-tiles", "heldout-roads", "convergence", "convergence-points", "convergence-plateau", "schedule", "early-crops", "freeze-levels", "device-check",
+READING_ORDER = ["heldout-tiles", "heldout-roads", "convergence", "convergence-points", "convergence-plateau",
+                 "schedule", "early-crops", "freeze-levels", "device-check",
                  "label-efficiency", "label-efficiency-crf", "unlabelled", "crf-weight", "consistency-weight",
                  "teachers", "teacher-drift", "fixmatch-parts", "consistency-parts", "mean-teacher-weak",
                  "self-training", "self-training-compute", "self-training-rounds",

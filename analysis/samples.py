@@ -21,9 +21,9 @@ log = logging.getLogger("pointseg.samples")
 def backfill(export: Path, runs: Path) -> bool:
     from pointseg.checkpoint import load_model
     from pointseg.data.dataset import DatasetSpec
+    from pointseg.inputs import load_split, make_targets
     from pointseg.io import write_json
     from pointseg.samples import click_example_index, make_samples
-    from pointseg.inputs import load_split, make_targets
 
     rec = json.loads(export.read_text())
     if "samples" in rec:

@@ -140,7 +140,7 @@ def results_table(root: Path = RESULTS, studies_dir: Path = Path("experiments/st
     study = StudyFile.load(studies_dir / f"{HELDOUT}.yaml") if (studies_dir / f"{HELDOUT}.yaml").exists() else None
     n_folds = len(folds(study)) if study else 0
     lines = ["| recipe | development tiles 5 + 8: mIoU, ÷ ceiling (seeds 0-5) | held-out tiles: ÷ ceiling, pooled "
-             f"over folds | Massachusetts roads: mIoU, ÷ ceiling, road IoU |", "|---|---|---|---|"]
+             "over folds | Massachusetts roads: mIoU, ÷ ceiling, road IoU |", "|---|---|---|---|"]
     for arm in ("default", "teacher", "best", "full"):
         dev = "—"
         if arm in DEV_BEST:
@@ -187,7 +187,8 @@ def abstract(root: Path = RESULTS, studies_dir: Path = Path("experiments/studies
                  f"({rd['seeds']} seeds). ")
     else:
         text += "The second data set (Massachusetts roads) is pending. "
-    text += "Everything ran on a 2-core CPU; the ceiling is 3200 steps, short of its plateau (study convergence-plateau)."
+    text += ("Everything ran on a 2-core CPU; the ceiling is 3200 steps, short of its plateau (study "
+             "convergence-plateau).")
     return ["## Abstract", "", text, ""]
 
 
@@ -299,8 +300,9 @@ def summary_section(out: Path, root: Path = RESULTS, studies_dir: Path = Path("e
     if name:
         md += [f"![ladder]({name})", "", "| part | test mIoU [95 %] | gain over the line above | ÷ ceiling |",
                "|---|---|---|---|"]
-        md += [f"| {r['label']} | {interval(*r['miou'])} | {interval(*r['gain'][:3], signed=True) if r['gain'] else '—'}"
-               f" | {interval(*r['ratio'][:3]) if r['ratio'] else '—'} |" for r in dev]
+        md += [f"| {r['label']} | {interval(*r['miou'])} | "
+               f"{interval(*r['gain'][:3], signed=True) if r['gain'] else '—'} | "
+               f"{interval(*r['ratio'][:3]) if r['ratio'] else '—'} |" for r in dev]
         md += ["", "Development tiles, seeds 0-2, paired by seed and test image; each part was chosen on these "
                "images, so each gain is an upper estimate.", ""]
     eff = efficiency_figure(root, out)

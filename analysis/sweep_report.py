@@ -133,13 +133,16 @@ def sweep_section(rec: dict | None, study: Study | None, out: Path, png: dict) -
         md += [f"**Question.** {src['question']}", ""]
     if src.get("hypothesis"):
         md += [f"**Hypothesis** (written before the trials). {src['hypothesis']}", ""]
-    space = "; ".join(f"{_PARAM_LABELS.get(k, k)} (`{k}`) {v.get('low')}–{v.get('high')}{' (log)' if v.get('log') else ''}"
+    space = "; ".join(f"{_PARAM_LABELS.get(k, k)} (`{k}`) {v.get('low')}–{v.get('high')}"
+                      f"{' (log)' if v.get('log') else ''}"
                       if "low" in v else f"`{k}` ∈ {v.get('choices')}" for k, v in src["space"].items())
     sampler = (f"multivariate TPE (seed {src['seed']}; the first {src['startup_trials']} trials drawn at random)"
                if src["sampler"] == "tpe" and src.get("startup_trials") else
                f"{src['sampler'].upper() if src['sampler'] == 'tpe' else src['sampler']} (seed {src['seed']})")
-    md += [f"**Process.** `make sweep STUDY={file}`: Optuna {sampler}, pruner {src['pruner']} (on the first seed's per-epoch `{src['objective']}`"
-           + (f", from epoch {src.get('prune_from_epoch', Study.prune_from_epoch)}" if src["pruner"] == "median" else "") + "), "
+    from_epoch = (f", from epoch {src.get('prune_from_epoch', Study.prune_from_epoch)}" if src["pruner"] == "median"
+                  else "")
+    md += [f"**Process.** `make sweep STUDY={file}`: Optuna {sampler}, pruner {src['pruner']} (on the first seed's "
+           f"per-epoch `{src['objective']}`" + from_epoch + "), "
            f"{src['budget']} trials of {src['seeds_per_config']} seeds each; a trial's value is the mean of its seeds' "
            f"`{src['objective']}` (the val tile's clicks, never its dense mask); base `{src['base_config']}`"
            + (f" with {', '.join(f'`{o}`' for o in src['overrides'])}" if src["overrides"] else "")
@@ -147,7 +150,8 @@ def sweep_section(rec: dict | None, study: Study | None, out: Path, png: dict) -
     if rec is None:
         return md + [f"Not run yet: no record `results/sweeps/{name}.json`. Run `make sweep STUDY={file}`.", ""]
     s = to_study(rec)
-    states = {st: sum(t.state == st for t in s.trials) for st in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+    ended = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    states = {st: sum(t.state == st for t in s.trials) for st in ended}
     # a worker stopped with its session leaves its trial failed; the same parameters come back in a later trial
     # that resumes the runs, so such a failure lost nothing and is counted apart from a real one
     # (over every recorded trial: a retry still waiting or running counts too)

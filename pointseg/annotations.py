@@ -137,7 +137,8 @@ def read_csv(path: Path, names: list[str], crs: str | None = None) -> list[Click
     return out
 
 
-def read_clicks(path: str | Path, names: list[str], crs: str | None = None, class_property: str = "class") -> list[Click]:
+def read_clicks(path: str | Path, names: list[str], crs: str | None = None,
+                class_property: str = "class") -> list[Click]:
     p = Path(path)
     if not p.exists():
         raise DataError(f"{p}: points file not found")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 from .config import Config, config_from_dict
 from .data.raster import DataError
 from .io import CorruptFileError, load_checkpoint_file

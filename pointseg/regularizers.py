@@ -25,7 +25,8 @@ def gated_crf_loss(probs: torch.Tensor, image: torch.Tensor, radius: int = 3, si
     averaged over the gated pixels (0 with a graph when none takes part).
     """
     if probs.ndim != 4 or image.ndim != 4 or probs.shape[0] != image.shape[0] or probs.shape[2:] != image.shape[2:]:
-        raise ValueError(f"probs N×C×H×W and image N×3×H×W must match, got {tuple(probs.shape)} and {tuple(image.shape)}")
+        raise ValueError(f"probs N×C×H×W and image N×3×H×W must match, got {tuple(probs.shape)} and "
+                         f"{tuple(image.shape)}")
     n = probs.shape[0]
     m = torch.ones(n, 1, *probs.shape[2:], dtype=probs.dtype, device=probs.device) if gate is None \
         else gate[:, None].to(probs.dtype)

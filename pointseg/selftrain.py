@@ -119,7 +119,8 @@ def diagnostics(labels: list[np.ndarray], clicks: list[np.ndarray], masks: list[
     return out
 
 
-def pseudo_targets(cfg: Config, scenes: list[Scene], clicks: list[np.ndarray]) -> tuple[list[np.ndarray], dict[str, Any]]:
+def pseudo_targets(cfg: Config, scenes: list[Scene],
+                   clicks: list[np.ndarray]) -> tuple[list[np.ndarray], dict[str, Any]]:
     """The training label maps from ``cfg.selftrain.teacher``, and the record of where they came from."""
     from .checkpoint import load_model
     from .infer import predict_probs

@@ -26,23 +26,30 @@ from typing import Any
 
 import numpy as np
 import torch
-from .progress import bar
 
 from .batchnorm import use_reduction_batchnorm
 from .config import Config, ConfigError, config_differences, load_config
-from .data.crops import CropSampler, photometric_jitter, staged_batches
 from .data.bands import BandNorm
+from .data.crops import CropSampler, photometric_jitter, staged_batches
 from .data.dataset import DatasetSpec, Scene
 from .data.raster import IGNORE_INDEX
 from .export import export_path, export_run, machine
 from .infer import scene_confusions, split_record
 from .inputs import RunInputs, band_norm, check_protocol, write_inputs
-from .io import (CorruptFileError, atomic_torch_save, atomic_write_text, load_checkpoint_file, read_jsonl, write_json,
-                 write_jsonl)
+from .io import (
+    CorruptFileError,
+    atomic_torch_save,
+    atomic_write_text,
+    load_checkpoint_file,
+    read_jsonl,
+    write_json,
+    write_jsonl,
+)
 from .losses import PartialFocalCE
 from .metrics import scores
 from .models import build_model, frozen_parameter_names, set_encoder_trainable
 from .prior import label_prior
+from .progress import bar
 from .runlock import RunLock, RunLockedError
 
 log = logging.getLogger("pointseg")
@@ -355,7 +362,8 @@ def _train_epoch(r: _Run, epoch: int, progress: bool) -> dict[str, Any]:
     return {"epoch": epoch + 1, "step": (epoch + 1) * cfg.train.steps_per_epoch,
             "train/loss": float(np.mean(losses)), "train/sup_loss": float(np.mean(sup_losses)),
             **({"train/pseudo_fraction": float(np.mean(pseudo))} if pseudo else {}), **diag,
-            "train/lr": r.sched.get_last_lr()[0], "train/img_per_s": cfg.train.steps_per_epoch * cfg.train.batch_size / dt,
+            "train/lr": r.sched.get_last_lr()[0],
+            "train/img_per_s": cfg.train.steps_per_epoch * cfg.train.batch_size / dt,
             "train/seconds": dt}
 
 

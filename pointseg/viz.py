@@ -15,7 +15,8 @@ def colorize(labels: np.ndarray, colors: list[tuple[int, int, int]], ignore_rgb=
     return lut[labels.astype(np.int64).clip(0, 255)]
 
 
-def draw_points(image: np.ndarray, points: np.ndarray, colors: list[tuple[int, int, int]], radius: int = 3) -> np.ndarray:
+def draw_points(image: np.ndarray, points: np.ndarray, colors: list[tuple[int, int, int]],
+                radius: int = 3) -> np.ndarray:
     """The image with each click drawn as a dot of its class colour on a white ring (visible on any background).
     An image of other than 3 bands is shown by its first band(s) as RGB."""
     out = np.ascontiguousarray(image[..., [0, 1, 2]] if image.shape[2] >= 3 else np.repeat(image[..., :1], 3, axis=2))

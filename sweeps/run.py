@@ -3,10 +3,10 @@
     python -m sweeps.run --study sweeps/points_grid.yaml [--trials N] [--storage URL] [--workers N]
 
 Resumable: finished trials are kept; a trial whose worker died (Ctrl-C, kill -9, lost machine) stops sending
-heartbeats, is failed after the grace period and retried (RetryHeartbeatStaleTrialCallback, ``max_retry`` times); its run directory is
-keyed by its parameters, so the retry resumes the killed run from its last epoch. Grid cells are enqueued once,
-when the study is created, and claimed atomically by the storage, so no cell runs twice or is skipped, also
-with many workers on one PostgreSQL database.
+heartbeats, is failed after the grace period and retried (RetryHeartbeatStaleTrialCallback, ``max_retry``
+times); its run directory is keyed by its parameters, so the retry resumes the killed run from its last epoch.
+Grid cells are enqueued once, when the study is created, and claimed atomically by the storage, so no cell runs
+twice or is skipped, also with many workers on one PostgreSQL database.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ from typing import Any
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import TrialState
-from pointseg.progress import bar as progress_bar, say_error
+
+from pointseg.progress import bar as progress_bar
+from pointseg.progress import say_error
 
 from .record import FINISHED, frozen_trial, load_record, record_path, write_record
 from .study import Study, SweepError
@@ -255,7 +257,8 @@ def _counts(s: optuna.Study, grid: bool) -> dict[str, int]:
     c = {st: sum(t.state == st for t in real) for st in TrialState}
     c["finished"] = c[TrialState.COMPLETE] + c[TrialState.PRUNED]
     if grid:  # a cell is done once one of its trials finished
-        c["cells_done"] = len({t.user_attrs.get(_CELL) for t in real if t.state in (TrialState.COMPLETE, TrialState.PRUNED)})
+        ended = (TrialState.COMPLETE, TrialState.PRUNED)
+        c["cells_done"] = len({t.user_attrs.get(_CELL) for t in real if t.state in ended})
     return c
 
 

@@ -133,8 +133,9 @@ class Study:
                              "`eval.val_points_per_class=20` (or another number) under `overrides:`")
 
     def config_for(self, params: dict[str, Any], seed: int, extra: list[str] = ()):
-        ov = list(self.overrides) + [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
-                                     for k, v in params.items()]
+        flow = {k: yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
+                for k, v in params.items()}
+        ov = list(self.overrides) + [f"{k}={v}" for k, v in flow.items()]
         return load_config(self.base_config, ov + [f"seed={seed}", *extra])
 
     # ---- optuna pieces -------------------------------------------------------------------------------

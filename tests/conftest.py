@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import rasterio
+import torch
 import yaml
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.transform import from_origin

@@ -1,4 +1,5 @@
-"""The report reads its numbers from the committed exports: CIs, the significance column, a REPORT.md a fresh\nclone rebuilds exactly."""
+"""The report reads its numbers from the committed exports: CIs, the significance column, a REPORT.md a fresh
+clone rebuilds exactly."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import torch
 from analysis import figures, readme_block, report
 from analysis.stats import fmt, interval, mean_ci, seed_interval
 from analysis.timing import alternating
-
 from tests.conftest import ROOT
 
 
@@ -83,8 +83,9 @@ def test_report_sections_follow_the_study_files_and_their_exports(tiny_config, t
 
     studies = tmp_path / "studies"
     studies.mkdir()
-    raw = {"name": "label-efficiency", "question": "How close?", "hypothesis": "Close.", "base": "experiments/points.yaml",
-           "seeds": [0, 1], "reference": "full", "overrides": tiny_overrides(fake_dataset, tmp_path / "x"),
+    raw = {"name": "label-efficiency", "question": "How close?", "hypothesis": "Close.",
+           "base": "experiments/points.yaml", "seeds": [0, 1], "reference": "full",
+           "overrides": tiny_overrides(fake_dataset, tmp_path / "x"),
            "cells": [{"id": "full", "overrides": ["points.supervision=full"]},
                      {"id": "points-2", "overrides": ["points.n_per_class=2"]}]}
     (studies / "label-efficiency.yaml").write_text(yaml.safe_dump(raw))
@@ -96,7 +97,8 @@ def test_report_sections_follow_the_study_files_and_their_exports(tiny_config, t
     section = (pages / "label-efficiency.md").read_text()
     assert section.startswith("# Study: label-efficiency\n") and "[← the report](../REPORT.md)" in section
     assert "**Hypothesis** (written before the runs). Close." in section and "4 of 4" in section
-    assert "÷ full [95 %]" in section and "**Verdict.** pending: every run is finished; the verdict is not written yet." in section
+    assert "÷ full [95 %]" in section
+    assert "**Verdict.** pending: every run is finished; the verdict is not written yet." in section
     pending = (pages / "pending.md").read_text()
     assert "0 of 4" in pending and "No exports yet." in pending
     assert "| [label-efficiency](studies/label-efficiency.md) | How close? | pending: every run is finished" in md
@@ -116,7 +118,8 @@ def test_report_sections_follow_the_study_files_and_their_exports(tiny_config, t
     (again / "studies" / "a-removed-study.md").write_text("stale")
     report.build(again, studies, tmp_path / "results")
     assert (again / "REPORT.md").read_text() == md  # deterministic, seeded bootstrap
-    assert not (again / "studies" / "a-removed-study.png").exists() and not (again / "studies" / "a-removed-study.md").exists()
+    assert not (again / "studies" / "a-removed-study.png").exists()
+    assert not (again / "studies" / "a-removed-study.md").exists()
     assert (again / "studies" / "label-efficiency.png").read_bytes() == (pages / "label-efficiency.png").read_bytes()
 
 
@@ -435,10 +438,13 @@ def test_self_trained_runs_are_named_so_and_their_pseudo_labels_tabled():
 
     crf = {"points": {"supervision": "points"}, "semi": {"weight": 0.1, "method": "gated_crf"}}
     assert method_label(crf) == "pfCE + gated CRF (0.1)"
-    assert method_label({**crf, "selftrain": {"teacher": "runs/t/seed{seed}"}}) == "pfCE + gated CRF (0.1), self-trained"
+    self_trained = {**crf, "selftrain": {"teacher": "runs/t/seed{seed}"}}
+    assert method_label(self_trained) == "pfCE + gated CRF (0.1), self-trained"
     assert method_label({"points": {"supervision": "points"}, "selftrain": {"teacher": None}}) == "pfCE"
-    assert method_label({**crf, "points": {"supervision": "points", "strategy": "mixed"}}) == "pfCE + gated CRF (0.1), mixed clicks"
-    assert method_label({**crf, "selftrain": {"teacher": "t", "proportion": 0.5}}).endswith("self-trained (class-balanced)")
+    mixed = {**crf, "points": {"supervision": "points", "strategy": "mixed"}}
+    assert method_label(mixed) == "pfCE + gated CRF (0.1), mixed clicks"
+    balanced = {**crf, "selftrain": {"teacher": "t", "proportion": 0.5}}
+    assert method_label(balanced).endswith("self-trained (class-balanced)")
     st = {"teacher_name": "cp/crf-20-3200", "teacher_seed": 1, "threshold": 0.9,
           "diagnostic": {"pseudo_coverage": 0.6519, "pseudo_precision": 0.9642}}
     recs = [{"cell": "st-20", "seed": 1, "points": {"selftrain": st}}, {"cell": "teacher", "seed": 1, "points": {}}]

@@ -127,7 +127,8 @@ def test_training_from_a_points_file(tmp_path):
     from pointseg.train import fit
 
     yaml_path = make_multiband_dataset(tmp_path / "d")
-    rows = [f"images/scene_{i}.tif,{r},{c},{k}" for i in range(3) for r, c, k in ((20, 30, 0), (50, 60, 1), (70, 90, 2))]
+    clicks = ((20, 30, 0), (50, 60, 1), (70, 90, 2))
+    rows = [f"images/scene_{i}.tif,{r},{c},{k}" for i in range(3) for r, c, k in clicks]
     f = tmp_path / "clicks.csv"
     f.write_text("image,row,col,class\n" + "\n".join(rows) + "\nimages/scene_0.tif,3,2,road\n")
     cfg = load_config("experiments/points.yaml", tiny_overrides(yaml_path, tmp_path / "runs") + [

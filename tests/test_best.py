@@ -12,7 +12,6 @@ import yaml
 
 from pointseg.cli import best_configs, data_keys
 from pointseg.config import ConfigError, config_differences, load_config
-
 from tests.conftest import ROOT, tiny_overrides
 
 ROADS = "pointseg/data/datasets/massachusetts-roads.yaml"
@@ -73,4 +72,5 @@ def test_pointseg_best_trains_teacher_then_student_on_the_users_data(fake_datase
     assert (teacher / "best.pt").exists() and (student / "final.json").exists()
     assert f"run: {student}" in proc.stdout
     stored = yaml.safe_load((student / "config.yaml").read_text())
-    assert stored["selftrain"]["teacher"] == f"{teacher.parent}/seed{{seed}}" and stored["points"]["strategy"] == "mixed"
+    assert stored["selftrain"]["teacher"] == f"{teacher.parent}/seed{{seed}}"
+    assert stored["points"]["strategy"] == "mixed"

@@ -97,7 +97,9 @@ def test_staged_batches_switch_crop_size_after_their_steps_and_resume_where_they
     from pointseg.data.crops import staged_batches
 
     images, targets = _scenes()
-    stages = lambda: [(CropSampler(images, targets, 32, 2, seed=4), 3), (CropSampler(images, targets, 64, 2, seed=4), None)]
+    def stages():
+        return [(CropSampler(images, targets, 32, 2, seed=4), 3), (CropSampler(images, targets, 64, 2, seed=4), None)]
+
     whole = [b for _, b in zip(range(7), staged_batches(stages()))]
     assert [x.shape[-1] for x, _ in whole] == [32, 32, 32, 64, 64, 64, 64]
     # the last stage is the 64 px sampler's own stream from its start, whatever came before

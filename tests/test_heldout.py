@@ -116,7 +116,7 @@ def test_limitations_count_the_variants_judged_against_the_bar_and_those_that_me
 
     headline = ["* **Best point-supervised at ≤ 20 clicks per class**: …",
                 "* **The bar** (÷ ceiling ≥ 0.95 …): not met.",
-                "* **With one round** (`a`: `x` ÷ `y`): ÷ ceiling 0.948 [0.923, 0.973] (3 seeds, paired); the bar: not met.",
+                "* **With one round** (`a`: `x` ÷ `y`): ÷ ceiling 0.948 [0.923, 0.973] (3 seeds); the bar: not met.",
                 "* **Mixed** (`b`: `x` ÷ `y`): ÷ ceiling 0.960 [0.922, 0.995] (3 seeds, paired); the bar: met.",
                 "* **Ensemble** (`c`): ÷ ceiling 0.97 (…); not judged against the bar (one model per arm)."]
     assert judged(headline) == (2 + 5, 1)

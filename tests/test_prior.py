@@ -13,10 +13,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pointseg.data.raster import IGNORE_INDEX
-from pointseg.prior import (PriorShift, calibrate, em_prior, fit_calibration, label_prior, prior_weights, reweight,
-                            sample_pixels)
+from pointseg.prior import (
+    PriorShift,
+    calibrate,
+    em_prior,
+    fit_calibration,
+    label_prior,
+    prior_weights,
+    reweight,
+    sample_pixels,
+)
 
-I = IGNORE_INDEX
+I = IGNORE_INDEX  # noqa: E741 (the tables below read better with a one-letter "ignored")
 MEANS = np.array([-2.0, 0.0, 2.0])
 
 

@@ -14,7 +14,6 @@ import torch
 from pointseg.config import load_config
 from pointseg.data.raster import DataError
 from pointseg.train import fit
-
 from tests.conftest import ROOT, tiny_overrides
 
 _SKIP = {".git", ".venv", "__pycache__", ".pytest_cache", ".hypothesis", "data", "logs"}

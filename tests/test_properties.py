@@ -197,7 +197,8 @@ _OVERRIDE_VALUES = {
     "data.train_groups": st.lists(st.sampled_from(["1", "2", "3", "10", "a b"]), min_size=1, max_size=4),
     "semi.method": st.sampled_from(["fixmatch", "mean_teacher", "gated_crf", "consistency"]),
     "eval.select": st.sampled_from(["last", "val_points", "val_dense"]),
-    "name": st.text(st.characters(whitelist_categories=("L", "N"), whitelist_characters="-_/"), min_size=1, max_size=12),
+    "name": st.text(st.characters(whitelist_categories=("L", "N"), whitelist_characters="-_/"), min_size=1,
+                    max_size=12),
 }
 
 

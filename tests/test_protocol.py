@@ -9,8 +9,8 @@ import pytest
 
 from pointseg.config import ConfigError
 from pointseg.data.raster import IGNORE_INDEX
-from pointseg.metrics import scores
 from pointseg.inputs import load_split, val_point_maps
+from pointseg.metrics import scores
 from pointseg.train import fit
 
 

@@ -9,15 +9,14 @@ import numpy as np
 import pytest
 
 import pointseg.train as train
-
-from pointseg.data.crops import CropSampler
 from pointseg.config import ConfigError, config_differences, load_config
+from pointseg.data.crops import CropSampler
 from pointseg.data.raster import IGNORE_INDEX
 from pointseg.inputs import RunInputs
 from pointseg.selftrain import class_thresholds, diagnostics, pseudo_label
 from pointseg.train import fit
 
-I = IGNORE_INDEX
+I = IGNORE_INDEX  # noqa: E741 (the tables below read better with a one-letter "ignored")
 
 
 def test_confident_pixels_get_the_teachers_class_and_clicks_win():

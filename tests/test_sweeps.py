@@ -322,7 +322,8 @@ def postgres(tmp_path):
     if r.returncode:
         pytest.skip(f"PostgreSQL did not start: {r.stderr.strip()[:200]}")
     try:
-        subprocess.run(as_user + [str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "optuna"],
+        subprocess.run(as_user + [str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
+                                  "optuna"],
                        check=True, capture_output=True)
         yield f"postgresql://postgres@127.0.0.1:{port}/optuna"
     finally:
