@@ -61,9 +61,12 @@ def block(md: list[str], report: str = "report/REPORT.md", links: dict[str, str]
     secs = sections(md)
     links = links or {}
     out = [START, ""]
-    for title in ("Headline", "Each framework part"):
-        if title in secs:
-            out += [f"**{title}** ([report]({report}#{anchor(title)}))", ""] + secs[title] + [""]
+    folder = report.rsplit("/", 1)[0] + "/" if "/" in report else ""
+    for title in ("Abstract", "Results", "Headline", "Each framework part"):
+        if title in secs:  # the held-out claim first, then the development tiles' headline
+            body = [re.sub(r"\]\((?!https?:|/)([^)#]+\.png)\)", lambda m: f"]({folder}{m.group(1)})", line)
+                    for line in secs[title]]  # a figure's path, relative to the README
+            out += [f"**{title}** ([report]({report}#{anchor(title)}))", ""] + body + [""]
     studies = [(t, verdict_line(body)) for t, body in secs.items() if t.startswith(("Study: ", "Sweep: "))]
     if studies:
         out += ["**Each study in one line** (question, hypothesis, process, table, figure and the whole verdict in "

@@ -398,6 +398,9 @@ def test_the_readme_block_is_cut_from_the_report_and_written_only_between_its_ma
     # a short first sentence takes the second along; a long one stands alone and says there is more
     assert "* [Study: a-b](report/REPORT.md#study-a-b): Rejected. The curve is flat after 0.1, which" in text
     assert text.count("see the paired rows.") == 1 and "here. …" in text and "More." not in text
+    figure = readme_block.block(["## Abstract", "", "Held out: 0.9.", "", "## Results", "", "![ladder](ladder.png)"],
+                                "report/REPORT.md")
+    assert figure.index("Held out: 0.9.") < figure.index("![ladder](report/ladder.png)")  # the claim leads
     linked = "\n".join(readme_block.block(md, "report/REPORT.md", {"Study: c": "report/studies/c.md"}))
     assert "* [Study: c](report/studies/c.md): Confirmed" in linked  # a study on its own page is linked there
     readme = tmp_path / "README.md"

@@ -137,3 +137,15 @@ def test_predict_takes_folders_and_patterns_of_scenes(tmp_path):
     assert expand_inputs([str(d / "*.tif"), str(d / "a.tif")]) == [d / "a.tif", d / "b.tif"]
     with pytest.raises(DataError, match=r"nothing/\*\.tif: no scene there"):
         expand_inputs([str(tmp_path / "nothing" / "*.tif")])
+
+
+def test_the_readmes_layout_names_every_module():
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    layout = text[text.index("## Layout"):text.index("## Results")]
+    named = set(re.findall(r"([\w]+\.py)", layout))
+    for folder in ("pointseg", "pointseg/data", "analysis", "sweeps"):
+        for f in (ROOT / folder).glob("*.py"):
+            if f.name != "__init__.py":
+                assert f.name in named, f"{folder}/{f.name} is missing from the README's layout section"
