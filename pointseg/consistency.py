@@ -66,11 +66,7 @@ class ConsistencyTeacher(Teacher):
     strong_view = True  # the trainer adds its photometric jitter (semi.strong_jitter) on top of the moved pixels
 
     def __init__(self, student, cfg):
-        super().__init__(student, cfg)
-        if cfg.threshold_mode not in ("fixed", "adaptive"):
-            raise ValueError(f"semi.threshold_mode must be fixed or adaptive, got {cfg.threshold_mode!r}")
-        if not 0 <= cfg.cutmix_prob <= 1:
-            raise ValueError(f"semi.cutmix_prob must be in [0, 1], got {cfg.cutmix_prob}")
+        super().__init__(student, cfg)  # semi.* ranges: checked before the run writes anything (inputs.py)
         self.view: BatchView | None = None
         self.tau: torch.Tensor | None = None  # global confidence EMA (adaptive mode)
         self.p_class: torch.Tensor | None = None  # per-class mean probability EMA (adaptive mode)

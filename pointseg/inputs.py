@@ -87,6 +87,7 @@ def check_protocol(cfg: Config) -> None:
         raise ConfigError("semi.clicks_view=weak gives the clicks their own pass on the weak view of a teacher's "
                           "student; semi.method=gated_crf has no teacher and no strong view (use fixmatch, "
                           "mean_teacher or consistency, or leave semi.clicks_view=strong)")
+    _check_semi(cfg)
     _check_crops(cfg)
     _check_freeze(cfg)
     if cfg.eval.val_every < 1:
@@ -94,6 +95,23 @@ def check_protocol(cfg: Config) -> None:
     if cfg.eval.val_points_per_class is not None and cfg.eval.val_points_per_class < 1:
         raise ConfigError(f"eval.val_points_per_class must be >= 1 (or null: the training budget), got "
                           f"{cfg.eval.val_points_per_class}")
+
+
+# semi.* settings and the range each must lie in: checked before the run directory exists, so that a typo leaves
+# nothing behind that would block the corrected command
+_SEMI_RANGES = {"weight": (lambda v: v >= 0, "≥ 0"), "threshold": (lambda v: 0 < v <= 1, "in (0, 1]"),
+                "ema": (lambda v: 0 <= v < 1, "in [0, 1)"), "sat_momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
+                "cutmix_prob": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+                "strong_jitter": (lambda v: 0 <= v < 1, "in [0, 1)"), "rampup_epochs": (lambda v: v >= 0, "≥ 0"),
+                "crf_radius": (lambda v: v >= 1, "≥ 1"), "crf_sigma_xy": (lambda v: v > 0, "> 0"),
+                "crf_sigma_rgb": (lambda v: v > 0, "> 0"), "crf_downsample": (lambda v: v >= 1, "≥ 1")}
+
+
+def _check_semi(cfg: Config) -> None:
+    for key, (ok, words) in _SEMI_RANGES.items():
+        v = getattr(cfg.semi, key)
+        if not ok(v):
+            raise ConfigError(f"semi.{key} must be {words}, got {v}")
 
 
 def _check_crops(cfg: Config) -> None:

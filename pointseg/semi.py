@@ -41,9 +41,7 @@ class Teacher:
     strong_view = True  # the student learns the pseudo-labels on a strongly jittered copy
 
     def __init__(self, student: nn.Module, cfg: SemiConfig):
-        if not 0 <= cfg.ema < 1:
-            raise ValueError(f"semi.ema must be in [0, 1), got {cfg.ema}")
-        self.cfg = cfg
+        self.cfg = cfg  # its ranges are checked with the rest of the config, before a run writes anything
         self.model = copy.deepcopy(student)
         self.last_fraction = 0.0
         self.last_pseudo: torch.Tensor | None = None

@@ -64,9 +64,21 @@ def test_pseudo_labels_only_on_confident_unlabelled_pixels_normalised_by_the_unl
     assert logits.grad[0, :, 0, 0].abs().sum() == 0  # a clicked pixel gets no pseudo-label gradient
 
 
-def test_bad_settings_are_refused_by_name():
-    with pytest.raises(ValueError, match="semi.cutmix_prob"):
-        _teacher(cutmix_prob=2.0)
+def test_bad_settings_are_refused_by_name_before_the_run_writes_anything(tiny_config):
+    from pathlib import Path
+
+    from pointseg.config import ConfigError
+
+    for bad, words in (("semi.cutmix_prob=2.0", r"semi\.cutmix_prob must be in \[0, 1\], got 2\.0"),
+                       ("semi.ema=1.0", r"semi\.ema must be in \[0, 1\), got 1\.0"),
+                       ("semi.weight=-0.1", r"semi\.weight must be ≥ 0"), ("semi.crf_radius=0", "semi.crf_radius")):
+        cfg = tiny_config(extra=["name=bad-semi", "semi.method=consistency", "semi.weight=1.0", bad])
+        with pytest.raises(ConfigError, match=words):
+            fit(cfg, progress=False)
+        assert not (Path(cfg.out_dir) / "bad-semi").exists()  # the corrected command is not blocked
+    fixed = tiny_config(extra=["name=bad-semi", "semi.method=consistency", "semi.weight=1.0", "semi.cutmix_prob=1.0",
+                               "train.epochs=1"])
+    assert fit(fixed, progress=False).final["test/miou"] >= 0
 
 
 def test_a_killed_consistency_run_resumes_to_the_uninterrupted_result(tiny_config):
