@@ -14,9 +14,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from .data.raster import IGNORE_INDEX
 from .io import atomic_write_text
-
-IGNORE_INDEX = 255
 
 
 def _pick(rng: np.random.Generator, idx: np.ndarray, k: int) -> np.ndarray:

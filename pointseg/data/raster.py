@@ -33,12 +33,6 @@ def _open(path: str | Path):
         raise DataError(f"{path}: cannot be read as a raster ({e})") from e
 
 
-def read_shape(path: str | Path) -> tuple[int, int]:
-    """(height, width) from the header only."""
-    with _open(path) as src:
-        return src.height, src.width
-
-
 def read_image(path: str | Path) -> np.ndarray:
     """An RGB image as H×W×3 uint8 (the first three bands; a single band is repeated)."""
     with _open(path) as src:
