@@ -56,7 +56,7 @@ def study_section(study: StudyFile, out: Path, root: Path) -> list[str]:
     if folds(study):  # a cross-validation study: a row per fold and the pooled claim, not a row per cell
         verdict = study.raw.get("verdict")
         return md + heldout_section(study, root) + ["**Verdict.** " + (
-            fill_numbers(verdict.strip(), frame(recs), recs) if verdict else
+            fill_numbers(verdict.strip(), frame(recs), recs, study, root) if verdict else
             f"pending: {len(done)} of its {planned} runs are finished and exported."), ""]
     md += [study_table(study.name, study.reference, study.metric, root, references=study.cell_references(),
                        order=[c.id for c in study.cells]).to_markdown(index=False), ""]
@@ -190,12 +190,15 @@ def done_cells(recs: list[dict]) -> set[str]:
     return {r["cell"] for r in recs}
 
 
-def fill_numbers(text: str, df, recs: list[dict] | None = None) -> str:
+def fill_numbers(text: str, df, recs: list[dict] | None = None, study: StudyFile | None = None,
+                 root: Path = Path("results")) -> str:
     """A verdict names numbers as ``{cell:metric}`` (mean over the cell's seeds, 3 decimals; ``{cell@1:metric}``
     one seed's run),
     ``{cell-a:metric - cell-b:metric}`` (difference of the means), ``{paired:cell-a vs cell-b}`` (test mIoU of a
     minus b on the seeds both have, with the paired bootstrap 95 % interval of the study tables) or
-    ``{ratio:cell-a vs cell-b}`` (a ÷ b, likewise): they are read from the exports, never typed. The metrics
+    ``{ratio:cell-a vs cell-b}`` (a ÷ b, likewise), and in a study with folds ``{pooled:arm vs arm}`` and
+    ``{pooled-diff:arm vs arm}`` (pooled over the folds, analysis.heldout): they are read from the exports, never
+    typed. The metrics
     include the per-class shares, precisions and recalls of `results.confusion_metrics`."""
 
     def paired(m: re.Match) -> str:
@@ -209,6 +212,19 @@ def fill_numbers(text: str, df, recs: list[dict] | None = None) -> str:
         return interval(*d[:3], signed=how == "paired")
 
     text = re.sub(r"\{(paired|ratio):([^{}]+)\}", paired, text)
+
+    def pooled_over_folds(m: re.Match) -> str:  # a fold study: {pooled:best vs full}, {pooled-diff:best vs default}
+        from .heldout import pooled
+
+        a, b = (x.strip() for x in m.group(2).split(" vs "))
+        how = "diff" if m.group(1) == "pooled-diff" else "ratio"
+        p = pooled(study, a, b, how, root)
+        if not p["folds"]:
+            raise KeyError(f"verdict pools {a!r} with {b!r}, but no fold has exports of both")
+        return interval(*p["bootstrap"][:3], signed=how == "diff") + f" ({len(p['folds'])} of {p['of']} folds)"
+
+    if study is not None:
+        text = re.sub(r"\{(pooled|pooled-diff):([^{}]+)\}", pooled_over_folds, text)
 
     def mean(ref: str) -> float:
         cell, metric = ref.strip().split(":", 1)

@@ -159,3 +159,19 @@ def test_maps_of_a_fold_study_are_written_from_its_checkpoints_and_drawn_from_th
     out.mkdir()
     assert maps_figure(tmp_path / "results", out) == "heldout-maps.png" and (out / "heldout-maps.png").exists()
     assert maps_figure(tmp_path / "nothing", out) is None
+
+
+def test_a_fold_studys_verdict_names_its_pooled_ratio_from_the_exports(tmp_path):
+    from analysis.report import fill_numbers
+    from analysis.results import frame, load_records
+
+    study = _study(tmp_path)
+    for f in ("1", "2"):
+        _write(tmp_path, "cv", f"t{f}-full", 0, 90, 90)
+        _write(tmp_path, "cv", f"t{f}-best", 0, 80, 80)
+    recs = load_records("cv", tmp_path)
+    text = fill_numbers("Best reaches {pooled:best vs full} of the ceiling, {pooled-diff:best vs full}.", frame(recs),
+                        recs, study, tmp_path)
+    r, d = (80 / 120) / (90 / 110), 80 / 120 - 90 / 110
+    assert text == (f"Best reaches {r:.3f} [{r:.3f}, {r:.3f}] (2 of 2 folds) of the ceiling, "
+                    f"{d:+.3f} [{d:+.3f}, {d:+.3f}] (2 of 2 folds).")
