@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from .headline import TITLE
+
 START = "<!-- results: written by `make report` from results/ (analysis/readme_block.py); do not edit by hand -->"
 END = "<!-- /results -->"
 _SENTENCE = re.compile(r".+?\.(?=\s|$)")
@@ -62,7 +64,7 @@ def block(md: list[str], report: str = "report/REPORT.md", links: dict[str, str]
     links = links or {}
     out = [START, ""]
     folder = report.rsplit("/", 1)[0] + "/" if "/" in report else ""
-    for title in ("Abstract", "Results", "Headline", "Each framework part"):
+    for title in ("Abstract", "Results", "Compute", "Headline", TITLE, "Each framework part"):
         if title in secs:  # the held-out claim first, then the development tiles' headline
             body = [re.sub(r"\]\((?!https?:|/)([^)#]+\.png)\)", lambda m: f"]({folder}{m.group(1)})", line)
                     for line in secs[title]]  # a figure's path, relative to the README
