@@ -1,6 +1,13 @@
-"""Whole-scene prediction: time, throughput and peak memory against the scene size (`make bench-predict`).
+"""Whole-scene prediction: time, throughput and peak memory against the scene size, beside the bare network's own
+speed on the same machine in the same run (`make bench-predict`).
 
-    python -m analysis.bench_predict [--sizes 4000 10000] [--out results/bench_predict.json]
+    python -m analysis.bench_predict [--sizes 4000 10000] [--threads 1 2] [--windows 0 512]
+                                     [--out results/bench_predict.json]
+
+The network row times the bare forward pass of the same Unet (batches of 4 × 512², channels_last, inference mode);
+at ``data.scale`` s it sees s² of a scene's pixels, so predict's ceiling is that rate ÷ s², and each predict row
+says which share of it it reaches. ``--windows``: 0 = predict's default (each block in one pass), N = a sliding
+window of N px (what evaluate does), to say what the one-pass default bought.
 
 For each size an RGB GeoTIFF of size×size pixels (UTM georeferencing, tiled, made from real Dubai parts when
 ``data/`` has them, else a synthetic pattern) is written to a temporary folder, and ``python -m pointseg predict``
@@ -13,6 +20,7 @@ by little.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -20,6 +28,24 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+_NETWORK = """
+import sys, time, torch
+from pointseg.config import load_config
+from pointseg.models import build_model
+torch.set_num_threads(int(sys.argv[1]))
+cfg = load_config("experiments/points.yaml")
+m = build_model(cfg.model.arch, cfg.model.encoder, 5, "none", cfg.model.decoder_channels).eval()
+m = m.to(memory_format=torch.channels_last)
+x = torch.rand(4, 3, 512, 512).to(memory_format=torch.channels_last)
+with torch.inference_mode():
+    m(x)
+    t = time.perf_counter()
+    for _ in range(int(sys.argv[2])):
+        m(x)
+    dt = time.perf_counter() - t
+print("NETWORK", int(sys.argv[2]) * 4 * 512 * 512 / 1e6 / dt, flush=True)
+"""
 
 _CHILD = """
 import resource, sys, time
@@ -76,9 +102,22 @@ def checkpoint(folder: Path) -> Path:
     return path
 
 
-def run_one(ckpt: Path, scene: Path, out: Path, chunk: int) -> dict:
+def network_rate(threads: int, batches: int = 5) -> float:
+    """Mpx/s of the bare forward pass (a fresh process at ``threads`` threads)."""
+    r = subprocess.run([sys.executable, "-c", _NETWORK, str(threads), str(batches)], capture_output=True, text=True,
+                       env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+    line = [ln for ln in r.stdout.splitlines() if ln.startswith("NETWORK")]
+    if r.returncode != 0 or not line:
+        raise RuntimeError(f"the network bench failed:\n{r.stderr[-2000:]}")
+    return float(line[0].split()[1])
+
+
+def run_one(ckpt: Path, scene: Path, out: Path, chunk: int, threads: int | None = None, window: int = 0) -> dict:
+    extra = (["--threads", str(threads)] if threads else []) + (["--window", str(window)] if window else [])
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None
     r = subprocess.run([sys.executable, "-c", _CHILD, "predict", str(ckpt), "--inputs", str(scene), "--output",
-                        str(out), "--chunk", str(chunk), "--overwrite"], capture_output=True, text=True)
+                        str(out), "--chunk", str(chunk), "--overwrite", *extra], capture_output=True, text=True,
+                       env=env)
     line = [ln for ln in r.stdout.splitlines() if ln.startswith("BENCH")]
     if r.returncode != 0 or not line:
         raise RuntimeError(f"predict failed on {scene}:\n{r.stderr[-2000:]}")
@@ -86,10 +125,21 @@ def run_one(ckpt: Path, scene: Path, out: Path, chunk: int) -> dict:
     return {"seconds": seconds, "peak_rss_mb": rss_kb / 1024, "gdal_error_lines": r.stderr.count("ERROR")}
 
 
+def _window(r: dict) -> str:
+    if "window" not in r:
+        return "512 (the default then)"
+    return str(r["window"]) if r["window"] else "one pass"
+
+
 def markdown_table(rows: list[dict]) -> str:
-    lines = ["| scene | Mpx | time (s) | Mpx/s | peak RSS (MB) |", "|---|---|---|---|---|"]
+    """One line per predict run; rows written before the network was timed beside them leave its columns empty."""
+    lines = ["| scene | Mpx | threads | window | time (s) | Mpx/s | network limit (Mpx/s) | share of it | peak RSS "
+             "(MB) |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['size']}×{r['size']} | {r['mpx']:.0f} | {r['seconds']:.0f} | {r['mpx_per_s']:.2f} | "
+        limit = r.get("limit_mpx_per_s")
+        share = f"{r['mpx_per_s'] / limit:.2f}" if limit else "—"
+        lines.append(f"| {r['size']}×{r['size']} | {r['mpx']:.0f} | {r.get('threads', '—')} | {_window(r)} | "
+                     f"{r['seconds']:.0f} | {r['mpx_per_s']:.2f} | {f'{limit:.2f}' if limit else '—'} | {share} | "
                      f"{r['peak_rss_mb']:.0f} |")
     return "\n".join(lines)
 
@@ -97,9 +147,15 @@ def markdown_table(rows: list[dict]) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", nargs="+", type=int, default=[4000, 10000], help="scene sides in pixels")
+    ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    ap.add_argument("--windows", nargs="+", type=int, default=[0, 512], help="0 = one pass per block (default)")
     ap.add_argument("--chunk", type=int, default=2048)
+    ap.add_argument("--network-batches", type=int, default=5, help="batches of 4 × 512² the network row times")
     ap.add_argument("--out", default="results/bench_predict.json")
     args = ap.parse_args(argv)
+    from pointseg.config import load_config
+
+    scale = load_config("experiments/points.yaml").data.scale
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -109,18 +165,20 @@ def main(argv=None) -> int:
             t = time.perf_counter()
             write_scene(scene, size)
             print(f"wrote {scene.name} in {time.perf_counter() - t:.0f} s; predicting…", file=sys.stderr, flush=True)
-            row = {"size": size, "mpx": size * size / 1e6, "chunk": args.chunk,
-                   **run_one(ckpt, scene, tmp / "out", args.chunk)}
-            row["mpx_per_s"] = row["mpx"] / row["seconds"]
-            rows.append(row)
+            for threads in args.threads:
+                net = network_rate(threads, args.network_batches)  # timed beside the predict runs it bounds, not once for all
+                for window in args.windows:
+                    row = {"size": size, "mpx": size * size / 1e6, "chunk": args.chunk, "threads": threads,
+                           "window": window, "network_mpx_per_s": net, "limit_mpx_per_s": net / scale ** 2,
+                           **run_one(ckpt, scene, tmp / "out", args.chunk, threads, window)}
+                    row["mpx_per_s"] = row["mpx"] / row["seconds"]
+                    rows.append(row)
+                    print(markdown_table([row]).splitlines()[-1], file=sys.stderr, flush=True)
             scene.unlink()
-    import os
-
-    from pointseg.export import code_version
+    from pointseg.export import code_version, cpu_model
     from pointseg.io import write_json
 
-    threads = os.environ.get("OMP_NUM_THREADS") or str(os.cpu_count())
-    write_json(args.out, {"rows": rows, "threads": threads, "code": code_version()})
+    write_json(args.out, {"rows": rows, "cpu": cpu_model(), "code": code_version()})
     print(markdown_table(rows))
     return 0
 

@@ -173,7 +173,7 @@ def _predict(args) -> int:
     for path in bar(scenes, desc="predict", unit="scene", disable=one):
         dst = out / (Path(path).stem + ".tif")
         probs = out / (Path(path).stem + ".probs.tif") if args.probs else None
-        info = predict_scene(models, path, dst, inp, cfg.eval.window, cfg.eval.overlap, cfg.eval.batch_size,
+        info = predict_scene(models, path, dst, inp, args.window, cfg.eval.overlap, cfg.eval.batch_size,
                              args.tta, device, chunk=args.chunk, probs_path=probs, overwrite=args.overwrite,
                              progress=one)
         mpx = info["pixels"] / 1e6
@@ -273,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
             e.add_argument("--chunk", type=int, default=2048, help="block size in pixels: memory is set by this, "
                            "not by the scene (default 2048)")
             e.add_argument("--overwrite", action="store_true", help="replace existing output files")
+            e.add_argument("--window", type=int, help="a sliding window of this many pixels at the working scale, "
+                           "averaged where windows overlap, as evaluate does (default: each block in one pass, its "
+                           "halo giving the context)")
         e.set_defaults(func=func)
     s = sub.add_parser("points", help="print the simulated clicks of one mask as CSV")
     s.add_argument("mask")

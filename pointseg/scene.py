@@ -107,10 +107,28 @@ def _block_probs(models, src_path: Path, inp: SceneInput, luts, win: Window, hal
     if luts is not None:
         img = inp.style.apply(img, luts)
     small = resize_image(img, scaled_size(img.shape[:2], inp.scale))
+    if how["window"] is None:  # the whole haloed block in one pass: the halo, not window overlap, gives context
+        how = {**how, "window": -(-max(small.shape[:2]) // 32) * 32}
     probs = predict_probs(models, small, **how)
-    if tuple(probs.shape[1:]) != img.shape[:2]:
-        probs = F.interpolate(probs[None], size=img.shape[:2], mode="bilinear", align_corners=False)[0]
-    return probs[:, inner[0], inner[1]], valid[inner]
+    return upsample_inner(probs, img.shape[:2], inner), valid[inner]
+
+
+def upsample_inner(probs: torch.Tensor, size: tuple[int, int], inner: tuple[slice, slice]) -> torch.Tensor:
+    """``probs`` (C×h×w at the working scale) resized bilinearly to ``size`` and cut to ``inner``. When ``size``
+    is a whole multiple of h×w only the inner rows and columns (with one working-scale pixel around them) are
+    resized: the same values as resizing the whole block, for the halo's share of the work less."""
+    h, w = probs.shape[1:]
+    if (h, w) == tuple(size):
+        return probs[:, inner[0], inner[1]]
+    step = size[0] // h
+    if step * h != size[0] or step * w != size[1] or step < 2:
+        full = F.interpolate(probs[None], size=size, mode="bilinear", align_corners=False)[0]
+        return full[:, inner[0], inner[1]]
+    r0, c0 = max(0, inner[0].start // step - 1), max(0, inner[1].start // step - 1)
+    r1, c1 = min(h, -(-inner[0].stop // step) + 1), min(w, -(-inner[1].stop // step) + 1)
+    up = F.interpolate(probs[None, :, r0:r1, c0:c1], scale_factor=step, mode="bilinear", align_corners=False)[0]
+    return up[:, inner[0].start - r0 * step:inner[0].stop - r0 * step,
+              inner[1].start - c0 * step:inner[1].stop - c0 * step]
 
 
 def qgis_style(names: list[str], colors) -> str:
@@ -196,11 +214,16 @@ def _grid(inp: SceneInput, window: int, chunk: int, halo: int | None) -> tuple[i
     return -(-chunk // step) * step, -(-halo // step) * step
 
 
-def predict_scene(models, src_path: str | Path, dst_path: str | Path, inp: SceneInput, window: int = 512,
+DEFAULT_WINDOW = 512  # the trainer's eval.window: the halo (a quarter of it each side) is sized by it
+
+
+def predict_scene(models, src_path: str | Path, dst_path: str | Path, inp: SceneInput, window: int | None = 512,
                   overlap: float = 0.25, batch_size: int = 4, tta: bool = False, device="cpu", chunk: int = 2048,
                   halo: int | None = None, probs_path: str | Path | None = None, overwrite: bool = False,
                   progress: bool = True) -> dict:
-    """Write the class map of ``src_path`` to ``dst_path`` (GeoTIFF); returns pixels, blocks and seconds."""
+    """Write the class map of ``src_path`` to ``dst_path`` (GeoTIFF); returns pixels, blocks and seconds.
+    ``window``: the sliding window at the working scale, or None to predict each haloed block in one pass (no
+    window overlap to compute twice; the halo gives every pixel its context)."""
     import time
 
     src_path, dst_path = Path(src_path), Path(dst_path)
@@ -208,7 +231,7 @@ def predict_scene(models, src_path: str | Path, dst_path: str | Path, inp: Scene
     for p in outs:
         if p.exists() and not overwrite:
             raise DataError(f"{p}: exists; pass --overwrite to replace it")
-    chunk, halo = _grid(inp, window, chunk, halo)
+    chunk, halo = _grid(inp, window or DEFAULT_WINDOW, chunk, halo)
     t0 = time.perf_counter()
     with _open(src_path) as src:
         height, width = src.height, src.width

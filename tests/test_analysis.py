@@ -169,7 +169,21 @@ def test_report_lists_runs_outside_studies_and_the_predict_bench(tmp_path):
     text = "\n".join(byo_section(tmp_path))
     rec = json.loads(src.read_text())
     assert f"`{rec['name']}` seed 0" in text and f"{rec['final']['test/miou']:.3f}" in text
-    assert "| 4000×4000 | 16 | 64 | 0.25 | 1500 |" in text
+    assert "| 4000×4000 | 16 | — | 512 (the default then) | 64 | 0.25 | — | — | 1500 |" in text
+
+
+def test_the_predict_bench_times_the_network_beside_predict_and_says_the_share(tmp_path):
+    from analysis import bench_predict
+
+    out = tmp_path / "bench.json"
+    assert bench_predict.main(["--sizes", "300", "--threads", "1", "--windows", "0", "64", "--network-batches", "1",
+                                "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["window"] for r in rows] == [0, 64] and all(r["threads"] == 1 for r in rows)
+    for r in rows:  # at scale 0.5 predict reads 4 px per pixel the network sees
+        assert r["limit_mpx_per_s"] == pytest.approx(4 * r["network_mpx_per_s"]) and r["mpx_per_s"] > 0
+    table = bench_predict.markdown_table(rows)
+    assert "| 300×300 | 0 | 1 | one pass |" in table and "| 300×300 | 0 | 1 | 64 |" in table
 
 
 def test_bench_of_some_parts_keeps_the_rows_of_the_others(tmp_path, monkeypatch):
