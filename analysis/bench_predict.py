@@ -166,7 +166,8 @@ def main(argv=None) -> int:
             write_scene(scene, size)
             print(f"wrote {scene.name} in {time.perf_counter() - t:.0f} s; predicting…", file=sys.stderr, flush=True)
             for threads in args.threads:
-                net = network_rate(threads, args.network_batches)  # timed beside the predict runs it bounds, not once for all
+                # timed beside the predict runs it bounds, not once for all
+                net = network_rate(threads, args.network_batches)
                 for window in args.windows:
                     row = {"size": size, "mpx": size * size / 1e6, "chunk": args.chunk, "threads": threads,
                            "window": window, "network_mpx_per_s": net, "limit_mpx_per_s": net / scale ** 2,
