@@ -12,13 +12,20 @@ from .data.raster import DataError
 from .progress import say_error, setup_logging
 
 
-def _train(args) -> int:
-    overrides = list(args.overrides) + (["wandb.mode=disabled"] if args.no_wandb else [])
-    cfg = load_config(args.config, overrides)  # before importing torch: a typo fails in a blink
+def _overrides(args) -> list[str]:
+    return list(args.overrides) + (["wandb.mode=disabled"] if args.no_wandb else [])
+
+
+def _fit_all(configs: list, run_dir: str | None = None) -> int:
+    """Train the configs one after the other (every one checked before: a typo fails in a blink) and print the
+    last run's numbers."""
     from .train import TrainingError, fit
 
     try:
-        result = fit(cfg, run_dir=args.run_dir)
+        for i, cfg in enumerate(configs):
+            if len(configs) > 1:
+                print(f"run {i + 1}/{len(configs)}: {cfg.name} seed {cfg.seed}", file=sys.stderr, flush=True)
+            result = fit(cfg, run_dir=run_dir)
     except TrainingError as e:  # a NaN loss, a run directory of another config: the message says what to do
         say_error(str(e))
         return 1
@@ -26,6 +33,10 @@ def _train(args) -> int:
     print(f"run: {result.run_dir}\nbest epoch {f['best_epoch']}: val mIoU {f['val/miou']:.4f}  "
           f"test mIoU {f['test/miou']:.4f}  test OA {f['test/oa']:.4f}")
     return 0
+
+
+def _train(args) -> int:
+    return _fit_all([load_config(args.config, _overrides(args))], args.run_dir)
 
 
 BEST_TEACHER, BEST_STUDENT = "experiments/best-teacher.yaml", "experiments/best.yaml"
@@ -72,21 +83,7 @@ def _merge_dicts(a: dict, b: dict) -> dict:
 
 
 def _best(args) -> int:
-    overrides = list(args.overrides) + (["wandb.mode=disabled"] if args.no_wandb else [])
-    teacher, student = best_configs(args.data, overrides)  # both checked before anything trains
-    from .train import TrainingError, fit
-
-    try:
-        for step, cfg in (("1/2 teacher", teacher), ("2/2 student", student)):
-            print(f"best recipe, run {step}: {cfg.name} seed {cfg.seed}", file=sys.stderr, flush=True)
-            result = fit(cfg)
-    except TrainingError as e:
-        say_error(str(e))
-        return 1
-    f = result.final
-    print(f"run: {result.run_dir}\nbest epoch {f['best_epoch']}: val mIoU {f['val/miou']:.4f}  "
-          f"test mIoU {f['test/miou']:.4f}  test OA {f['test/oa']:.4f}")
-    return 0
+    return _fit_all(list(best_configs(args.data, _overrides(args))))  # the teacher, then its student
 
 
 def _load_models(paths, device):
