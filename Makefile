@@ -44,7 +44,7 @@ demo: setup data  ## the main job: train from 10 points per class on Dubai, eval
 	$(PY) -m pointseg train --config experiments/points.yaml
 
 best: setup data  ## the best measured points recipe, seed SEED: a 20-mixed-click teacher, then its class-balanced self-trained student (2 runs); on your data: DATA=my-scenes.yaml
-	$(PY) -m pointseg best $(if $(DATA),--data $(DATA)) seed=$(SEED)
+	$(PY) -m pointseg best $(if $(DATA),--data $(DATA) )seed=$(SEED)
 
 bench: setup data  ## pfCE vs cross-entropy speed, trainer vs bare loop throughput
 	$(PY) -m analysis.bench

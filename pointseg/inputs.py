@@ -99,7 +99,7 @@ def check_protocol(cfg: Config) -> None:
 
 # semi.* settings and the range each must lie in: checked before the run directory exists, so that a typo leaves
 # nothing behind that would block the corrected command
-_SEMI_RANGES = {"weight": (lambda v: v >= 0, "≥ 0"), "threshold": (lambda v: 0 < v <= 1, "in (0, 1]"),
+_SEMI_RANGES = {"weight": (lambda v: v >= 0, "≥ 0"), "threshold": (lambda v: 0 <= v <= 1, "in [0, 1]"),
                 "ema": (lambda v: 0 <= v < 1, "in [0, 1)"), "sat_momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
                 "cutmix_prob": (lambda v: 0 <= v <= 1, "in [0, 1]"),
                 "strong_jitter": (lambda v: 0 <= v < 1, "in [0, 1)"), "rampup_epochs": (lambda v: v >= 0, "≥ 0"),

@@ -95,10 +95,14 @@ def test_make_best_student_finds_the_teacher_it_trained(seed):
 def test_make_best_runs_the_teacher_then_its_student():
     import subprocess
 
-    out = subprocess.run(["make", "-n", "best", "SEED=4"], capture_output=True, text=True, cwd=ROOT, check=True).stdout
-    train = [line for line in out.splitlines() if "pointseg train" in line]
-    assert len(train) == 2 and "experiments/best-teacher.yaml" in train[0] and "experiments/best.yaml" in train[1]
-    assert all("seed=4" in line for line in train)
+    def make(*args):
+        out = subprocess.run(["make", "-n", "best", *args], capture_output=True, text=True, cwd=ROOT, check=True)
+        return [line for line in out.stdout.splitlines() if "-m pointseg best" in line]
+
+    # one command, the teacher then its student (tests/test_best.py: the two configs and a tiny end-to-end run)
+    assert [line.split("-m ", 1)[1] for line in make("SEED=4")] == ["pointseg best seed=4"]
+    mine = make("SEED=1", "DATA=my.yaml")
+    assert [line.split("-m ", 1)[1] for line in mine] == ["pointseg best --data my.yaml seed=1"]
 
 
 @pytest.mark.parametrize("arm", ["points", "full"])
