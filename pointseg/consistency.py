@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .data.raster import IGNORE_INDEX
-from .semi import Teacher, rampup
+from .semi import Teacher
 
 
 class BatchView:
@@ -98,8 +98,7 @@ class ConsistencyTeacher(Teacher):
         self.p_class = m * self.p_class + (1 - m) * probs.mean((0, 2, 3))
         return self.tau * self.p_class / self.p_class.max()
 
-    def loss(self, student_logits: torch.Tensor, weak: torch.Tensor, target: torch.Tensor,
-             progress_epochs: float) -> torch.Tensor:
+    def loss(self, student_logits: torch.Tensor, weak: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """``weak``: the clean batch (the teacher's view); ``target``: the clicks in the student's view."""
         probs = self.predict(weak)
         conf, pseudo = probs.max(1)
@@ -111,7 +110,7 @@ class ConsistencyTeacher(Teacher):
         if not use.any():
             return student_logits.sum() * 0.0
         ce = F.cross_entropy(student_logits.float(), pseudo, ignore_index=IGNORE_INDEX, reduction="sum")
-        return self.cfg.weight * rampup(progress_epochs, self.cfg.rampup_epochs) * ce / unlabelled.sum()
+        return ce / unlabelled.sum()  # unweighted: the trainer applies weight × ramp-up
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "tau": self.tau, "p_class": self.p_class}

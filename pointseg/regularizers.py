@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .unlabelled import NoView
+
 
 def gated_crf_loss(probs: torch.Tensor, image: torch.Tensor, radius: int = 3, sigma_xy: float = 6.0,
                    sigma_rgb: float = 0.1, downsample: int = 2, gate: torch.Tensor | None = None) -> torch.Tensor:
@@ -54,11 +56,9 @@ def gated_crf_loss(probs: torch.Tensor, image: torch.Tensor, radius: int = 3, si
     return (kernel * (1.0 - agree)).sum() / total
 
 
-class GatedCRF:
-    """The unlabelled-pixel method ``semi.method: gated_crf``: no teacher, a regulariser on the student's output.
-
-    Shares the trainer's interface with :class:`pointseg.semi.Teacher` (``loss``, ``update``, ``state_dict``).
-    """
+class GatedCRF(NoView):
+    """The unlabelled-pixel method ``semi.method: gated_crf``: no teacher, a regulariser on the student's output
+    (an :class:`pointseg.unlabelled.UnlabelledMethod`)."""
 
     strong_view = False  # the student sees the usual light jitter; the affinities use the clean crop
 
@@ -66,21 +66,8 @@ class GatedCRF:
         self.cfg = cfg
         self.last_fraction = 1.0  # every valid pixel takes part
 
-    def loss(self, student_logits: torch.Tensor, clean: torch.Tensor, target: torch.Tensor,
-             progress_epochs: float) -> torch.Tensor:
-        from .semi import rampup
-
+    def loss(self, student_logits: torch.Tensor, clean: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         c = self.cfg
         probs = student_logits.float().softmax(1)
-        value = gated_crf_loss(probs, clean, c.crf_radius, c.crf_sigma_xy, c.crf_sigma_rgb, c.crf_downsample)
-        return c.weight * rampup(progress_epochs, c.rampup_epochs) * value
-
-    def update(self, model, step: int) -> None:
-        pass
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, sd: dict) -> None:
-        pass
+        return gated_crf_loss(probs, clean, c.crf_radius, c.crf_sigma_xy, c.crf_sigma_rgb, c.crf_downsample)
 

@@ -2,8 +2,9 @@
 
 A teacher sees the clean crop (weak view); the student sees the photometrically jittered crop (strong view). On
 every pixel without a point where the teacher is confident (max prob ≥ threshold) its argmax becomes a
-pseudo-label, and the student is trained to agree with it (Sohn et al., "FixMatch", NeurIPS 2020). The weight ramps
-up from 0 over ``rampup_epochs`` (sigmoid-shaped) because an untrained model's labels are noise.
+pseudo-label, and the student is trained to agree with it (Sohn et al., "FixMatch", NeurIPS 2020). The trainer
+ramps the weight up from 0 over ``rampup_epochs`` (pointseg/unlabelled.py) because an untrained model's labels are
+noise.
 
 Two teachers (``semi.method``):
 - ``fixmatch``: the student itself, in eval mode and without gradients (FixMatch's choice).
@@ -17,7 +18,6 @@ short high-learning-rate run the weights travel far, and their average is a wors
 from __future__ import annotations
 
 import copy
-import math
 
 import torch
 import torch.nn as nn
@@ -25,18 +25,12 @@ import torch.nn.functional as F
 
 from .config import SemiConfig
 from .data.raster import IGNORE_INDEX
+from .unlabelled import NoView
 
 
-def rampup(progress_epochs: float, rampup_epochs: float) -> float:
-    """exp(-5 (1 - t)^2), t = progress / rampup clipped to [0, 1]: the usual mean-teacher ramp."""
-    if rampup_epochs <= 0:
-        return 1.0
-    t = min(1.0, max(0.0, progress_epochs / rampup_epochs))
-    return math.exp(-5.0 * (1.0 - t) ** 2)
-
-
-class Teacher:
-    """The pseudo-labelling teacher; with ``method: fixmatch`` it is a copy of the student refreshed every step."""
+class Teacher(NoView):
+    """The pseudo-labelling teacher; with ``method: fixmatch`` it is a copy of the student refreshed every step.
+    An :class:`pointseg.unlabelled.UnlabelledMethod`."""
 
     strong_view = True  # the student learns the pseudo-labels on a strongly jittered copy
 
@@ -48,9 +42,8 @@ class Teacher:
         for p in self.model.parameters():
             p.requires_grad_(False)
 
-    def loss(self, student_logits: torch.Tensor, weak: torch.Tensor, target: torch.Tensor,
-             progress_epochs: float) -> torch.Tensor:
-        """Weighted pseudo-label cross-entropy on unlabelled, confidently predicted pixels (0 if none)."""
+    def loss(self, student_logits: torch.Tensor, weak: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Pseudo-label cross-entropy on unlabelled, confidently predicted pixels (0 if none); unweighted."""
         probs = self.predict(weak)
         conf, pseudo = probs.max(1)
         use = (conf >= self.cfg.threshold) & (target == IGNORE_INDEX)
@@ -62,7 +55,7 @@ class Teacher:
             counts = torch.bincount(pseudo[use], minlength=probs.shape[1]).float()
             weight = torch.where(counts > 0, counts.sum() / ((counts > 0).sum() * counts.clamp_min(1)), 0.0)
         ce = F.cross_entropy(student_logits.float(), pseudo, weight=weight, ignore_index=IGNORE_INDEX)
-        return self.cfg.weight * rampup(progress_epochs, self.cfg.rampup_epochs) * ce
+        return ce
 
     @torch.no_grad()
     def predict(self, weak: torch.Tensor) -> torch.Tensor:

@@ -51,6 +51,8 @@ from .models import build_model, frozen_parameter_names, set_encoder_trainable
 from .prior import label_prior
 from .progress import bar
 from .runlock import RunLock, RunLockedError
+from .unlabelled import build as build_unlabelled
+from .unlabelled import scale as unlabelled_scale
 
 log = logging.getLogger("pointseg")
 
@@ -198,23 +200,6 @@ def _crop_stages(cfg: Config, inputs: RunInputs) -> tuple[list[tuple[CropSampler
     return stages, style
 
 
-def _unlabelled_method(cfg: Config, model: torch.nn.Module):
-    """One interface: loss(logits, clean crop, target, progress), update, state_dict; None when off."""
-    if cfg.semi.weight <= 0:
-        return None
-    if cfg.semi.method == "gated_crf":
-        from .regularizers import GatedCRF
-
-        return GatedCRF(cfg.semi)
-    if cfg.semi.method == "consistency":
-        from .consistency import ConsistencyTeacher
-
-        return ConsistencyTeacher(model, cfg.semi)
-    from .semi import Teacher
-
-    return Teacher(model, cfg.semi)
-
-
 def _prepare_locked(cfg: Config, run_dir: Path, inputs: RunInputs, device: torch.device, lock) -> _Run:
     write_inputs(cfg, run_dir, inputs)
     stages, style = _crop_stages(cfg, inputs)
@@ -233,7 +218,7 @@ def _prepare_locked(cfg: Config, run_dir: Path, inputs: RunInputs, device: torch
     total_steps = cfg.train.epochs * cfg.train.steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total_steps, cfg.train.warmup_steps))
     criterion = PartialFocalCE(cfg.loss.gamma, IGNORE_INDEX, cfg.loss.class_weights, cfg.train.compile_loss).to(device)
-    r = _Run(cfg, run_dir, device, inputs.spec, model, criterion, opt, sched, _unlabelled_method(cfg, model), None,
+    r = _Run(cfg, run_dir, device, inputs.spec, model, criterion, opt, sched, build_unlabelled(cfg.semi, model), None,
              torch.Generator().manual_seed(cfg.seed), style, inputs.val, inputs.val_maps, inputs.test,
              inputs.points_info, norm=band_norm(cfg), lock=lock, frozen=frozen)
     from .samples import click_example_index
@@ -286,7 +271,7 @@ def _train_step(r: _Run, x: torch.Tensor, y: torch.Tensor, global_step: int) -> 
     cfg = r.cfg
     # with a teacher, the student's jitter is the strong view and the clean crop the weak one
     x_in, y_clicks = x, y
-    if hasattr(r.teacher, "prepare"):  # a method whose student view moves pixels: clicks move with them
+    if r.teacher is not None:  # a method whose student view moves pixels moves the clicks with them
         x_in, y = r.teacher.prepare(x, y, r.gen)
     strong = r.teacher is not None and r.teacher.strong_view
     x_in = photometric_jitter(x_in, r.gen, cfg.semi.strong_jitter) if strong else _weak_view(x_in, r.gen, cfg)
@@ -297,7 +282,9 @@ def _train_step(r: _Run, x: torch.Tensor, y: torch.Tensor, global_step: int) -> 
         sup = r.criterion(logits, y)
     loss = sup
     if r.teacher is not None:
-        loss = loss + r.teacher.loss(logits, x, y, global_step / cfg.train.steps_per_epoch)
+        # the method's loss is unweighted: its weight and ramp-up are applied here, once
+        factor = unlabelled_scale(cfg.semi, global_step / cfg.train.steps_per_epoch)
+        loss = loss + factor * r.teacher.loss(logits, x, y)
     if not torch.isfinite(loss):
         epoch, step = divmod(global_step, cfg.train.steps_per_epoch)
         raise TrainingError(f"{r.run_dir}: loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
@@ -351,9 +338,9 @@ def _train_epoch(r: _Run, epoch: int, progress: bool) -> dict[str, Any]:
         if r.teacher is not None:
             pseudo.append(r.teacher.last_fraction)
         if dense:  # in the student's view (a method that moves pixels moves the dense masks alike)
-            view = getattr(r.teacher, "to_student", lambda t: t)
+            view = r.teacher.to_student
             diags.append(unlabelled_diagnostics(r.last_logits, r.last_target, view(dense[0].to(r.device)),
-                                                getattr(r.teacher, "last_pseudo", None), r.spec.class_names))
+                                                r.teacher.last_pseudo, r.spec.class_names))
         steps.set_postfix(loss=f"{loss:.3f}")
     dt = time.perf_counter() - t0
     r.train_time += dt

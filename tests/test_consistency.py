@@ -54,7 +54,7 @@ def test_pseudo_labels_only_on_confident_unlabelled_pixels_normalised_by_the_unl
     x_s, y = t.prepare(x, torch.full((2, 4, 4), IGNORE_INDEX), torch.Generator())
     y[0, 0, 0] = 1
     logits = torch.randn(2, 3, 4, 4, requires_grad=True)
-    loss = t.loss(logits, x, y, 1.0)
+    loss = t.loss(logits, x, y)
     pseudo = t.model(x).argmax(1)
     free = y == IGNORE_INDEX
     expected = torch.nn.functional.cross_entropy(logits, pseudo, reduction="none")[free].sum() / free.sum()

@@ -59,15 +59,18 @@ def test_gated_crf_is_zero_for_one_class_everywhere_and_pulls_alike_neighbours_t
     assert gated_crf_loss(split_inside, image, 2, 3.0, 0.1, 1) > 0.1
 
 
-def test_gated_crf_gradient_flows_and_the_method_ramps_its_weight():
+def test_gated_crf_gradient_flows_and_its_loss_is_unweighted():
+    from pointseg.unlabelled import scale
+
     logits = torch.randn(2, 5, 16, 16, requires_grad=True)
     image = torch.rand(2, 3, 16, 16)
-    method = GatedCRF(SemiConfig(weight=0.5, method="gated_crf", rampup_epochs=0))
-    loss = method.loss(logits, image, torch.full((2, 16, 16), 255), progress_epochs=0.0)
+    cfg = SemiConfig(weight=0.5, method="gated_crf", rampup_epochs=0)
+    loss = GatedCRF(cfg).loss(logits, image, torch.full((2, 16, 16), 255))
     loss.backward()
     assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
     full = gated_crf_loss(logits.detach().softmax(1), image, 3, 6.0, 0.1, 2)
-    assert loss.item() == pytest.approx(0.5 * full.item(), rel=1e-6)
+    assert loss.item() == pytest.approx(full.item(), rel=1e-6)  # the trainer applies the weight, once
+    assert scale(cfg, 0.0) == 0.5
     with pytest.raises(ValueError, match="must match"):
         gated_crf_loss(logits.softmax(1), image[:, :, :8])
 

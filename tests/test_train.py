@@ -278,3 +278,29 @@ def test_clicks_view_weak_is_refused_for_a_method_without_a_teacher(tiny_config)
     with pytest.raises(ConfigError, match="semi.method=gated_crf has no teacher"):
         fit(tiny_config(extra=["name=cv", "semi.method=gated_crf", "semi.weight=0.1", "semi.clicks_view=weak"]),
             progress=False)
+
+
+def test_a_registered_method_is_weighted_and_ramped_once_by_the_trainer(tiny_config, monkeypatch):
+    """A method registered in pointseg.unlabelled.METHODS is all a new unlabelled-pixel method needs; its loss is
+    unweighted and the trainer multiplies it by semi.weight × the ramp-up, once."""
+    import numpy as np
+
+    from pointseg import unlabelled
+
+    class Constant(unlabelled.NoView):  # a loss of exactly 1 on every step
+        strong_view, last_fraction = False, 1.0
+
+        def __init__(self, model, cfg):
+            pass
+
+        def loss(self, logits, clean, target):
+            return logits.sum() * 0.0 + 1.0
+
+    monkeypatch.setitem(unlabelled.METHODS, "gated_crf", Constant)
+    cfg = tiny_config(extra=["semi.method=gated_crf", "semi.weight=0.7", "semi.rampup_epochs=2", "train.epochs=3"])
+    res = fit(cfg, progress=False)
+    steps = cfg.train.steps_per_epoch
+    for row in res.history:
+        e = row["epoch"] - 1
+        want = np.mean([unlabelled.scale(cfg.semi, (e * steps + s) / steps) for s in range(steps)])
+        assert row["train/loss"] - row["train/sup_loss"] == pytest.approx(want, rel=1e-5)
