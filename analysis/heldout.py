@@ -113,7 +113,7 @@ def pooled(study: StudyFile, arm: str, ref: str = CEILING, how: str = "ratio", r
 def pooled_table(study: StudyFile, root: str | Path = RESULTS) -> pd.DataFrame:
     rows = []
     for arm, ref, how in (("best", CEILING, "ratio"), ("default", CEILING, "ratio"), ("teacher", CEILING, "ratio"),
-                          ("best", "default", "diff")):
+                          ("best", "default", "diff"), ("best", "teacher", "diff")):  # the last: self-training's gain
         p = pooled(study, arm, ref, how, root)
         signed = how == "diff"
         complete = len(p["folds"]) == p["of"]
