@@ -7,7 +7,8 @@ One run is too small to fill a GPU (or a many-core machine), so each lane is its
 (``python -m analysis.study FILE --cells CELL --seeds SEED``): a lane that fails stops only its run. Tasks start in
 the order given (the files, then seed-major in each, as ``analysis.study`` does), so a study that is cut short has
 whole seeds. Runs whose export exists are skipped before any process starts, and what ``reuse:`` cells take from
-other studies' exports is copied first, in this process. No run starts that would end after
+other studies' exports is copied first, in this process. A self-training cell whose teacher is a cell of the same
+queue starts only once its teacher has finished (and not at all if it failed). No run starts that would end after
 the deadline by the median of the finished ones; at the deadline the lanes still running are stopped (each resumes
 from its last epoch next time) and the queue says what did not run.
 """
@@ -37,6 +38,7 @@ class Task:
     study: str
     cell: str
     seed: int
+    after: str = ""  # a task that must have finished first (a student's teacher in the same queue), by name
 
     def command(self, machine_settings: list[str], export_dir: str) -> list[str]:
         cmd = [sys.executable, "-m", "analysis.study", self.study_file, "--cells", self.cell, "--seeds",
@@ -68,8 +70,21 @@ def tasks(specs: list[str], export_dir: str = "results") -> list[Task]:
         if cell.extra.get("reuse") and export_path(export_dir, cell.extra["reuse"], seed).exists():
             continue  # analysis.study copies it; a seed the reused study lacks is trained like any other
         if not export_path(export_dir, f"{study.name}/{cell.id}", seed).exists():
-            out.append(Task(path, study.name, cell.id, seed))
-    return out
+            out.append(Task(path, study.name, cell.id, seed, _teacher_of(study, cell, seed)))
+    queued = {str(t) for t in out}
+    return [t if t.after in queued else Task(t.study_file, t.study, t.cell, t.seed) for t in out]
+
+
+def _teacher_of(study: StudyFile, cell, seed: int) -> str:
+    """The task a self-training cell learns from when its teacher is a cell of the same study (its run directory
+    ``<out>/<study>/<cell>/seed<k>``), by name; "" otherwise."""
+    teacher = study.config(cell, seed).selftrain.teacher
+    if not teacher:
+        return ""
+    parts = Path(teacher.replace("{seed}", str(seed))).parts
+    if len(parts) >= 3 and parts[-3] == study.name and parts[-1] == f"seed{seed}":
+        return f"{study.name}/{parts[-2]} seed {seed}"
+    return ""
 
 
 def copy_reused(specs: list[str], export_dir: str = "results") -> list[str]:
@@ -109,16 +124,24 @@ def run_queue(todo: list[Task], lanes: int, deadline_s: float, machine_settings:
             log.info("%s: %s after %.0f s (%d left)", task, "done" if proc.returncode == 0 else
                      f"FAILED (exit {proc.returncode}, see its log)", now - t0, len(pending) + len(running))
         expected = statistics.median(took) if took else expect_s
+        for task in [t for t in pending if t.after in report["failed"]]:  # its teacher failed: nothing to learn from
+            pending.remove(task)
+            report["not started"].append(str(task))
+            log.info("%s: not started, its teacher %s failed", task, task.after)
         while pending and len(running) < lanes and now + expected <= deadline_s:
-            task = pending.pop(0)
+            # the first task whose teacher (if any in this queue) has finished: a student never starts beside it
+            task = next((t for t in pending if not t.after or t.after in report["done"]), None)
+            if task is None:
+                break
+            pending.remove(task)
             name = f"{task.study}-{task.cell}-seed{task.seed}".replace("/", "_")
             fh = open(log_dir / f"{name}.log", "w")
             proc = subprocess.Popen(task.command(machine_settings or [], export_dir), stdout=fh,
                                     stderr=subprocess.STDOUT)
             running[task] = (proc, now, fh)
             log.info("%s: started (lane %d of %d)", task, len(running), lanes)
-        if pending and not running and now + expected > deadline_s:
-            break  # nothing running and nothing more fits before the deadline
+        if pending and not running:
+            break  # nothing running, and nothing more fits before the deadline or may start
         if now >= deadline_s:
             for task, (proc, _, fh) in running.items():
                 proc.terminate()
@@ -128,7 +151,7 @@ def run_queue(todo: list[Task], lanes: int, deadline_s: float, machine_settings:
             running = {}
             break
         time.sleep(poll_s)
-    report["not started"] = [str(t) for t in pending]
+    report["not started"] += [str(t) for t in pending]
     return report
 
 

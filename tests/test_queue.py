@@ -94,3 +94,21 @@ def test_the_queue_copies_what_reuse_cells_take_from_other_studies_and_refuses_a
     with pytest.raises(ConfigError, match=r"cell c reuses other/c, but seed 0 there ran another config "
                                           r"\(points.n_per_class: 2 there, 3 now"):
         copy_reused([path], str(results))
+
+
+def test_a_student_waits_for_its_teacher_and_is_not_started_when_it_failed(tmp_path, monkeypatch):
+    raw = {"name": "st", "question": "q?", "hypothesis": "h.", "base": "experiments/points.yaml", "seeds": [0],
+           "cells": [{"id": "teacher", "overrides": []}, {"id": "other", "overrides": []},
+                     {"id": "student", "overrides": ["selftrain.teacher=runs/studies/st/teacher/seed{seed}"]}]}
+    path = tmp_path / "st.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    todo = tasks([str(path)], str(tmp_path / "results"))
+    assert [(t.cell, t.after) for t in todo] == [("teacher", ""), ("other", ""), ("student", "st/teacher seed 0")]
+    _fake(monkeypatch, {"teacher": 2.0, "other": 0.1, "student": 0.1}, stamps=tmp_path)
+    rep = run_queue(todo, lanes=2, deadline_s=60, log_dir=tmp_path / "logs", expect_s=1, poll_s=0.05)
+    assert sorted(rep["done"]) == ["st/other seed 0", "st/student seed 0", "st/teacher seed 0"]
+    span = {c: [float(x) for x in (tmp_path / c).read_text().split()] for c in ("teacher", "student")}
+    assert span["student"][0] >= span["teacher"][1]  # a lane was free after `other`, yet the student waited
+    _fake(monkeypatch, {"teacher": 0.1, "other": 0.1, "student": 0.1}, {"teacher": 2})
+    rep = run_queue(todo, lanes=2, deadline_s=60, log_dir=tmp_path / "logs", expect_s=1, poll_s=0.05)
+    assert rep["failed"] == ["st/teacher seed 0"] and rep["not started"] == ["st/student seed 0"]
