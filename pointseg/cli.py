@@ -119,10 +119,9 @@ def _set_threads(n: int | None) -> None:
 def _evaluate(args) -> int:
     _set_threads(args.threads)
     from .data.dataset import DatasetSpec
-    from .infer import evaluate
+    from .infer import evaluate, resolve_device
     from .inputs import load_split
     from .io import write_json
-    from .train import resolve_device
 
     device = resolve_device(args.device)
     models, cfg, style, ckpt = _load_models(args.checkpoints, device)
@@ -152,8 +151,8 @@ def _evaluate(args) -> int:
 def _predict(args) -> int:
     _set_threads(args.threads)
     from .data.dataset import DatasetSpec
+    from .infer import resolve_device
     from .scene import SceneInput, predict_scene
-    from .train import resolve_device
 
     device = resolve_device(args.device)
     models, cfg, _, ckpt = _load_models(args.checkpoints, device)

@@ -46,6 +46,15 @@ def _window_probs(models: Sequence[torch.nn.Module], x: torch.Tensor, tta: bool)
 
 
 @torch.inference_mode()
+def resolve_device(name: str) -> torch.device:
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+    if device.type == "cuda":  # full fp32 like the CPU runs: a study may mix machines, TF32 would be a second change
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    return device
+
+
 def predict_probs(models: torch.nn.Module | Sequence[torch.nn.Module], image: np.ndarray, window: int = 512,
                   overlap: float = 0.25, batch_size: int = 4, tta: bool = False,
                   device: str | torch.device = "cpu") -> torch.Tensor:

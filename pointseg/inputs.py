@@ -19,7 +19,7 @@ from .data.dataset import DatasetSpec, Scene, fit_band_norm, load_scenes
 from .data.raster import IGNORE_INDEX, DataError
 from .export import code_version
 from .io import write_json
-from .points import image_seed, sample_points, save_points
+from .points import image_seed, sample_points, save_points, val_point_maps
 
 log = logging.getLogger("pointseg")
 
@@ -167,15 +167,6 @@ def file_targets(cfg: Config, train: list[Scene], val: list[Scene], test: list[S
     info = {"supervision": "points", "source": "file", "file": str(p.file), "clicks": len(clicks),
             "status": counts, "points_total": used, "images": len(train), "images_without_points": empty}
     return maps["train"], maps["val"], info, rows
-
-
-def val_point_maps(cfg: Config, scenes: list[Scene]) -> list[np.ndarray]:
-    """Clicks on the val tile, drawn like the training points (same strategy, their own seed; the same budget
-    unless ``eval.val_points_per_class`` fixes it)."""
-    p = cfg.points
-    seed = cfg.seed if p.seed is None else p.seed
-    n = cfg.eval.val_points_per_class or p.n_per_class
-    return [sample_points(s.mask, n, p.strategy, image_seed(seed, "val:" + s.name)) for s in scenes]
 
 
 @dataclass

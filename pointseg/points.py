@@ -10,12 +10,17 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
 
 from .data.raster import IGNORE_INDEX
 from .io import atomic_write_text
+
+if TYPE_CHECKING:  # types only: the config and the scenes do not depend on the sampler
+    from .config import Config
+    from .data.dataset import Scene
 
 
 def _pick(rng: np.random.Generator, idx: np.ndarray, k: int) -> np.ndarray:
@@ -126,3 +131,12 @@ def save_points(path: str | Path, names: list[str], maps: list[np.ndarray], igno
         rows, cols = np.nonzero(m != ignore_index)
         lines += [f"{name},{r},{c},{m[r, c]}" for r, c in zip(rows, cols)]
     atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def val_point_maps(cfg: Config, scenes: list[Scene]) -> list[np.ndarray]:
+    """Clicks on the val tile, drawn like the training points (same strategy, their own seed; the same budget
+    unless ``eval.val_points_per_class`` fixes it)."""
+    p = cfg.points
+    seed = cfg.seed if p.seed is None else p.seed
+    n = cfg.eval.val_points_per_class or p.n_per_class
+    return [sample_points(s.mask, n, p.strategy, image_seed(seed, "val:" + s.name)) for s in scenes]

@@ -164,7 +164,7 @@ def calibrated(models, cfg, ckpt: dict, val_scenes, device="cpu", **kw) -> Prior
     """The correction's fixed half, fitted once per model: the class mix of the run's training labels and the
     calibration on the val tile's clicks (``cfg``'s own, drawn as in training). Its target is still the source;
     :meth:`PriorShift.shifted_to` fits the class mix of some scenes."""
-    from .inputs import val_point_maps
+    from .points import val_point_maps
 
     source = run_label_prior(cfg, ckpt)
     t, b = fit_calibration(*click_probs(models, val_scenes, val_point_maps(cfg, val_scenes), device, **kw))

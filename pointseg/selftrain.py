@@ -123,8 +123,7 @@ def pseudo_targets(cfg: Config, scenes: list[Scene],
                    clicks: list[np.ndarray]) -> tuple[list[np.ndarray], dict[str, Any]]:
     """The training label maps from ``cfg.selftrain.teacher``, and the record of where they came from."""
     from .checkpoint import load_model
-    from .infer import predict_probs
-    from .train import resolve_device
+    from .infer import predict_probs, resolve_device
 
     path = teacher_path(cfg)
     device = resolve_device(cfg.train.device)

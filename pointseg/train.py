@@ -34,7 +34,7 @@ from .data.crops import CropSampler, photometric_jitter, staged_batches
 from .data.dataset import DatasetSpec, Scene
 from .data.raster import IGNORE_INDEX
 from .export import export_path, export_run, machine
-from .infer import scene_confusions, split_record
+from .infer import resolve_device, scene_confusions, split_record
 from .inputs import RunInputs, band_norm, check_protocol, write_inputs
 from .io import (
     CorruptFileError,
@@ -68,15 +68,6 @@ class RunResult:
     run_dir: Path
     final: dict[str, Any]
     history: list[dict[str, Any]]
-
-
-def resolve_device(name: str) -> torch.device:
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
-    if device.type == "cuda":  # full fp32 like the CPU runs: a study may mix machines, TF32 would be a second change
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-    return device
 
 
 def default_run_dir(cfg: Config) -> Path:

@@ -9,8 +9,9 @@ import pytest
 
 from pointseg.config import ConfigError
 from pointseg.data.raster import IGNORE_INDEX
-from pointseg.inputs import load_split, val_point_maps
+from pointseg.inputs import load_split
 from pointseg.metrics import scores
+from pointseg.points import val_point_maps
 from pointseg.train import fit
 
 
