@@ -8,7 +8,8 @@ One run is too small to fill a GPU (or a many-core machine), so each lane is its
 the order given (the files, then seed-major in each, as ``analysis.study`` does), so a study that is cut short has
 whole seeds. Runs whose export exists are skipped before any process starts, and what ``reuse:`` cells take from
 other studies' exports is copied first, in this process. A self-training cell whose teacher is a cell of the same
-queue starts only once its teacher has finished (and not at all if it failed). No run starts that would end after
+queue starts only once its teacher has finished (and not at all if it failed), and a teacher only when its student
+fits after it before the deadline. No run starts that would end after
 the deadline by the median of the finished ones; at the deadline the lanes still running are stopped (each resumes
 from its last epoch next time) and the queue says what did not run.
 """
@@ -129,8 +130,12 @@ def run_queue(todo: list[Task], lanes: int, deadline_s: float, machine_settings:
             report["not started"].append(str(task))
             log.info("%s: not started, its teacher %s failed", task, task.after)
         while pending and len(running) < lanes and now + expected <= deadline_s:
-            # the first task whose teacher (if any in this queue) has finished: a student never starts beside it
-            task = next((t for t in pending if not t.after or t.after in report["done"]), None)
+            # the first task whose teacher (if any in this queue) has finished: a student never starts beside it;
+            # a teacher starts only when its student fits after it too (a teacher's weights do not outlive the
+            # session's run directories, so a student left for later would need its teacher trained again)
+            students = {t.after for t in pending}
+            task = next((t for t in pending if (not t.after or t.after in report["done"])
+                         and (str(t) not in students or now + 2 * expected <= deadline_s)), None)
             if task is None:
                 break
             pending.remove(task)

@@ -112,3 +112,8 @@ def test_a_student_waits_for_its_teacher_and_is_not_started_when_it_failed(tmp_p
     _fake(monkeypatch, {"teacher": 0.1, "other": 0.1, "student": 0.1}, {"teacher": 2})
     rep = run_queue(todo, lanes=2, deadline_s=60, log_dir=tmp_path / "logs", expect_s=1, poll_s=0.05)
     assert rep["failed"] == ["st/teacher seed 0"] and rep["not started"] == ["st/student seed 0"]
+    # room for one run but not for a teacher and its student: the teacher is not started, the other run is
+    _fake(monkeypatch, {"teacher": 0.1, "other": 6.0, "student": 0.1})
+    rep = run_queue(todo, lanes=2, deadline_s=15, log_dir=tmp_path / "logs", expect_s=10, poll_s=0.05)
+    assert rep["done"] == ["st/other seed 0"]
+    assert rep["not started"] == ["st/teacher seed 0", "st/student seed 0"]
