@@ -73,7 +73,20 @@ def tasks(specs: list[str], export_dir: str = "results") -> list[Task]:
         if not export_path(export_dir, f"{study.name}/{cell.id}", seed).exists():
             out.append(Task(path, study.name, cell.id, seed, _teacher_of(study, cell, seed)))
     queued = {str(t) for t in out}
-    return [t if t.after in queued else Task(t.study_file, t.study, t.cell, t.seed) for t in out]
+    kept = []
+    for t in out:
+        if t.after and t.after not in queued and not _teacher_weights(t).exists():
+            log.warning("%s: not queued: its teacher %s is exported but its weights (%s) are not on this machine; "
+                        "move the teacher's export away to train both again", t, t.after, _teacher_weights(t))
+            continue
+        kept.append(t if t.after in queued else Task(t.study_file, t.study, t.cell, t.seed))
+    return kept
+
+
+def _teacher_weights(t: Task) -> Path:
+    study = StudyFile.load(t.study_file)
+    cfg = study.config(next(c for c in study.cells if c.id == t.cell), t.seed)
+    return Path(cfg.selftrain.teacher.replace("{seed}", str(t.seed))) / "best.pt"
 
 
 def _teacher_of(study: StudyFile, cell, seed: int) -> str:

@@ -97,13 +97,22 @@ def test_the_queue_copies_what_reuse_cells_take_from_other_studies_and_refuses_a
 
 
 def test_a_student_waits_for_its_teacher_and_is_not_started_when_it_failed(tmp_path, monkeypatch):
+    teacher = f"selftrain.teacher={tmp_path}/runs/studies/st/teacher/seed{{seed}}"
     raw = {"name": "st", "question": "q?", "hypothesis": "h.", "base": "experiments/points.yaml", "seeds": [0],
            "cells": [{"id": "teacher", "overrides": []}, {"id": "other", "overrides": []},
-                     {"id": "student", "overrides": ["selftrain.teacher=runs/studies/st/teacher/seed{seed}"]}]}
+                     {"id": "student", "overrides": [teacher]}]}
     path = tmp_path / "st.yaml"
     path.write_text(yaml.safe_dump(raw))
     todo = tasks([str(path)], str(tmp_path / "results"))
     assert [(t.cell, t.after) for t in todo] == [("teacher", ""), ("other", ""), ("student", "st/teacher seed 0")]
+    # the teacher exported in an earlier session: its student is queued only if its weights are still here
+    (tmp_path / "results" / "st" / "teacher").mkdir(parents=True)
+    (tmp_path / "results" / "st" / "teacher" / "seed0.json").write_text("{}")
+    assert [t.cell for t in tasks([str(path)], str(tmp_path / "results"))] == ["other"]
+    (tmp_path / "runs" / "studies" / "st" / "teacher" / "seed0").mkdir(parents=True)
+    (tmp_path / "runs" / "studies" / "st" / "teacher" / "seed0" / "best.pt").write_bytes(b"x")
+    assert [(t.cell, t.after) for t in tasks([str(path)], str(tmp_path / "results"))] == [("other", ""),
+                                                                                       ("student", "")]
     _fake(monkeypatch, {"teacher": 2.0, "other": 0.1, "student": 0.1}, stamps=tmp_path)
     rep = run_queue(todo, lanes=2, deadline_s=60, log_dir=tmp_path / "logs", expect_s=1, poll_s=0.05)
     assert sorted(rep["done"]) == ["st/other seed 0", "st/student seed 0", "st/teacher seed 0"]
