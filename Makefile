@@ -47,10 +47,10 @@ best: setup data  ## the best measured points recipe, seed SEED: a 20-mixed-clic
 	$(PY) -m pointseg best $(if $(DATA),--data $(DATA) )seed=$(SEED)
 
 bench: setup data  ## pfCE vs cross-entropy speed, trainer vs bare loop throughput
-	$(PY) -m analysis.bench
+	$(PY) -m pointseg.bench.training
 
 bench-predict: setup  ## whole-scene predict on 16 and 100 Mpx scenes: time, Mpx/s, peak memory
-	$(PY) -m analysis.bench_predict
+	$(PY) -m pointseg.bench.predict
 
 experiments: setup data  ## the default method at 1/2/5/10/20/50 clicks per class vs pfCE alone and full masks, seeds $(SEEDS) (resumable), with the headline and each part's gain
 	$(PY) -m analysis.run_experiments --seeds $(SEEDS)

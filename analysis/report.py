@@ -248,7 +248,7 @@ def bench_section(path: Path) -> list[str]:
     if not path.exists():
         return []
     b = json.loads(path.read_text())
-    from .bench_table import markdown_table
+    from pointseg.bench.table import markdown_table
 
     return [f"## Speed (`make bench`, torch {b['torch']}, {b['threads']} threads)", "", markdown_table(b["rows"]), "",
             _timed_on(b["rows"]), ""]
@@ -286,7 +286,7 @@ def byo_section(root: Path) -> list[str]:
         md += ["", "One seed each: an example of the path, not a study.", ""]
     bench = root / "bench_predict.json"
     if bench.exists():
-        from .bench_predict import markdown_table as predict_table
+        from pointseg.bench.predict import markdown_table as predict_table
 
         b = json.loads(bench.read_text())
         md += ["## Whole-scene prediction (`make bench-predict`)", "",
@@ -407,7 +407,7 @@ def reproduce_section(studies_dir: Path, root: Path) -> list[str]:
     for path in sorted(root.glob("sweeps/*.json")):
         md.append(f"| sweep `{path.stem}` | `make sweep STUDY={json.loads(path.read_text()).get('file')}` |")
     return md + ["| every study's pending runs, side by side (GPU: more lanes) | `make queue LANES=2` |",
-                 "| speed table | `make bench` (the 800-step row: `python -m analysis.bench --parts reference "
+                 "| speed table | `make bench` (the 800-step row: `python -m pointseg.bench.training --parts reference "
                  "--config experiments/full-fast.yaml`) |", "| whole-scene prediction table | `make bench-predict` |",
                  "| the best recipe on your data | `make best DATA=path/to/my-scenes.yaml` |",
                  "| this report | `make report` |", ""]

@@ -14,7 +14,7 @@ import torch
 
 from analysis import figures, readme_block, report
 from analysis.stats import fmt, interval, mean_ci, seed_interval
-from analysis.timing import alternating
+from pointseg.bench.timing import alternating
 from tests.conftest import ROOT
 
 
@@ -173,7 +173,7 @@ def test_report_lists_runs_outside_studies_and_the_predict_bench(tmp_path):
 
 
 def test_the_predict_bench_times_the_network_beside_predict_and_says_the_share(tmp_path):
-    from analysis import bench_predict
+    from pointseg.bench import predict as bench_predict
 
     out = tmp_path / "bench.json"
     assert bench_predict.main(["--sizes", "300", "--threads", "1", "--windows", "0", "64", "--network-batches", "1",
@@ -187,7 +187,7 @@ def test_the_predict_bench_times_the_network_beside_predict_and_says_the_share(t
 
 
 def test_bench_of_some_parts_keeps_the_rows_of_the_others(tmp_path, monkeypatch):
-    from analysis import bench
+    from pointseg.bench import training as bench
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "results").mkdir()
@@ -209,7 +209,7 @@ def test_bench_of_some_parts_keeps_the_rows_of_the_others(tmp_path, monkeypatch)
     # rows of two CPUs in one table: each row says which (the older one: not recorded)
     lines = [line for line in text.splitlines() if line.startswith("| reference run (new)")]
     assert lines[0].endswith("| not recorded |") and "timed on" in text
-    from analysis.bench_table import markdown_table, short_cpu
+    from pointseg.bench.table import markdown_table, short_cpu
     assert short_cpu("Intel(R) Xeon(R) Processor (AVX512)") == "Intel Xeon (AVX512)"
     assert "timed on" not in markdown_table([rows[-1]])  # one CPU: the line under the table says it
     # another schedule's reference rows sit beside the default's; running it again replaces only its own
@@ -220,7 +220,7 @@ def test_bench_of_some_parts_keeps_the_rows_of_the_others(tmp_path, monkeypatch)
 
 
 def test_step_bench_variants_train_and_are_rated_against_the_plain_step(monkeypatch):
-    from analysis import bench
+    from pointseg.bench import training as bench
 
     step = bench._step_fn(2, channels_last=True, bf16=True)  # a real bf16-autocast step runs and returns nothing
     assert step() is None
@@ -236,7 +236,7 @@ def test_step_bench_variants_train_and_are_rated_against_the_plain_step(monkeypa
 
 
 def test_the_compile_row_weighs_the_first_call_against_the_saving_per_step(monkeypatch):
-    from analysis import bench
+    from pointseg.bench import training as bench
 
     # stand-ins: the row's arithmetic, not the compiler, is tested (first calls: 4 s compiled, 1 s not)
     monkeypatch.setattr(bench, "first_call_seconds", lambda compiled: 4.0 if compiled else 1.0)
@@ -562,7 +562,7 @@ def test_reruns_pair_trainings_of_the_same_run_and_leave_out_copies_evaluations_
 
 def test_frozen_step_bench_leaves_the_frozen_levels_alone_and_trains_the_rest(monkeypatch):
     """The bench's "encoder levels frozen" row times the step the trainer takes with model.freeze_levels."""
-    from analysis import bench
+    from pointseg.bench import training as bench
 
     built = {}
     real = bench._model
@@ -621,7 +621,7 @@ def test_schedule_curves_figure_draws_each_cells_seed_mean_val_curve_in_its_pane
 def test_the_bench_recomputes_a_tiles_miou_from_best_pt_as_the_trainer_reported_it(tmp_path):
     """The speed bar's tile-8 number is recomputed from the run's best.pt by `pointseg evaluate`, not taken from the
     trainer: on a finished run with two test tiles, each tile's number must be the one the trainer reported."""
-    from analysis import bench
+    from pointseg.bench import training as bench
     from pointseg.config import load_config
     from pointseg.train import fit
     from tests.conftest import make_dataset, tiny_overrides

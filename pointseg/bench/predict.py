@@ -1,7 +1,7 @@
 """Whole-scene prediction: time, throughput and peak memory against the scene size, beside the bare network's own
 speed on the same machine in the same run (`make bench-predict`).
 
-    python -m analysis.bench_predict [--sizes 4000 10000] [--threads 1 2] [--windows 0 512]
+    python -m pointseg.bench.predict [--sizes 4000 10000] [--threads 1 2] [--windows 0 512]
                                      [--out results/bench_predict.json]
 
 The network row times the bare forward pass of the same Unet (batches of 4 × 512², channels_last, inference mode);

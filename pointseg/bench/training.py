@@ -9,7 +9,7 @@
    from its best.pt by `pointseg evaluate`, outside the timed fit), and the time it
    took to reach 0.99 of the converged val mIoU (the longest budget of the convergence study, from results/).
 
-    python -m analysis.bench [--parts loss steps reference] [--bare-steps 20] [--config experiments/full.yaml]
+    python -m pointseg.bench.training [--parts loss steps reference] [--bare-steps 20] [--config experiments/full.yaml]
 
 ``--config`` times another schedule's run against the same bare loop; its rows are kept beside the default's.
 """
@@ -33,7 +33,7 @@ from pointseg.io import write_json
 from pointseg.losses import partial_focal_ce
 from pointseg.models import build_model, frozen_parameter_names, set_encoder_trainable
 
-from .bench_table import markdown_table
+from .table import markdown_table
 from .timing import alternating
 
 REFERENCE_BARE_STEPS = 1200  # what the issue's pre-change converged run took: 1200 steps of today's loop
@@ -172,13 +172,16 @@ def step_rows(repeats: int = 12) -> list[dict]:
 
 def converged_val_miou() -> tuple[float | None, str]:
     """Mean final val mIoU of the longest budget of the convergence study, from its exports."""
-    from .results import frame, load_records
-
-    df = frame(load_records("convergence"))
-    if df.empty:
+    runs = []  # (steps, final val mIoU) of each exported run: read as data, the trainer's side needs no analysis
+    for path in sorted(Path("results/convergence").glob("*/seed*.json")):
+        rec = json.loads(path.read_text())
+        t = rec["config"]["train"]
+        runs.append((t["epochs"] * t["steps_per_epoch"], rec["final"]["val/miou"]))
+    if not runs:
         return None, "no convergence exports"
-    longest = df[df.steps == df.steps.max()]
-    return float(longest["val/miou"].mean()), f"{int(longest.steps.iloc[0])} steps, {len(longest)} seeds"
+    longest = max(s for s, _ in runs)
+    vals = [v for s, v in runs if s == longest]
+    return sum(vals) / len(vals), f"{longest} steps, {len(vals)} seeds"
 
 
 def reference_rows(bare_steps: int, config: str = DEFAULT_CONFIG) -> list[dict]:

@@ -1,6 +1,6 @@
 """Train-step and inference speed of candidate default models on this machine (2 threads).
 
-    python -m analysis.model_speed > report/model_speed.txt
+    python -m pointseg.bench.model_speed > report/model_speed.txt
 """
 import time
 
