@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from .config import ConfigError, load_config, parse_overrides, read_config_file
+from .config import ConfigError, _merge, load_config, parse_overrides, read_config_file
 from .data.raster import DataError
 from .progress import say_error, setup_logging
 
@@ -69,17 +69,11 @@ def best_configs(data: str | None, overrides: list[str]):
     two data sets never share a directory."""
     prefix = f"{Path(data).stem}-" if data else ""
     extra = data_keys(data) if data else {}
-    teacher = load_config(BEST_TEACHER, _merge_dicts(extra, parse_overrides([f"name={prefix}best-teacher",
+    teacher = load_config(BEST_TEACHER, _merge(extra, parse_overrides([f"name={prefix}best-teacher",
                                                                               *overrides])))
-    student = load_config(BEST_STUDENT, _merge_dicts(extra, parse_overrides(
+    student = load_config(BEST_STUDENT, _merge(extra, parse_overrides(
         [f"name={prefix}best", f"selftrain.teacher={Path(teacher.out_dir) / teacher.name}/seed{{seed}}", *overrides])))
     return teacher, student
-
-
-def _merge_dicts(a: dict, b: dict) -> dict:
-    from .config import _merge
-
-    return _merge(a, b)
 
 
 def _best(args) -> int:
