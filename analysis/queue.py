@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pointseg.config import ConfigError
 from pointseg.export import export_path
 
 from .study import StudyFile, machine_has
@@ -54,16 +55,29 @@ def _runs(specs: list[str]):
     """(study file, study, cell, seed) of every run that ``FILE`` or ``FILE:cell,cell`` names, in order (the files,
     then seed-major in each); an unknown cell is an error."""
     for spec in specs:
+        spec, _, seeds = spec.partition("@")
         path, _, wanted = spec.partition(":")
         study = StudyFile.load(path)
         chosen = study.chosen(wanted.split(",") if wanted else None)
-        for seed in study.seeds:
+        for seed in _seeds(study, seeds, path):
             for cell in chosen:
                 yield path, study, cell, seed
 
 
+def _seeds(study: StudyFile, wanted: str, path: str) -> list[int]:
+    """The study's seeds, or those of ``@0,1`` (each one the study has: a seed outside it is an error)."""
+    if not wanted:
+        return list(study.seeds)
+    seeds = [int(s) for s in wanted.split(",")]
+    unknown = sorted(set(seeds) - set(study.seeds))
+    if unknown:
+        raise ConfigError(f"{path}: seeds {unknown} are not among the study's seeds {list(study.seeds)}")
+    return seeds
+
+
 def tasks(specs: list[str], export_dir: str = "results") -> list[Task]:
-    """``FILE`` or ``FILE:cell,cell`` → the runs not exported yet, in order (files, then seed-major)."""
+    """``FILE``, ``FILE:cell,cell`` or ``FILE:cell,cell@seed,seed`` → the runs not exported yet, in order (the specs,
+    then seed-major in each)."""
     out = []
     for path, study, cell, seed in _runs(specs):
         if not machine_has(cell):  # another machine's cell
@@ -176,7 +190,7 @@ def run_queue(todo: list[Task], lanes: int, deadline_s: float, machine_settings:
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("specs", nargs="+", help="study files, each optionally FILE:cell,cell")
+    ap.add_argument("specs", nargs="+", help="study files, each optionally FILE:cell,cell and @seed,seed")
     ap.add_argument("--lanes", type=int, default=max(1, (os.cpu_count() or 2) // 2))
     ap.add_argument("--deadline-min", type=float, default=float("inf"), help="start nothing that ends later")
     ap.add_argument("--expect-min", type=float, default=10.0, help="a run's time until one has finished")

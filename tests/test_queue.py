@@ -35,8 +35,12 @@ def test_tasks_are_seed_major_skip_exports_reused_seeds_and_other_machines(tmp_p
     got = [(t.cell, t.seed) for t in tasks([path], str(tmp_path / "results"))]
     assert got == [("b", 0), ("a", 1), ("b", 1), ("c", 1)]
     assert [(t.cell, t.seed) for t in tasks([path + ":b"], str(tmp_path / "results"))] == [("b", 0), ("b", 1)]
+    assert [(t.cell, t.seed) for t in tasks([path + ":b@1", path + ":a@1"], str(tmp_path / "results"))] == \
+        [("b", 1), ("a", 1)]  # @seeds: one seed of each, in the order of the specs
     with pytest.raises(ConfigError, match="no cells"):
         tasks([path + ":z"])
+    with pytest.raises(ConfigError, match=r"seeds \[7\] are not among the study's seeds \[0, 1\]"):
+        tasks([path + ":a@7"])
 
 
 def _fake(monkeypatch, seconds: dict[str, float], exit_codes: dict[str, int] | None = None, stamps=None):
