@@ -1,7 +1,7 @@
 # pointseg — `make help` lists the targets.
 SHELL := /bin/bash
 PY := .venv/bin/python
-STUDY ?= sweeps/points_grid.yaml
+STUDY ?= experiments/studies/points-grid.yaml
 TRIALS ?=
 STORAGE ?=
 WORKERS ?= 1
@@ -9,11 +9,11 @@ SEEDS ?= 0 1 2
 SEED ?= 0
 DATA ?=
 FILE ?= experiments/studies/convergence.yaml
-STUDIES ?= $(wildcard experiments/studies/*.yaml)
-LANES ?= 2
 DEADLINE ?= inf
+comma := ,
+space := $(subst ,, )
 
-.PHONY: help setup data test test-explore test-all demo best bench bench-predict sweep report experiments study queue clean
+.PHONY: help setup data test test-explore test-all demo best bench bench-predict sweep report experiments study dashboard clean
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
@@ -53,17 +53,18 @@ bench-predict: setup  ## whole-scene predict on 16 and 100 Mpx scenes: time, Mpx
 	$(PY) -m pointseg.bench.predict
 
 experiments: setup data  ## the default method at 1/2/5/10/20/50 clicks per class vs pfCE alone and full masks, seeds $(SEEDS) (resumable), with the headline and each part's gain
-	$(PY) -m analysis.run_experiments --seeds $(SEEDS)
+	$(PY) -m sweeps experiments/studies/label-efficiency-crf.yaml@$(subst $(space),$(comma),$(strip $(SEEDS)))
+	$(PY) -m analysis.summarize label-efficiency-crf --headline
 
-study: setup data  ## any study file: make study FILE=experiments/studies/convergence.yaml (resumable)
-	$(PY) -m analysis.study $(FILE)
-	$(PY) -m analysis.summarize $$(basename $(FILE) .yaml)
+study: setup data  ## any study file's runs as Optuna units: FILE=… (or several) WORKERS=k STORAGE=postgresql://… DEADLINE=minutes (resumable)
+	$(if $(filter-out 1,$(WORKERS)),OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} )$(PY) -m sweeps $(FILE) --workers $(WORKERS) --deadline-min $(DEADLINE)$(if $(STORAGE), --storage $(STORAGE))
+	@for f in $(FILE); do case $$f in *studies/*) $(PY) -m analysis.summarize $$(basename $${f%%[:@]*} .yaml);; esac; done
 
-queue: setup data  ## every study's runs not exported yet, LANES at a time (STUDIES=… LANES=8 DEADLINE=minutes)
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m analysis.queue --lanes $(LANES) --deadline-min $(DEADLINE) -- $(STUDIES)
+dashboard: setup  ## optuna-dashboard on the studies' storage (STORAGE=…, default runs/studies/optuna.db), http://127.0.0.1:8080
+	$(PY) -m sweeps.dashboard $(if $(STORAGE),--storage $(STORAGE))
 
-sweep: setup data  ## Optuna study (STUDY=… TRIALS=… STORAGE=… WORKERS=…)
-	$(PY) -m sweeps.run --study $(STUDY) $(if $(TRIALS),--trials $(TRIALS)) $(if $(STORAGE),--storage $(STORAGE)) --workers $(WORKERS)
+sweep: setup data  ## a study file's Optuna search (STUDY=… TRIALS=… STORAGE=… WORKERS=…)
+	$(PY) -m sweeps $(STUDY) $(if $(TRIALS),--trials $(TRIALS)) $(if $(STORAGE),--storage $(STORAGE)) --workers $(WORKERS)
 
 report: setup  ## tables and plots from the stored runs and studies into report/
 	$(PY) -m analysis.report

@@ -16,10 +16,10 @@ import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from pointseg.config import Config  # noqa: E402
+from sweeps.studyfile import StudyFile  # noqa: E402
 
 from .results import frame, histories  # noqa: E402
 from .stats import seed_interval  # noqa: E402
-from .study import StudyFile  # noqa: E402
 
 _PNG = {"metadata": {"Software": None}, "dpi": 120, "bbox_inches": "tight"}  # no version stamp: same bytes each time
 
@@ -303,10 +303,22 @@ def schedule_curves_figure(study: StudyFile, recs: list[dict], out: Path) -> str
     return _save(fig, out, f"{study.name}-val-curves.png")
 
 
-FIGURES = {"convergence": [convergence_figure], "label-efficiency": [budget_figure, per_class_figure, confusion_figure],
-           "label-efficiency-crf": [budget_figure], "placement": [cells_figure, per_class_figure],
-           "unlabelled": [cells_figure, diagnostics_figure, qualitative_figure],
-           "self-training": [cells_figure, per_class_figure],
-           "teachers": [cells_figure, diagnostics_figure, per_class_figure],
-           "teacher-drift": [cells_figure, pseudo_classes_figure],
-           "quick-schedule": [cells_figure, schedule_curves_figure]}
+# the figures a study file may name (``report: {figures: [cells, per-class]}``), in the order it names them
+FIGURES = {"convergence": convergence_figure, "budget": budget_figure, "per-class": per_class_figure,
+           "confusion": confusion_figure, "cells": cells_figure, "curve": curve_figure,
+           "diagnostics": diagnostics_figure, "qualitative": qualitative_figure,
+           "pseudo-classes": pseudo_classes_figure, "schedule-curves": schedule_curves_figure}
+
+
+def figures_of(study) -> list:
+    """The figure functions a study draws: the names under ``report: figures`` (an unknown name is an error naming
+    the file), else its curve and cells, or its cells."""
+    from pointseg.config import ConfigError, _suggest
+
+    names = study.report.get("figures") or (["curve", "cells"] if study.raw.get("curve") else ["cells"])
+    unknown = [n for n in names if n not in FIGURES]
+    if unknown:
+        name = unknown[0]
+        raise ConfigError(f"{study.path}: report: figures: no figure {name!r}{_suggest(name, list(FIGURES))}; "
+                          f"there are {list(FIGURES)}")
+    return [FIGURES[n] for n in names]

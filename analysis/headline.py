@@ -33,7 +33,7 @@ def headline_rows(recs: list[dict], ceiling: str, order: list[str], n_boot: int 
 
 
 def study_headline(study, root) -> list[str]:
-    """The headline of a study file (:class:`analysis.study.StudyFile`) with a ``ceiling``; none without one."""
+    """The headline of a study file (:class:`sweeps.studyfile.StudyFile`) with a ``ceiling``; none without one."""
     from .results import load_records
 
     if not study.raw.get("ceiling"):
@@ -63,7 +63,7 @@ def ceiling_check_line(recs: list[dict], study: str, reference: str, longer: str
     r = paired_on_shared_seeds(recs, reference, longer, "ratio")
     if d is None or r is None:
         return (f"* **Is the ceiling converged?** Not measured yet: `{study}` has no seed of both `{reference}` and "
-                f"`{longer}` (`python -m analysis.study experiments/studies/{study}.yaml`).")
+                f"`{longer}` (`python -m sweeps experiments/studies/{study}.yaml`).")
     n = len(shared_seeds(recs, reference, longer))
     verdict = "Not quite" if d[1] > 0 else "Yes, as far as the test tiles tell" if d[1] <= 0 <= d[2] else "Yes"
     return (f"* **Is the ceiling converged?** {verdict}: the longer schedule `{longer}` of the study `{study}` "
@@ -82,7 +82,7 @@ def other_ratio_line(recs: list[dict], head: str, study: str, points: str, ceili
     head = f"* **{head}** (`{study}`: `{points}`{what} ÷ `{ceiling}`)"
     if n < min_seeds:
         return (f"{head}: not measured yet ({n} of {min_seeds} seeds of both; "
-                f"`python -m analysis.study experiments/studies/{study}.yaml`).")
+                f"`python -m sweeps experiments/studies/{study}.yaml`).")
     r = paired_on_shared_seeds(recs, points, ceiling, "ratio")
     met = r.estimate >= BAR_RATIO and r.lower >= BAR_LOWER and mine["config"]["points"]["n_per_class"] <= BAR_CLICKS
     judged = f"the bar: {'met' if met else 'not met'}" if judge else "not judged against the bar (one model per arm)"
@@ -174,7 +174,7 @@ def parts_rows(root, n_boot: int = 2000) -> list[dict]:
         if d is not None:
             row["gain"] = interval(*d[:3], signed=True)
         else:
-            row["gain"] = f"not run yet (`python -m analysis.study experiments/studies/{study}.yaml`)"
+            row["gain"] = f"not run yet (`python -m sweeps experiments/studies/{study}.yaml`)"
         rows.append(row)
     return rows
 

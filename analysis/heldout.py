@@ -16,22 +16,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sweeps.studyfile import StudyFile
+
 from .results import RESULTS, confusions, frame, load_records, paired_on_shared_seeds, shared_seeds
 from .stats import bootstrap_pooled, interval, miou_of, t_interval
-from .study import StudyFile
 
 CEILING = "full"
 ARMS = ("best", "default", "teacher")  # each compared with the ceiling of its own fold
-
-
-def folds(study: StudyFile) -> dict[str, dict[str, str]]:
-    """{fold: {arm: cell id}} in the study file's order; empty for a study without folds."""
-    out: dict[str, dict[str, str]] = {}
-    for c in study.cells:
-        if "fold" in c.extra:
-            fold = str(c.extra["fold"])
-            out.setdefault(fold, {})[c.id.removeprefix(f"t{fold}-")] = c.id
-    return out
 
 
 def _fold_miou(recs: list[dict], cell: str, seeds: list[int]) -> float:
@@ -44,7 +35,7 @@ def fold_table(study: StudyFile, root: str | Path = RESULTS) -> pd.DataFrame:
     recs = load_records(study.name, root)
     have = {r["cell"] for r in recs}
     rows = []
-    for fold, cells in folds(study).items():
+    for fold, cells in study.folds().items():
         row: dict[str, object] = {"test tile": fold}
         for arm in (CEILING, *ARMS):
             cell = cells.get(arm)
@@ -61,26 +52,32 @@ def fold_table(study: StudyFile, root: str | Path = RESULTS) -> pd.DataFrame:
 
 
 def per_class_table(study: StudyFile, root: str | Path = RESULTS) -> pd.DataFrame:
-    """Per class, the test IoU of each arm averaged over the folds where both it and the ceiling finished."""
+    """Per class, the test IoU of each arm averaged over the folds where both it and the ceiling finished, and its
+    difference to the ceiling over those same folds (the ceiling's own column: every fold it finished)."""
     recs = load_records(study.name, root)
     df = frame(recs)
     if df.empty:
         return pd.DataFrame()
     classes = [c.removeprefix("test/iou/") for c in df.columns if c.startswith("test/iou/")]
+    with_ceiling = [cells for cells in study.folds().values()
+                    if CEILING in cells and (df.cell == cells[CEILING]).any()]
+
+    def iou(cells: dict, arm: str, name: str) -> float:
+        return df.loc[df.cell == cells[arm], f"test/iou/{name}"].mean()
+
     rows = []
     for name in classes:
         row: dict[str, object] = {"class": name}
-        for arm in (CEILING, *ARMS):
-            vals = [df.loc[df.cell == cells[arm], f"test/iou/{name}"].mean()
-                    for cells in folds(study).values() if arm in cells and (df.cell == cells[arm]).any()]
-            row[arm] = f"{np.nanmean(vals):.3f}" if vals else "—"
-        rows.append(row)
-    out = pd.DataFrame(rows)
-    for arm in ARMS:
-        ok = (out[arm] != "—") & (out[CEILING] != "—")
-        out.loc[ok, f"{arm} − {CEILING}"] = [f"{float(a) - float(b):+.3f}" for a, b in
-                                             zip(out.loc[ok, arm], out.loc[ok, CEILING])]
-    return out.astype(object).fillna("—")
+        diff: dict[str, object] = {}
+        row[CEILING] = f"{np.nanmean([iou(c, CEILING, name) for c in with_ceiling]):.3f}" if with_ceiling else "—"
+        for arm in ARMS:
+            both = [c for c in with_ceiling if arm in c and (df.cell == c[arm]).any()]
+            a = np.nanmean([iou(c, arm, name) for c in both]) if both else np.nan
+            b = np.nanmean([iou(c, CEILING, name) for c in both]) if both else np.nan
+            row[arm] = f"{a:.3f}" if both else "—"
+            diff[f"{arm} − {CEILING}"] = f"{a - b:+.3f}" if both else "—"
+        rows.append({**row, **diff})
+    return pd.DataFrame(rows)
 
 
 def pooled(study: StudyFile, arm: str, ref: str = CEILING, how: str = "ratio", root: str | Path = RESULTS,
@@ -90,7 +87,7 @@ def pooled(study: StudyFile, arm: str, ref: str = CEILING, how: str = "ratio", r
     recs = load_records(study.name, root)
     have = {r["cell"] for r in recs}
     fa, fb, per_fold, used = [], [], [], []
-    for fold, cells in folds(study).items():
+    for fold, cells in study.folds().items():
         if arm not in cells or ref not in cells or not {cells[arm], cells[ref]} <= have:
             continue
         seeds = shared_seeds(recs, cells[arm], cells[ref])
@@ -102,7 +99,7 @@ def pooled(study: StudyFile, arm: str, ref: str = CEILING, how: str = "ratio", r
         ma, mb = miou_of(a.sum(1)).mean(), miou_of(b.sum(1)).mean()
         per_fold.append(ma / mb if how == "ratio" else ma - mb)
         used.append(fold)
-    out: dict[str, object] = {"arm": arm, "ref": ref, "how": how, "folds": used, "of": len(folds(study))}
+    out: dict[str, object] = {"arm": arm, "ref": ref, "how": how, "folds": used, "of": len(study.folds())}
     if used:
         out["bootstrap"] = bootstrap_pooled(fa, fb, n_boot, how=how)
         out["t"] = t_interval(per_fold)
@@ -134,7 +131,8 @@ def section(study: StudyFile, root: str | Path = RESULTS) -> list[str]:
             fold_table(study, root).to_markdown(index=False), "",
             "Pooled over the folds (the ratio of the mean over folds of each arm's fold mIoU; the decision rule "
             "reads the first row):", "", pooled_table(study, root).to_markdown(index=False), "",
-            "Test IoU per class, averaged over the folds each arm finished:", "",
+            "Test IoU per class, averaged over the folds where the arm and the ceiling both finished (each difference "
+            "over those same folds):", "",
             per_class_table(study, root).to_markdown(index=False), ""]
 
 

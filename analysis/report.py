@@ -21,9 +21,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from .figures import _DIAGNOSTICS, _PNG, FIGURES, budget_figure, cells_figure, curve_figure  # noqa: E402
+from sweeps.studyfile import StudyFile  # noqa: E402
+
+from .figures import _DIAGNOSTICS, _PNG, budget_figure, figures_of  # noqa: E402
 from .headline import parts_section  # noqa: E402
-from .heldout import folds  # noqa: E402
 from .heldout import section as heldout_section
 from .limitations import limitations_section  # noqa: E402
 from .method import method_section  # noqa: E402
@@ -31,7 +32,6 @@ from .readme_block import anchor, block, replace_block, sections, verdict_line  
 from .reruns import reruns_section  # noqa: E402
 from .results import frame, load_records  # noqa: E402
 from .stats import interval  # noqa: E402
-from .study import StudyFile  # noqa: E402
 from .summarize import study_table  # noqa: E402
 from .summary import summary_section  # noqa: E402
 from .sweep_report import sweep_sections  # noqa: E402
@@ -43,7 +43,7 @@ def study_section(study: StudyFile, out: Path, root: Path) -> list[str]:
     done = {(r["cell"], r["seed"]) for r in recs}
     md = [f"## Study: {study.name}", "", f"**Question.** {study.question}", "",
           f"**Hypothesis** (written before the runs). {study.hypothesis}", "",
-          f"**Process.** `python -m analysis.study {study.path}`; base `{study.base}`"
+          f"**Process.** `python -m sweeps {study.path}`; base `{study.base}`"
           + (f" with {', '.join(f'`{o}`' for o in study.overrides)}" if study.overrides else "")
           + f"; seeds {', '.join(map(str, study.seeds))}; cells:", ""]
     md += [f"* `{c.id}` ({c.label}): {_cell_process(c)}" for c in study.cells]
@@ -53,7 +53,7 @@ def study_section(study: StudyFile, out: Path, root: Path) -> list[str]:
     commits = sorted({(r['code'] or {}).get('commit', '?')[:10] + ('+dirty' if (r['code'] or {}).get('dirty') else '')
                       for r in recs})
     md += [f"Code versions of these runs: {', '.join(f'`{c}`' for c in commits)}.", "", "**Results.**", ""]
-    if folds(study):  # a cross-validation study: a row per fold and the pooled claim, not a row per cell
+    if study.folds():  # a cross-validation study: a row per fold and the pooled claim, not a row per cell
         verdict = study.raw.get("verdict")
         return md + heldout_section(study, root) + ["**Verdict.** " + (
             fill_numbers(verdict.strip(), frame(recs), recs, study, root) if verdict else
@@ -70,7 +70,7 @@ def study_section(study: StudyFile, out: Path, root: Path) -> list[str]:
     md += _pseudo_label_table(recs, json.loads(recomputed.read_text()) if recomputed.exists() else None)
     md += _last_epoch_diagnostics(recs)
     compare = [r for other in study.raw.get("compare", []) for r in load_records(other, root)]
-    for fig in FIGURES.get(study.name) or ([curve_figure, cells_figure] if study.raw.get("curve") else [cells_figure]):
+    for fig in figures_of(study):
         name = fig(study, recs, out, compare) if fig is budget_figure else fig(study, recs, out)
         if name:
             md += [f"![{study.name}]({name})", ""]
@@ -85,7 +85,7 @@ def study_section(study: StudyFile, out: Path, root: Path) -> list[str]:
 def _pseudo_label_table(recs: list[dict], recomputed: dict | None = None) -> list[str]:
     """Self-trained runs: what their teacher labelled, measured against the dense masks (recorded, never used);
     per class from the runs' own record or, for runs that recorded only totals, from ``recomputed``
-    (results/<study>/pseudo-labels.json, written by ``python -m analysis.pseudo_labels``)."""
+    (results/<study>/pseudo-labels.json, written by ``python -m sweeps.pseudo_labels``)."""
     rows, per_class = [], []
     for r in sorted(recs, key=lambda r: (r["cell"], r["seed"])):
         st = (r.get("points") or {}).get("selftrain")
@@ -170,7 +170,7 @@ PRIOR_SCENES = {"train": "the training images", "tile": "each test tile's images
 
 
 def _cell_process(c) -> str:
-    from .evaluations import describe_shift, is_evaluation, settings_of
+    from sweeps.evaluations import describe_shift, is_evaluation, settings_of
 
     if is_evaluation(c):
         s = settings_of(c)
@@ -308,19 +308,6 @@ WANDB_SECTION = [
     "report reads the exports in `results/`, which hold the same numbers.", ""]
 
 # the schedule first (every later study runs on it), then the headline, then what explains or moves it
-READING_ORDER = ["heldout-tiles", "heldout-roads", "convergence", "convergence-points", "convergence-plateau",
-                 "schedule", "early-crops", "freeze-levels", "device-check",
-                 "label-efficiency", "label-efficiency-crf", "unlabelled", "crf-weight", "consistency-weight",
-                 "teachers", "teacher-drift", "fixmatch-parts", "consistency-parts", "mean-teacher-weak",
-                 "self-training", "self-training-compute", "self-training-rounds",
-                 "self-training-tta", "label-shift", "test-time", "test-time-ratio", "gamma", "placement",
-                 "placement-crf", "self-training-mixed", "best-seeds", "pretraining", "fast-schedule", "quick-schedule"]
-
-
-def _reading_order(path: Path) -> tuple[int, str]:
-    return (READING_ORDER.index(path.stem) if path.stem in READING_ORDER else len(READING_ORDER), path.stem)
-
-
 def build(out: Path, studies_dir: Path = Path("experiments/studies"), root: Path = Path("results"),
           readme: Path | None = None) -> Path:
     """Write ``out``/REPORT.md (the summary), ``out``/studies/<study>.md (each study's notebook beside its
@@ -332,15 +319,16 @@ def build(out: Path, studies_dir: Path = Path("experiments/studies"), root: Path
     studies_out = out / "studies"
     studies_out.mkdir(exist_ok=True)
     index, study_lines, links = [], [], {}
-    for path in sorted(studies_dir.glob("*.yaml"), key=_reading_order):
-        study = StudyFile.load(path)
+    studies = sorted((StudyFile.load(p) for p in studies_dir.glob("*.yaml")), key=lambda st: (st.order, st.name))
+    for study in (st for st in studies if st.search is None):  # a search is the sweeps page's
+        path = Path(study.path)
         lines = study_section(study, studies_out, root)
         pages[studies_out / f"{study.name}.md"] = ([f"# Study: {study.name}", "", "[← the report](../REPORT.md)"]
                                                   + lines[1:])
         index.append(index_row(study, path, lines, root))
         study_lines += lines
         links[f"Study: {study.name}"] = _rel(studies_out / f"{study.name}.md", readme)
-    sweeps = sweep_sections(out, root, png=_PNG)
+    sweeps = sweep_sections(out, root, studies_dir, png=_PNG)
     for name, title, lines in (("sweeps", "Sweeps", sweeps), ("speed", "Speed", bench_section(root / "bench.json")),
                                ("own-data", "Other data sets and whole scenes", byo_section(root)),
                                ("reruns", "Reruns", reruns_section(root))):
@@ -403,10 +391,9 @@ def index_row(study: StudyFile, path: Path, lines: list[str], root: Path) -> str
 def reproduce_section(studies_dir: Path, root: Path) -> list[str]:
     md = ["## Reproduce", "", "| what | command |", "|---|---|"]
     for path in sorted(studies_dir.glob("*.yaml")):
-        md.append(f"| study `{path.stem}` | `python -m analysis.study {path}` |")
-    for path in sorted(root.glob("sweeps/*.json")):
-        md.append(f"| sweep `{path.stem}` | `make sweep STUDY={json.loads(path.read_text()).get('file')}` |")
-    return md + ["| every study's pending runs, side by side (GPU: more lanes) | `make queue LANES=2` |",
+        md.append(f"| study `{path.stem}` | `python -m sweeps {path}` |")
+    return md + ["| every study's pending runs, two workers (a GPU or many cores: more; other machines: a shared "
+                 "`--storage postgresql://…`) | `python -m sweeps experiments/studies/*.yaml --workers 2` |",
                  "| speed table | `make bench` (the 800-step row: `python -m pointseg.bench.training --parts reference "
                  "--config experiments/full-fast.yaml`) |", "| whole-scene prediction table | `make bench-predict` |",
                  "| the best recipe on your data | `make best DATA=path/to/my-scenes.yaml` |",

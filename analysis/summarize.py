@@ -80,12 +80,18 @@ def main(argv=None) -> int:
     ap.add_argument("--root", default=str(RESULTS))
     ap.add_argument("--studies-dir", default="experiments/studies",
                     help="where the study file lives: its cells' own references (reference: in a cell) apply")
+    ap.add_argument("--headline", action="store_true",
+                    help="also the study's headline (points ÷ full with its interval) and each framework part's gain")
     args = ap.parse_args(argv)
     sf = _study_file(args.studies_dir, args.study)
     print(study_table(args.study, args.reference or (sf.reference if sf else None),
                       args.metric or (sf.metric if sf else "test/miou"), args.root,
                       references=sf.cell_references() if sf else {},
                       order=[c.id for c in sf.cells] if sf else None).to_markdown(index=False))
+    if args.headline and sf:
+        from .headline import parts_section, study_headline
+
+        print("", *study_headline(sf, args.root), *parts_section(args.root), sep="\n")
     return 0
 
 
@@ -93,7 +99,7 @@ def _study_file(studies_dir: str, study: str):
     """The study file (its reference, metric, the cells' own references and their order), when there is one."""
     from pathlib import Path
 
-    from .study import StudyFile
+    from sweeps.studyfile import StudyFile
 
     path = Path(studies_dir) / f"{study}.yaml"
     return StudyFile.load(path) if path.exists() else None

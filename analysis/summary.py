@@ -11,11 +11,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from sweeps.studyfile import StudyFile  # noqa: E402
+
 from .figures import _save  # noqa: E402
-from .heldout import folds, pooled  # noqa: E402
+from .heldout import pooled  # noqa: E402
 from .results import RESULTS, confusions, load_records, paired_on_shared_seeds  # noqa: E402
 from .stats import bootstrap_miou, interval  # noqa: E402
-from .study import StudyFile  # noqa: E402
 
 HELDOUT, ROADS = "heldout-tiles", "heldout-roads"
 # the parts of `make best`, one at a time, on the development split (test tiles 5 and 8, seeds 0-2, paired)
@@ -138,7 +139,7 @@ def _roads(arm: str, root: Path):
 def results_table(root: Path = RESULTS, studies_dir: Path = Path("experiments/studies")) -> list[str]:
     held = {r["arm"]: r for r in heldout_rows(root, studies_dir)}
     study = StudyFile.load(studies_dir / f"{HELDOUT}.yaml") if (studies_dir / f"{HELDOUT}.yaml").exists() else None
-    n_folds = len(folds(study)) if study else 0
+    n_folds = len(study.folds()) if study else 0
     lines = ["| recipe | development tiles 5 + 8: mIoU, ÷ ceiling (seeds 0-5) | held-out tiles: ÷ ceiling, pooled "
              "over folds | Massachusetts roads: mIoU, ÷ ceiling, road IoU |", "|---|---|---|---|"]
     for arm in ("default", "teacher", "best", "full"):

@@ -14,10 +14,11 @@ import matplotlib
 import matplotlib.pyplot as plt
 import optuna
 import pandas as pd
+import yaml
 from optuna.trial import TrialState
 
 from sweeps.record import load_record, study_about, to_study
-from sweeps.study import Study, SweepError
+from sweeps.search import Study, SweepError
 
 from .stats import fmt, mean_ci
 
@@ -126,7 +127,7 @@ def sweep_section(rec: dict | None, study: Study | None, out: Path, png: dict) -
     """One sweep's section: question, hypothesis, process, then (when it ran) the trials, figures and verdict."""
     # what ran says the question, hypothesis and process (the record); the verdict, written after, comes from the file
     src = rec or study_about(study)
-    name, file = src["name"], src.get("file") or study.path
+    name, file = src["name"], (study.path if study else src.get("file"))  # the command that runs it now
     verdict = study.verdict if study else src.get("verdict")
     md = [f"## Sweep: {name}", ""]
     if src.get("question"):
@@ -180,11 +181,14 @@ def sweep_section(rec: dict | None, study: Study | None, out: Path, png: dict) -
     return md
 
 
-def sweep_sections(out: Path, root: Path = Path("results"), sweeps_dir: Path = Path("sweeps"),
+def sweep_sections(out: Path, root: Path = Path("results"), studies_dir: Path = Path("experiments/studies"),
                    png: dict | None = None) -> list[str]:
-    """A section per sweep file with a hypothesis and per record (a record's own text wins: it is what ran)."""
+    """A section per study file with a search and a hypothesis, and per record (a record's own text wins: it is
+    what ran)."""
     files = {}
-    for p in sorted(sweeps_dir.glob("*.yaml")):
+    for p in sorted(studies_dir.glob("*.yaml")):
+        if "search" not in (yaml.safe_load(p.read_text()) or {}):
+            continue
         try:
             st = Study.load(p)
         except SweepError:

@@ -71,8 +71,9 @@ class LossConfig:
 class SemiConfig:
     weight: float = 0.0  # weight of the semi-supervised loss on unlabelled pixels; 0 = off
     # fixmatch / mean_teacher: pseudo-labels from the student itself or its EMA; gated_crf: a bilateral Potts
-    # regulariser on the student's own output (pointseg/regularizers.py), no teacher
-    # consistency: EMA teacher, CutMix + rot/flip views, self-adaptive class-wise thresholds (pointseg/consistency.py)
+    # regulariser on the student's own output (pointseg/unlabelled/crf.py), no teacher
+    # consistency: EMA teacher, CutMix + rot/flip views, self-adaptive class-wise thresholds
+    # (pointseg/unlabelled/consistency.py)
     method: Literal["fixmatch", "mean_teacher", "gated_crf", "consistency"] = "fixmatch"
     threshold: float = 0.9  # teacher confidence needed for a pseudo-label (consistency: threshold_mode=fixed only)
     ema: float = 0.99  # mean_teacher and consistency: teacher = EMA of the student

@@ -198,11 +198,7 @@ class RunInputs:
         else:
             targets, info = make_targets(cfg, train)
             inputs = cls(spec, train, val, test, targets, val_point_maps(cfg, val), info)
-        if cfg.selftrain.teacher:
-            from .selftrain import pseudo_targets
-
-            inputs.pseudo, info["selftrain"] = pseudo_targets(cfg, train, targets)
-        return inputs
+        return inputs  # a self-trained run adds its teacher's labels (pointseg/selftrain.py, called by the trainer)
 
 
 def write_inputs(cfg: Config, run_dir: Path, inputs: RunInputs) -> None:

@@ -172,12 +172,10 @@ def calibrated(models, cfg, ckpt: dict, val_scenes, device="cpu", **kw) -> Prior
 
 
 def run_label_prior(cfg, ckpt: dict) -> np.ndarray:
-    """The class mix of the labels a run trained on: stored in its checkpoint, or (older checkpoints) rebuilt
-    from its config, its clicks drawn again and, for a self-trained run, its teacher's pseudo-labels made again
-    (that teacher's weights must be here)."""
-    if ckpt.get("label_prior") is not None:
-        return np.asarray(ckpt["label_prior"], np.float64)
-    from .inputs import RunInputs
+    """The class mix of the labels a run trained on, as its checkpoint stores it."""
+    if ckpt.get("label_prior") is None:
+        from .config import ConfigError
 
-    inputs = RunInputs.read(cfg)
-    return label_prior(inputs.loss_targets, inputs.spec.num_classes)
+        raise ConfigError(f"run {cfg.name} seed {cfg.seed}: its checkpoint holds no label_prior (it was trained before "
+                          "checkpoints stored the class mix of their labels); train it again to correct its prior")
+    return np.asarray(ckpt["label_prior"], np.float64)

@@ -51,6 +51,7 @@ from .models import build_model, frozen_parameter_names, set_encoder_trainable
 from .prior import label_prior
 from .progress import bar
 from .runlock import RunLock, RunLockedError
+from .selftrain import pseudo_targets
 from .unlabelled import build as build_unlabelled
 from .unlabelled import scale as unlabelled_scale
 
@@ -160,6 +161,8 @@ def _prepare(cfg: Config, run_dir: Path, progress: bool) -> _Run:
         torch.set_num_threads(cfg.train.threads)
     device = resolve_device(cfg.train.device)
     inputs = RunInputs.read(cfg)
+    if cfg.selftrain.teacher:  # the teacher's confident labels, before the run directory exists (bad input: no run)
+        inputs.pseudo, inputs.points_info["selftrain"] = pseudo_targets(cfg, inputs.train, inputs.targets)
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = RunLock(run_dir).acquire()  # the same run launched twice: the second stops here, writing nothing
     try:
@@ -448,7 +451,7 @@ def _export_again_if_missing(cfg: Config, res: RunResult) -> None:
     """A finished run whose export is gone (results/ cleaned, or the run finished where results/ was replaced) is
     exported again from its run directory, so that a study never loses a finished run: the copy the run kept
     (``export.json``) when there is one, else rebuilt from its files, without the machine and the thumbnails, which
-    a run directory of an older version did not keep (``python -m analysis.samples`` adds thumbnails)."""
+    a run directory of an older version did not keep (``python -m sweeps.samples`` adds thumbnails)."""
     if not cfg.export_dir:
         return
     path = export_path(cfg.export_dir, cfg.name, cfg.seed)

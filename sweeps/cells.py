@@ -1,6 +1,6 @@
 """A study file (experiments/studies/*.yaml) → its runs, seed-major, resumable, each exported when it ends.
 
-    python -m analysis.study experiments/studies/convergence.yaml [--seeds 0 1 2] [--cells full-800 ...]
+    python -m sweeps.cells experiments/studies/convergence.yaml [--seeds 0 1 2] [--cells full-800 ...]
 
 The file holds the question and the hypothesis (written before anything runs), the base config, the cells
 (each a list of overrides) and the seeds. Run ``cell`` of study ``s`` at seed ``k`` lives in
@@ -13,116 +13,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
-import yaml
-
-from pointseg.config import MACHINE_KEYS, ConfigError, load_config
+from pointseg.config import MACHINE_KEYS, ConfigError
 
 from .evaluations import is_evaluation, run_evaluation
+from .studyfile import Cell, StudyFile, machine_has
 
 log = logging.getLogger("pointseg.study")
-
-
-# what a study file may hold: a typo (`hypothesys:`, `resue:`) is an error naming the closest key, never ignored
-STUDY_KEYS = {"name", "question", "hypothesis", "base", "seeds", "cells", "metric", "overrides", "reference",
-              "verdict", "curve", "compare", "ceiling", "headline", "ceiling_check", "longer_points", "self_trained",
-              "other_ratios"}
-CELL_KEYS = {"id", "label", "overrides", "steps", "reference", "reuse", "base", "fold", "machine",
-             "evaluate", "tta", "shift", "ensemble", "match", "prior"}
-
-
-def _check_keys(path: Path, where: str, raw: dict, allowed: set[str]) -> None:
-    from pointseg.config import _suggest
-
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: {where}expected a mapping, got {raw!r}")
-    unknown = sorted(set(raw) - allowed)
-    if unknown:
-        k = unknown[0]
-        raise ConfigError(f"{path}: {where}unknown key {k!r}{_suggest(k, sorted(allowed))}; a study file holds "
-                          f"{sorted(allowed)}")
-
-
-@dataclass
-class Cell:
-    id: str
-    label: str
-    overrides: list[str] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class StudyFile:
-    name: str
-    question: str
-    hypothesis: str
-    base: str
-    seeds: list[int]
-    cells: list[Cell]
-    metric: str = "test/miou"
-    overrides: list[str] = field(default_factory=list)
-    reference: str | None = None  # the cell others are compared with, paired by seed
-    path: str = ""
-    raw: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def load(cls, path: str | Path) -> "StudyFile":
-        p = Path(path)
-        if not p.exists():
-            raise ConfigError(f"study file {p} not found")
-        raw = yaml.safe_load(p.read_text()) or {}
-        _check_keys(p, "", raw, STUDY_KEYS)
-        missing = [k for k in ("name", "question", "hypothesis", "base", "seeds", "cells") if k not in raw]
-        if missing:
-            raise ConfigError(f"{p}: missing {missing} (a study states its question and hypothesis before it runs)")
-        cells = []
-        for c in raw["cells"]:
-            if "id" not in c:
-                raise ConfigError(f"{p}: every cell needs an id, got {c}")
-            _check_keys(p, f"cell {c['id']}: ", c, CELL_KEYS)
-            cells.append(Cell(c["id"], c.get("label", c["id"]), list(c.get("overrides", [])),
-                              {k: v for k, v in c.items() if k not in ("id", "label", "overrides")}))
-        ids = [c.id for c in cells]
-        if len(set(ids)) != len(ids):
-            raise ConfigError(f"{p}: cell ids repeat: {ids}")
-        return cls(raw["name"], raw["question"], raw["hypothesis"], raw["base"], list(raw["seeds"]), cells,
-                   raw.get("metric", "test/miou"), list(raw.get("overrides", [])), raw.get("reference"), str(p), raw)
-
-    def chosen(self, ids: list[str] | None = None) -> list[Cell]:
-        """The cells named by ``ids`` (all when none), in the file's order; an unknown id is an error."""
-        unknown = sorted(set(ids or ()) - {c.id for c in self.cells})
-        if unknown:
-            raise ConfigError(f"{self.path}: no cells {unknown}; it has {[c.id for c in self.cells]}")
-        return [c for c in self.cells if not ids or c.id in ids]
-
-    def cell_references(self) -> dict[str, str]:
-        """Cells compared with another cell than the study's reference (``reference:`` in the cell); ``reference:
-        null`` maps to "" (compared with nothing: a second arm's own reference, which is not a treatment of the
-        first, and would otherwise count as one more comparison in the Holm correction)."""
-        return {c.id: c.extra["reference"] or "" for c in self.cells if "reference" in c.extra}
-
-    def base_of(self, cell: Cell) -> str:
-        """The config file a cell starts from: its own ``base:`` (a study that freezes several recipe files runs each
-        one as it is), else the study's."""
-        return cell.extra.get("base", self.base)
-
-    def config(self, cell: Cell, seed: int, out_dir: str = "runs/studies", export_dir: str = "results",
-               machine_settings: list[str] = ()):
-        return load_config(self.base_of(cell), [*self.overrides, *cell.overrides, f"name={self.name}/{cell.id}",
-                                       f"seed={seed}", f"out_dir={out_dir}", f"export_dir={export_dir}",
-                                       f"wandb.group={self.name}", *machine_settings])
-
-
-def machine_has(cell: Cell) -> bool:
-    """A cell may name the machine it is about (``machine: cuda``, the device check): elsewhere it is not run."""
-    if cell.extra.get("machine") != "cuda":
-        return True
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def _exported(cell: Cell, seed: int, cfg) -> bool:

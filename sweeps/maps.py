@@ -44,17 +44,16 @@ def write_maps(study_file: str, seed: int = 0, size: int = 512, runs: str = "run
                results: str = "results") -> list[Path]:
     import torch
 
-    from analysis.heldout import folds
-    from analysis.study import StudyFile
     from pointseg.checkpoint import load_model
     from pointseg.data.raster import read_image
     from pointseg.infer import predict_probs, to_full_resolution
     from pointseg.inputs import load_split
+    from .studyfile import StudyFile
 
     study = StudyFile.load(study_file)
     out = Path(results) / study.name / "maps"
     written, index = [], {}
-    for fold, cells in folds(study).items():
+    for fold, cells in study.folds().items():
         dirs = {arm: Path(runs) / study.name / cells[arm] / f"seed{seed}" for arm in ARMS}
         missing = [str(d) for d in dirs.values() if not (d / "best.pt").exists()]
         if missing:

@@ -3,7 +3,7 @@ breakdown (coverage and precision against the dense masks, a diagnostic never us
 the totals. Writes ``results/<study>/pseudo-labels.json``, which the report reads. Needs the teachers' best.pt;
 a teacher whose weights differ from the ones the run recorded (SHA-256) is refused.
 
-    python -m analysis.pseudo_labels experiments/studies/self-training.yaml
+    python -m sweeps.pseudo_labels experiments/studies/self-training.yaml
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pointseg.inputs import load_split, make_targets
 from pointseg.io import write_json
 from pointseg.selftrain import pseudo_targets
 
-from .study import StudyFile
+from .studyfile import StudyFile
 
 FILE = "pseudo-labels.json"
 

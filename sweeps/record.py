@@ -32,7 +32,7 @@ def _trial(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
 
 
 def study_about(study) -> dict[str, Any]:
-    """What a study is (``study``: a sweeps.study.Study), as the record stores it: everything but its trials."""
+    """What a study is (``study``: a sweeps.search.Study), as the record stores it: everything but its trials."""
     return {"version": RECORD_VERSION, "name": study.name, "file": study.path, "question": study.question,
             "hypothesis": study.hypothesis, "verdict": study.verdict, "direction": study.direction,
             "objective": study.objective, **study.fingerprint(), "pruner": study.pruner,
@@ -41,13 +41,13 @@ def study_about(study) -> dict[str, Any]:
 
 
 def study_record(s: optuna.Study, study) -> dict[str, Any]:
-    """``study``: the sweeps.study.Study it ran from. Trials that trained nothing (a lost grid race) are left out."""
+    """``study``: the sweeps.search.Study it ran from. Trials that trained nothing (a lost grid race) are left out."""
     trials = [t for t in s.get_trials(deepcopy=False) if not t.user_attrs.get("skipped")]
     return {**study_about(study), "trials": [_trial(t) for t in trials]}
 
 
 def record_path(study) -> Path:
-    """Where ``study`` (a sweeps.study.Study) keeps its committed record."""
+    """Where ``study`` (a sweeps.search.Study) keeps its committed record."""
     return Path(study.export_dir) / f"{study.name}.json"
 
 

@@ -1,6 +1,6 @@
 """Optuna driver: one trial = one (or seeds_per_config) run(s) of the shared trainer ``pointseg.train.fit``.
 
-    python -m sweeps.run --study sweeps/points_grid.yaml [--trials N] [--storage URL] [--workers N]
+    python -m sweeps experiments/studies/points-grid.yaml [--trials N] [--storage URL] [--workers N]
 
 Resumable: finished trials are kept; a trial whose worker died (Ctrl-C, kill -9, lost machine) stops sending
 heartbeats, is failed after the grace period and retried (RetryHeartbeatStaleTrialCallback, ``max_retry``
@@ -19,83 +19,29 @@ import multiprocessing as mp
 import signal
 import sys
 import time
-import warnings
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
+from optuna.storages import RDBStorage, fail_stale_trials
 from optuna.trial import TrialState
 
 from pointseg.progress import bar as progress_bar
 from pointseg.progress import say_error
 
 from .record import FINISHED, frozen_trial, load_record, record_path, write_record
-from .study import Study, SweepError
+from .search import Study, SweepError
+from .storage import experimental_ok as _experimental_ok
+from .storage import open_storage
 
 log = logging.getLogger("pointseg.sweep")
 MAX_FAILED_IN_A_ROW = 3  # a worker stops after this many of its trials failed one after another
 _CELL = "grid_cell"  # user attribute naming a trial's grid cell; trials without it in a grid study are no cell
 
 
-_SCHEMA_LOCK = 0x706F696E74  # any fixed bigint: the PostgreSQL advisory lock that serialises schema creation
-
-
-@contextmanager
-def _schema_lock(url: str):
-    """Hold a PostgreSQL advisory lock while Optuna creates its tables.
-
-    Two workers starting on an empty database both run ``CREATE TABLE``; PostgreSQL then fails one of them with
-    DuplicateTable or a unique violation on pg_type, depending on timing. The lock makes the second worker wait
-    and find the tables made. Other databases get a retry on "already exists" instead (see make_storage).
-    """
-    if not url.startswith("postgresql"):
-        yield
-        return
-    import sqlalchemy as sa
-    from sqlalchemy.pool import NullPool
-
-    engine = sa.create_engine(url, poolclass=NullPool)
-    try:
-        with engine.connect() as conn:
-            conn.execute(sa.text(f"SELECT pg_advisory_lock({_SCHEMA_LOCK})"))
-            try:
-                yield
-            finally:
-                conn.execute(sa.text(f"SELECT pg_advisory_unlock({_SCHEMA_LOCK})"))
-    finally:
-        engine.dispose()
-
-
-@contextmanager
-def _experimental_ok():
-    """Optuna's heartbeat API (how it recovers dead workers) is "experimental" since v2.8; used knowingly."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        yield
-
-
-def _schema_race(e: Exception) -> bool:
-    name = type(e).__name__
-    return name == "IntegrityError" or (name == "ProgrammingError" and "already exists" in str(e))
-
-
 def make_storage(study: Study) -> RDBStorage:
-    url = study.storage_url()
-    for attempt in range(5):
-        try:
-            with _schema_lock(url), _experimental_ok():
-                return RDBStorage(url, heartbeat_interval=study.heartbeat_interval, grace_period=study.grace_period,
-                                  heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=study.max_retry),
-                                  engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None)
-        except Exception as e:  # sqlalchemy's OperationalError and friends: name the URL, not a stack
-            if _schema_race(e) and attempt < 4:
-                time.sleep(1 + attempt)  # another worker created the tables a moment ago
-                continue
-            raise SweepError(f"cannot open the study storage {url}: {type(e).__name__}: "
-                             f"{str(e).splitlines()[0]}") from None
-    raise AssertionError("unreachable")
+    return open_storage(study.storage_url(), study.heartbeat_interval, study.grace_period, study.max_retry,
+                        SweepError)
 
 
 def cell_key(params: dict[str, Any]) -> str:
@@ -323,7 +269,7 @@ def _worker_entry(path: str, overrides: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--study", default="sweeps/points_grid.yaml")
+    ap.add_argument("--study", default="experiments/studies/points-grid.yaml")
     ap.add_argument("--trials", type=int, help="trial budget (tpe); a grid runs every cell")
     ap.add_argument("--storage", help="sqlite:///file.db (default runs/sweeps/<name>.db) or postgresql://…")
     ap.add_argument("--workers", type=int, default=1, help="worker processes on this machine")

@@ -1,6 +1,6 @@
 """Add the sample predictions (pointseg/samples.py) to exports written before runs exported them.
 
-    python -m analysis.samples results/unlabelled results/label-efficiency [--runs runs/studies]
+    python -m sweeps.samples results/unlabelled results/label-efficiency [--runs runs/studies]
 
 For every export without ``samples`` whose run directory still holds its ``best.pt``
 (``<runs>/<config name>/seed<k>``: a reused export points at the run that trained it), the picked test images and

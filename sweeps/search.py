@@ -18,11 +18,6 @@ class SweepError(ValueError):
     """A study that cannot run; raised before any training starts."""
 
 
-_STUDY_KEYS = {"name", "base_config", "overrides", "sampler", "seed", "objective", "direction", "seeds_per_config",
-               "trials", "pruner", "space", "storage", "heartbeat_interval", "grace_period", "max_retry", "out_dir",
-               "export_dir", "question", "hypothesis", "verdict", "startup_trials", "prune_from_epoch"}
-
-
 class TrialSeededTPE(optuna.samplers.TPESampler):
     """TPE whose random draws are seeded by (study seed, trial number) rather than once per process.
 
@@ -77,14 +72,22 @@ class Study:
 
     @classmethod
     def load(cls, path: str | Path, **overrides) -> "Study":
+        """The search of a study file (its ``search:`` block; name, base, overrides and texts from the study)."""
+        from .studyfile import StudyFile
+
         p = Path(path)
         if not p.exists():
-            known = sorted(x.name for x in Path("sweeps").glob("*.yaml"))
-            raise SweepError(f"study file {p} not found; studies in sweeps/: {known}")
-        raw = yaml.safe_load(p.read_text()) or {}
-        unknown = set(raw) - _STUDY_KEYS
-        if unknown:
-            raise SweepError(f"{p}: unknown study key(s) {sorted(unknown)}; valid: {sorted(_STUDY_KEYS)}")
+            known = sorted(x.name for x in Path("experiments/studies").glob("*.yaml")
+                           if "search:" in x.read_text())
+            raise SweepError(f"study file {p} not found; searches in experiments/studies/: {known}")
+        try:
+            sf = StudyFile.load(p)
+        except ConfigError as e:
+            raise SweepError(str(e)) from None
+        if sf.search is None:
+            raise SweepError(f"{p}: no search: block; a study of cells runs with `python -m sweeps {p}`")
+        raw = {"name": sf.name, "base_config": sf.base, "overrides": list(sf.overrides), "question": sf.question,
+               "hypothesis": sf.hypothesis, "verdict": sf.raw.get("verdict"), **sf.search}
         raw.update({k: v for k, v in overrides.items() if v is not None})
         study = cls(**raw, path=str(p))
         study.validate(p)

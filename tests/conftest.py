@@ -3,7 +3,11 @@ palette masks; ignore colours), and a config shrunk to a few CPU steps."""
 
 from __future__ import annotations
 
+import glob
 import os
+import shutil
+import socket
+import subprocess
 import warnings
 from pathlib import Path
 
@@ -151,3 +155,65 @@ def make_multiband_dataset(root: Path, n: int = 6, size=(80, 96), seed: int = 0)
     path = root / "multiband.yaml"
     path.write_text(yaml.safe_dump(desc))
     return path
+
+
+def _pg_bin() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+    if found:
+        return Path(found[-1]).parent
+    exe = shutil.which("pg_ctl")
+    return Path(exe).parent if exe else None
+
+
+@pytest.fixture
+def postgres(tmp_path):
+    """A throwaway PostgreSQL server on a free port (skips, saying why, when none can be started)."""
+    bindir = _pg_bin()
+    if bindir is None:
+        pytest.skip("no PostgreSQL server binaries (pg_ctl); .ci/run installs Debian's postgresql")
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="pointseg-pg-"))  # pytest's tmp dirs are 0700: postgres could not enter
+    data = base / "data"
+    data.mkdir()
+    as_user = []
+    if os.geteuid() == 0:  # initdb refuses to run as root
+        if not shutil.which("runuser"):
+            pytest.skip("running as root without runuser: cannot start PostgreSQL as another user")
+        os.chmod(base, 0o755)
+        shutil.chown(data, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    r = subprocess.run(as_user + [str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
+                       capture_output=True, text=True)
+    if r.returncode:
+        pytest.skip(f"initdb failed: {r.stderr.strip()[:200]}")
+    r = subprocess.run(as_user + [str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(data / "log"), "-o",
+                                  f"-p {port} -k {data} -c listen_addresses=127.0.0.1", "start"],
+                       capture_output=True, text=True)
+    if r.returncode:
+        pytest.skip(f"PostgreSQL did not start: {r.stderr.strip()[:200]}")
+    try:
+        subprocess.run(as_user + [str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
+                                  "optuna"],
+                       check=True, capture_output=True)
+        yield f"postgresql://postgres@127.0.0.1:{port}/optuna"
+    finally:
+        subprocess.run(as_user + [str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def search_file(flat: dict) -> dict:
+    """A search written flat (name, base_config, space, sampler, …) as a study file: the study's keys on top, the
+    search's under ``search:``."""
+    top = {"name": flat["name"], "question": flat.get("question", "Which setting is best?"),
+           "hypothesis": flat.get("hypothesis", "The first."), "base": flat["base_config"],
+           "overrides": list(flat.get("overrides", []))}
+    if flat.get("verdict"):
+        top["verdict"] = flat["verdict"]
+    rest = {k: v for k, v in flat.items() if k not in ("name", "question", "hypothesis", "base_config", "overrides",
+                                                       "verdict")}
+    return {**top, "search": rest}

@@ -78,13 +78,14 @@ def test_the_report_reads_the_speed_tables_without_importing_torch():
 def test_report_sections_follow_the_study_files_and_their_exports(tiny_config, tmp_path, fake_dataset):
     import yaml
 
-    from analysis.study import StudyFile, run_study
+    from sweeps.cells import StudyFile, run_study
     from tests.conftest import tiny_overrides
 
     studies = tmp_path / "studies"
     studies.mkdir()
     raw = {"name": "label-efficiency", "question": "How close?", "hypothesis": "Close.",
            "base": "experiments/points.yaml", "seeds": [0, 1], "reference": "full",
+           "report": {"order": 1, "figures": ["budget", "per-class", "confusion"]},
            "overrides": tiny_overrides(fake_dataset, tmp_path / "x"),
            "cells": [{"id": "full", "overrides": ["points.supervision=full"]},
                      {"id": "points-2", "overrides": ["points.n_per_class=2"]}]}
@@ -249,7 +250,7 @@ def test_the_compile_row_weighs_the_first_call_against_the_saving_per_step(monke
 
 
 def test_diagnostics_figure_draws_the_logged_diagnostics_and_nothing_without_them(tmp_path, monkeypatch):
-    from analysis.study import Cell, StudyFile
+    from sweeps.cells import Cell, StudyFile
 
     study = StudyFile("s", "q", "h", "b", [0, 1], [Cell("a", "method A"), Cell("b", "method B")])
     recs = [{"cell": c, "seed": s, "history": [{"epoch": e, "diag/unlabelled_acc": 0.5 + 0.05 * e,
@@ -267,7 +268,7 @@ def test_diagnostics_figure_draws_the_logged_diagnostics_and_nothing_without_the
 
 
 def test_pseudo_classes_figure_stacks_each_runs_logged_class_shares_beside_the_unclicked_pixels(tmp_path, monkeypatch):
-    from analysis.study import Cell, StudyFile
+    from sweeps.cells import Cell, StudyFile
 
     study = StudyFile("s", "q", "h", "b", [0, 1], [Cell("fm", "FixMatch")])
     share = {0: (0.9, 0.1), 1: (0.2, 0.8)}  # seed 0 names mostly A, seed 1 mostly B: a seed mean would show 0.55
@@ -381,7 +382,7 @@ def test_each_framework_part_is_paired_with_the_same_runs_without_it_or_says_wha
 
 def test_a_curve_puts_the_factor_values_in_order_at_the_mean_of_their_seeds(tmp_path, monkeypatch):
     from analysis.results import frame, load_records
-    from analysis.study import StudyFile
+    from sweeps.cells import StudyFile
 
     study = StudyFile.load(ROOT / "experiments/studies/crf-weight.yaml")
     recs = load_records("crf-weight", ROOT / "results")
@@ -594,7 +595,7 @@ def test_confusion_metrics_read_shares_precision_and_recall_from_the_test_matrix
 
 
 def test_schedule_curves_figure_draws_each_cells_seed_mean_val_curve_in_its_panel(tmp_path, monkeypatch):
-    from analysis.study import Cell, StudyFile
+    from sweeps.cells import Cell, StudyFile
 
     study = StudyFile("s", "q", "h", "b", [0, 1], [Cell("long", "full, long"), Cell("short", "full, short"),
                                                    Cell("pts", "points")])

@@ -7,9 +7,9 @@ import pytest
 import yaml
 
 from analysis.results import confusions, load_records
-from analysis.study import StudyFile, run_study
 from analysis.summarize import study_table
 from pointseg.config import ConfigError
+from sweeps.cells import StudyFile, run_study
 from tests.conftest import tiny_overrides
 
 
@@ -134,7 +134,7 @@ def test_a_shipped_copy_takes_its_code_version_from_the_environment(tmp_path, mo
 
 def test_evaluation_cells_test_another_cells_runs_again_and_pair_with_them(tmp_path, fake_dataset, monkeypatch,
                                                                            caplog, capsys):
-    import analysis.evaluations as ev
+    import sweeps.evaluations as ev
 
     first = StudyFile.load(_study(tmp_path, fake_dataset, base="experiments/points.yaml"))
     runs, results = str(tmp_path / "runs"), str(tmp_path / "results")
@@ -200,7 +200,7 @@ def test_evaluation_cells_test_another_cells_runs_again_and_pair_with_them(tmp_p
 
 
 def test_an_evaluation_cell_with_an_unknown_setting_is_refused(tmp_path, fake_dataset):
-    from analysis.evaluations import settings_of, style_shift
+    from sweeps.evaluations import settings_of, style_shift
 
     raw = yaml.safe_load(_study(tmp_path, fake_dataset, base="experiments/points.yaml").read_text())
     raw["cells"] = [{"id": "x", "evaluate": "toy/full", "tta": True, "shfit": "colour"}]
@@ -226,8 +226,8 @@ def test_every_study_file_still_computes_the_runs_it_exported():
     import json
     from pathlib import Path
 
-    from analysis.evaluations import is_evaluation
     from pointseg.export import read_export
+    from sweeps.evaluations import is_evaluation
 
     root = Path(__file__).resolve().parents[1]
     checked = 0
@@ -249,8 +249,8 @@ def test_every_study_file_still_computes_the_runs_it_exported():
 def test_a_study_file_with_a_typo_is_an_error_naming_the_closest_key(tmp_path):
     import yaml
 
-    from analysis.study import StudyFile
     from pointseg.config import ConfigError
+    from sweeps.cells import StudyFile
 
     good = {"name": "s", "question": "q", "hypothesis": "h", "base": "experiments/points.yaml", "seeds": [0],
             "cells": [{"id": "a", "overrides": []}]}
@@ -263,3 +263,68 @@ def test_a_study_file_with_a_typo_is_an_error_naming_the_closest_key(tmp_path):
         StudyFile.load(path)
     path.write_text(yaml.safe_dump(good))
     assert StudyFile.load(path).cells[0].id == "a"
+
+
+def test_one_study_format_holds_cells_a_grid_or_a_search_and_its_report_metadata(tmp_path):
+    import yaml
+
+    from pointseg.config import ConfigError
+    from sweeps.search import Study
+    from sweeps.studyfile import StudyFile
+
+    top = {"name": "s", "question": "q", "hypothesis": "h", "base": "experiments/points-reference.yaml"}
+    path = tmp_path / "s.yaml"
+
+    def load(**body):
+        path.write_text(yaml.safe_dump({**top, **body}, sort_keys=False))
+        return StudyFile.load(path)
+
+    grid = load(seeds=[0, 1], cells=[{"id": "full", "overrides": ["points.supervision=full"]}],
+                grid={"points.n_per_class": [1, 10], "loss.gamma": [0.0, 2.0]}, report={"order": 3})
+    assert [c.id for c in grid.cells] == ["full", "n_per_class=1-gamma=0.0", "n_per_class=1-gamma=2.0",
+                                          "n_per_class=10-gamma=0.0", "n_per_class=10-gamma=2.0"]
+    assert grid.cells[2].overrides == ["points.n_per_class=1", "loss.gamma=2.0"] and grid.order == 3
+    assert grid.config(grid.cells[4], 1).loss.gamma == 2.0
+    search = load(overrides=["eval.val_points_per_class=20"],
+                  search={"sampler": "grid", "seeds_per_config": 3, "space": {"loss.gamma": {"choices": [0, 2]}}})
+    assert search.search is not None and search.cells == [] and search.order == float("inf")
+    st = Study.load(path)  # the search driver reads the same file
+    assert (st.name, st.base_config, st.overrides, st.budget) == ("s", top["base"], ["eval.val_points_per_class=20"], 2)
+    with pytest.raises(ConfigError, match=r"search: unknown key 'sampeler' \(did you mean 'sampler'\?\)"):
+        load(search={"sampeler": "grid", "space": {}})
+    with pytest.raises(ConfigError, match="cells .cells:, grid:. or a search .search:., not both"):
+        load(seeds=[0], cells=[{"id": "a"}], search={"space": {}})
+    with pytest.raises(ConfigError, match="no runs: give cells:, a grid: of config values, or a search: block"):
+        load(seeds=[0])
+    with pytest.raises(ConfigError, match="grid: expected a mapping of config keys to non-empty lists"):
+        load(seeds=[0], grid={"loss.gamma": []})
+    with pytest.raises(ConfigError, match=r"report: unknown key 'figure' \(did you mean 'figures'\?\)"):
+        load(seeds=[0], grid={"loss.gamma": [0.0]}, report={"figure": ["cells"]})
+
+
+def test_a_study_names_its_figures_and_an_unknown_one_is_an_error(tmp_path):
+    import yaml
+
+    from analysis.figures import budget_figure, cells_figure, figures_of
+    from pointseg.config import ConfigError
+    from sweeps.studyfile import StudyFile
+
+    body = {"name": "s", "question": "q", "hypothesis": "h", "base": "experiments/points.yaml", "seeds": [0],
+            "cells": [{"id": "a"}]}
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(body))
+    assert figures_of(StudyFile.load(path)) == [cells_figure]
+    path.write_text(yaml.safe_dump({**body, "report": {"figures": ["budget", "cells"]}}))
+    assert figures_of(StudyFile.load(path)) == [budget_figure, cells_figure]
+    path.write_text(yaml.safe_dump({**body, "report": {"figures": ["cell"]}}))
+    with pytest.raises(ConfigError, match=r"s\.yaml: report: figures: no figure 'cell' \(did you mean 'cells'\?\)"):
+        figures_of(StudyFile.load(path))
+
+
+def test_make_experiments_prints_the_table_the_headline_and_the_parts(capsys):
+    from analysis.summarize import main as summarize
+
+    summarize(["label-efficiency-crf", "--headline"])  # the committed exports
+    printed = capsys.readouterr().out
+    assert "| crf-20 " in printed  # the study's table
+    assert "## Each framework part" in printed and "| part | default |" in printed  # each part's gain

@@ -1,4 +1,4 @@
-"""The consistency method (pointseg/consistency.py): views that move labels with their pixels, FreeMatch-style
+"""The consistency method (pointseg/unlabelled/): views that move labels with their pixels, FreeMatch-style
 class-wise thresholds, a loss on confident unlabelled pixels only, and a run that resumes exactly."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from pointseg.config import SemiConfig
-from pointseg.consistency import BatchView, ConsistencyTeacher
 from pointseg.data.raster import IGNORE_INDEX
 from pointseg.train import fit
+from pointseg.unlabelled.consistency import BatchView, ConsistencyTeacher
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -14,7 +14,7 @@ import pytest  # noqa: E402
 
 from analysis import figures, summary  # noqa: E402
 from analysis.results import load_records  # noqa: E402
-from analysis.study import StudyFile  # noqa: E402
+from sweeps.cells import StudyFile  # noqa: E402
 from tests.conftest import ROOT  # noqa: E402
 
 

@@ -8,9 +8,9 @@ from pointseg.config import SemiConfig
 from pointseg.data.style import HistogramStyle
 from pointseg.infer import _d4_forward, _d4_inverse, predict_probs, to_full_resolution
 from pointseg.models import build_model
-from pointseg.semi import Teacher
 from pointseg.train import fit
 from pointseg.unlabelled import rampup, scale
+from pointseg.unlabelled.semi import Teacher
 
 
 class _Probe(torch.nn.Module):

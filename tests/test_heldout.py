@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import yaml
 
-from analysis.heldout import fold_table, folds, pooled, pooled_table, section
+from analysis.heldout import fold_table, per_class_table, pooled, pooled_table, section
 from analysis.stats import miou_of
-from analysis.study import StudyFile
 from pointseg.config import config_differences, load_config
+from sweeps.cells import StudyFile
 
 RECIPES = {"full": "experiments/full-reference.yaml", "teacher": "experiments/best-teacher.yaml",
            "best": "experiments/best.yaml", "default": "experiments/points.yaml"}
@@ -38,7 +38,7 @@ def test_each_held_out_cell_is_its_recipe_file_with_only_the_split_changed(name)
             assert cfg.data.test_groups == [t] and t not in cfg.data.train_groups + cfg.data.val_groups
             assert sorted(cfg.data.train_groups + cfg.data.val_groups + [t]) == [str(i) for i in range(1, 9)]
     if name == "heldout-tiles":
-        assert sorted(folds(study)) == ["1", "2", "3", "4", "6", "7"]  # never a development test tile
+        assert sorted(study.folds()) == ["1", "2", "3", "4", "6", "7"]  # never a development test tile
 
 
 def _write(root, study, cell, seed, right_a, right_b, images=3):
@@ -84,6 +84,12 @@ def test_fold_tables_and_the_pooled_ratio_are_computed_as_the_study_file_says(tm
     assert list(ft["test tile"]) == ["1", "2"] and ft.loc[1, "default"] == "pending"
     assert ft.loc[0, "best"] == f"{iou[80]:.3f}"
     assert "Pooled over the folds" in "\n".join(section(study, tmp_path))
+    # per class, an arm and its difference to the ceiling cover the same folds: default ran on fold 1 only, so
+    # its difference is to fold 1's ceiling, not to the mean of both folds' ceilings
+    pc = per_class_table(study, tmp_path).set_index("class")
+    assert pc.loc["a", "full"] == f"{(iou[90] + iou[60]) / 2:.3f}"
+    assert pc.loc["a", "default − full"] == f"{iou[70] - iou[90]:+.3f}"
+    assert pc.loc["a", "best − full"] == f"{(iou[80] + iou[60]) / 2 - (iou[90] + iou[60]) / 2:+.3f}"
 
 
 def test_the_method_section_is_written_from_the_defaults_and_the_recipe_files(monkeypatch):
@@ -134,8 +140,8 @@ def test_limitations_read_the_committed_exports():
 def test_maps_of_a_fold_study_are_written_from_its_checkpoints_and_drawn_from_the_files(fake_dataset, tmp_path):
     from PIL import Image
 
-    from analysis.study import run_study
     from analysis.summary import maps_figure
+    from sweeps.cells import run_study
     from sweeps.maps import write_maps
     from tests.conftest import tiny_overrides
 

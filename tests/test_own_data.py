@@ -145,7 +145,19 @@ def test_the_readmes_layout_names_every_module():
     text = (ROOT / "README.md").read_text()
     layout = text[text.index("## Layout"):text.index("## Results")]
     named = set(re.findall(r"([\w]+\.py)", layout))
-    for folder in ("pointseg", "pointseg/data", "analysis", "sweeps"):
+    for folder in ("pointseg", "pointseg/data", "pointseg/unlabelled", "pointseg/bench", "analysis", "sweeps"):
         for f in (ROOT / folder).glob("*.py"):
             if f.name != "__init__.py":
                 assert f.name in named, f"{folder}/{f.name} is missing from the README's layout section"
+
+
+def test_analysis_only_reads_it_imports_neither_torch_nor_the_trainer():
+    import subprocess
+    import sys
+
+    code = ("import importlib, pkgutil, sys, analysis\n"
+            "for m in pkgutil.iter_modules(analysis.__path__): importlib.import_module('analysis.' + m.name)\n"
+            "print([k for k in ('torch', 'pointseg.train', 'pointseg.infer', 'pointseg.checkpoint') "
+            "if k in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out

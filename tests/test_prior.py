@@ -104,3 +104,13 @@ def test_pixels_are_sampled_on_a_grid_without_no_data():
     valid[0, 0] = False
     got = sample_pixels(probs, valid, stride=2)
     assert got.shape == (3, 2) and got[:, 0].tolist() == [2.0, 8.0, 10.0]
+
+
+def test_a_checkpoint_without_its_class_mix_is_a_clear_error(tiny_config):
+    from pointseg.config import ConfigError
+    from pointseg.prior import run_label_prior
+
+    cfg = tiny_config()
+    with pytest.raises(ConfigError, match="holds no label_prior .* train it again"):
+        run_label_prior(cfg, {"model": {}})
+    assert run_label_prior(cfg, {"label_prior": [0.25, 0.75]}).tolist() == [0.25, 0.75]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pointseg.config import SemiConfig
-from pointseg.regularizers import GatedCRF, gated_crf_loss
+from pointseg.unlabelled.crf import GatedCRF, gated_crf_loss
 
 
 def reference_gated_crf(probs, image, radius, sigma_xy, sigma_rgb, gate=None) -> float:

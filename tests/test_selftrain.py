@@ -143,8 +143,8 @@ def test_finished_students_pseudo_labels_are_recomputed_per_class_from_their_own
     import torch
     import yaml
 
-    from analysis.pseudo_labels import recompute
-    from analysis.study import StudyFile, run_study
+    from sweeps.cells import StudyFile, run_study
+    from sweeps.pseudo_labels import recompute
     from tests.conftest import tiny_overrides
 
     runs, results = tmp_path / "runs", tmp_path / "results"

@@ -15,8 +15,8 @@ from optuna.trial import TrialState
 from analysis.sweep_report import early_rank_agreement, sweep_sections
 from pointseg.io import write_json
 from sweeps.record import load_record, study_record, to_study, write_record
-from sweeps.study import Study
-from tests.conftest import ROOT
+from sweeps.search import Study
+from tests.conftest import ROOT, search_file
 
 matplotlib.use("Agg")
 _PNG = {"metadata": {"Software": None}, "dpi": 60}
@@ -31,7 +31,7 @@ def _sweep_file(tmp_path: Path, **extra) -> Path:
                       "loss.gamma": {"type": "float", "low": 0.0, "high": 3.0}}, **extra}
     (tmp_path / "sweeps").mkdir(exist_ok=True)
     path = tmp_path / "sweeps" / "joint.yaml"
-    path.write_text(yaml.safe_dump(body, allow_unicode=True))
+    path.write_text(yaml.safe_dump(search_file(body), allow_unicode=True))
     return path
 
 

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,8 +19,8 @@ from optuna.trial import TrialState
 
 from sweeps.record import load_record, to_study
 from sweeps.run import _experimental_ok, cell_key, make_storage, open_study, worker
-from sweeps.study import Study, SweepError
-from tests.conftest import tiny_overrides
+from sweeps.search import Study, SweepError
+from tests.conftest import search_file, tiny_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,7 +32,7 @@ def _study_file(tmp_path, fake_dataset, name="tiny", space=None, **extra) -> Pat
             "sampler": "grid", "space": space or {"points.n_per_class": {"choices": [1, 3]}},
             "out_dir": str(tmp_path / "sweeps"), "export_dir": str(tmp_path / "results" / "sweeps"), **extra}
     path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(body))
+    path.write_text(yaml.safe_dump(search_file(body)))
     return path
 
 
@@ -203,7 +202,7 @@ def test_bad_studies_fail_before_training(tmp_path, fake_dataset):
         Study.load(_study_file(tmp_path, fake_dataset, name="a", space={"loss.gama": {"choices": [1]}}))
     p = _study_file(tmp_path, fake_dataset, name="b")
     raw = yaml.safe_load(p.read_text())
-    raw["space"] = {}
+    raw["search"]["space"] = {}
     p.write_text(yaml.safe_dump(raw))
     with pytest.raises(SweepError, match="empty"):
         Study.load(p)
@@ -281,55 +280,6 @@ def test_stopping_the_sweep_stops_the_workers_it_started(tmp_path, fake_dataset)
         except ProcessLookupError:
             pass
     assert not left  # no orphan goes on training (and writing) without its sweep
-
-
-def _pg_bin() -> Path | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
-    if found:
-        return Path(found[-1]).parent
-    exe = shutil.which("pg_ctl")
-    return Path(exe).parent if exe else None
-
-
-@pytest.fixture
-def postgres(tmp_path):
-    """A throwaway PostgreSQL server on a free port (skips, saying why, when none can be started)."""
-    bindir = _pg_bin()
-    if bindir is None:
-        pytest.skip("no PostgreSQL server binaries (pg_ctl); .ci/run installs Debian's postgresql")
-    import tempfile
-
-    base = Path(tempfile.mkdtemp(prefix="pointseg-pg-"))  # pytest's tmp dirs are 0700: postgres could not enter
-    data = base / "data"
-    data.mkdir()
-    as_user = []
-    if os.geteuid() == 0:  # initdb refuses to run as root
-        if not shutil.which("runuser"):
-            pytest.skip("running as root without runuser: cannot start PostgreSQL as another user")
-        os.chmod(base, 0o755)
-        shutil.chown(data, "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    r = subprocess.run(as_user + [str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
-                       capture_output=True, text=True)
-    if r.returncode:
-        pytest.skip(f"initdb failed: {r.stderr.strip()[:200]}")
-    r = subprocess.run(as_user + [str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(data / "log"), "-o",
-                                  f"-p {port} -k {data} -c listen_addresses=127.0.0.1", "start"],
-                       capture_output=True, text=True)
-    if r.returncode:
-        pytest.skip(f"PostgreSQL did not start: {r.stderr.strip()[:200]}")
-    try:
-        subprocess.run(as_user + [str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
-                                  "optuna"],
-                       check=True, capture_output=True)
-        yield f"postgresql://postgres@127.0.0.1:{port}/optuna"
-    finally:
-        subprocess.run(as_user + [str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_two_workers_share_one_postgres_study(tmp_path, fake_dataset, postgres):
@@ -469,13 +419,14 @@ def test_a_space_over_the_budget_needs_one_set_of_val_clicks(tmp_path, fake_data
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(SweepError, match="budget.yaml: the space varies points.n_per_class.*val_points_per_class"):
         Study.load(path)
-    raw["space"] = {"loss.gamma": {"choices": [0.0, 2.0]}}  # a fixed budget: its own val clicks are one set
+    raw["search"]["space"] = {"loss.gamma": {"choices": [0.0, 2.0]}}  # a fixed budget: its own val clicks are one set
     path.write_text(yaml.safe_dump(raw))
     Study.load(path)
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
-def test_every_shipped_sweep_file_passes_its_checks(path):
+@pytest.mark.parametrize("path", sorted(p for p in (ROOT / "experiments" / "studies").glob("*.yaml")
+                                        if "search:" in p.read_text()), ids=lambda p: p.name)
+def test_every_shipped_search_passes_its_checks(path):
     Study.load(path)  # unknown keys, spaces, the objective, one set of val clicks when the budget varies
 
 
@@ -498,3 +449,23 @@ def test_the_median_pruner_acts_from_the_epoch_the_study_names(tmp_path, fake_da
     with pytest.raises(SweepError, match="prune_from_epoch counts epochs from 1"):
         Study.load(_study_file(tmp_path, fake_dataset, name="warm0", sampler="tpe", trials=3, pruner="median",
                                prune_from_epoch=0))
+
+
+@pytest.mark.parametrize("path", sorted(p for p in (ROOT / "experiments" / "studies").glob("*.yaml")
+                                        if "search:" in p.read_text()), ids=lambda p: p.name)
+def test_every_committed_search_record_is_its_files_study_and_computes_its_exports(path):
+    """A search's record (results/sweeps/<name>.json) is refused when its file no longer describes it; each seed
+    export of its trials must still be the run the file computes for those parameters."""
+    from sweeps.run import _exported_run, _slug, committed_record
+
+    study = Study.load(path)
+    rec = committed_record(study)
+    if rec is None:
+        pytest.skip(f"{study.name}: not run yet")
+    found = 0
+    for t in rec["trials"]:
+        for s in range(study.seeds_per_config):
+            cfg = study.config_for(t["params"], seed=s, extra=[f"name={study.name}/{_slug(t['params'])}",
+                                                                f"export_dir={ROOT / 'results'}"])
+            found += _exported_run(cfg) is not None  # another config under that name raises
+    assert found > 0

@@ -1,6 +1,6 @@
 """``semi.method: consistency`` — a teacher–student consistency method built for segmentation, in one student pass.
 
-What the older ``fixmatch`` / ``mean_teacher`` teachers (pointseg/semi.py) lacked, after UniMatch (Yang et al.,
+What the older ``fixmatch`` / ``mean_teacher`` teachers (semi.py) lacked, after UniMatch (Yang et al.,
 CVPR 2023) and FreeMatch (Wang et al., ICLR 2023):
 
 * **EMA teacher** (``semi.ema``, with the mean teacher's warm-up): it sees the clean crop, never the student's view.
@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .data.raster import IGNORE_INDEX
+from ..data.raster import IGNORE_INDEX
 from .semi import Teacher
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .unlabelled import NoView
+from .base import NoView
 
 
 def gated_crf_loss(probs: torch.Tensor, image: torch.Tensor, radius: int = 3, sigma_xy: float = 6.0,

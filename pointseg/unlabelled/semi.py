@@ -3,7 +3,7 @@
 A teacher sees the clean crop (weak view); the student sees the photometrically jittered crop (strong view). On
 every pixel without a point where the teacher is confident (max prob ≥ threshold) its argmax becomes a
 pseudo-label, and the student is trained to agree with it (Sohn et al., "FixMatch", NeurIPS 2020). The trainer
-ramps the weight up from 0 over ``rampup_epochs`` (pointseg/unlabelled.py) because an untrained model's labels are
+ramps the weight up from 0 over ``rampup_epochs`` (the registry, __init__.py) because an untrained model's labels are
 noise.
 
 Two teachers (``semi.method``):
@@ -23,9 +23,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import SemiConfig
-from .data.raster import IGNORE_INDEX
-from .unlabelled import NoView
+from ..config import SemiConfig
+from ..data.raster import IGNORE_INDEX
+from .base import NoView
 
 
 class Teacher(NoView):
