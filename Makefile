@@ -58,7 +58,7 @@ experiments: setup data  ## the default method at 1/2/5/10/20/50 clicks per clas
 
 study: setup data  ## any study file's runs as Optuna units: FILE=… (or several) WORKERS=k STORAGE=postgresql://… DEADLINE=minutes (resumable)
 	$(if $(filter-out 1,$(WORKERS)),OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} )$(PY) -m sweeps $(FILE) --workers $(WORKERS) --deadline-min $(DEADLINE)$(if $(STORAGE), --storage $(STORAGE))
-	@for f in $(FILE); do case $$f in *studies/*) $(PY) -m analysis.summarize $$(basename $${f%%[:@]*} .yaml);; esac; done
+	@for f in $(FILE); do p=$${f%%[:@]*}; grep -q '^search:' $$p || $(PY) -m analysis.summarize $$(basename $$p .yaml); done
 
 dashboard: setup  ## optuna-dashboard on the studies' storage (STORAGE=…, default runs/studies/optuna.db), http://127.0.0.1:8080
 	$(PY) -m sweeps.dashboard $(if $(STORAGE),--storage $(STORAGE))

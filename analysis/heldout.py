@@ -52,32 +52,30 @@ def fold_table(study: StudyFile, root: str | Path = RESULTS) -> pd.DataFrame:
 
 
 def per_class_table(study: StudyFile, root: str | Path = RESULTS) -> pd.DataFrame:
-    """Per class, the test IoU of each arm averaged over the folds where both it and the ceiling finished, and its
-    difference to the ceiling over those same folds (the ceiling's own column: every fold it finished)."""
+    """Per class, the test IoU of the ceiling and each arm averaged over the folds where all of them finished (so
+    every column and difference covers the same test tiles), and each arm's difference to the ceiling."""
     recs = load_records(study.name, root)
     df = frame(recs)
     if df.empty:
         return pd.DataFrame()
     classes = [c.removeprefix("test/iou/") for c in df.columns if c.startswith("test/iou/")]
-    with_ceiling = [cells for cells in study.folds().values()
-                    if CEILING in cells and (df.cell == cells[CEILING]).any()]
-
-    def iou(cells: dict, arm: str, name: str) -> float:
-        return df.loc[df.cell == cells[arm], f"test/iou/{name}"].mean()
-
+    arms = (CEILING, *ARMS)
+    common = [cells for cells in study.folds().values() if all(a in cells and (df.cell == cells[a]).any()
+                                                                for a in arms)]
+    if not common:
+        return pd.DataFrame()
     rows = []
     for name in classes:
-        row: dict[str, object] = {"class": name}
-        diff: dict[str, object] = {}
-        row[CEILING] = f"{np.nanmean([iou(c, CEILING, name) for c in with_ceiling]):.3f}" if with_ceiling else "—"
-        for arm in ARMS:
-            both = [c for c in with_ceiling if arm in c and (df.cell == c[arm]).any()]
-            a = np.nanmean([iou(c, arm, name) for c in both]) if both else np.nan
-            b = np.nanmean([iou(c, CEILING, name) for c in both]) if both else np.nan
-            row[arm] = f"{a:.3f}" if both else "—"
-            diff[f"{arm} − {CEILING}"] = f"{a - b:+.3f}" if both else "—"
-        rows.append({**row, **diff})
+        mean = {a: np.nanmean([df.loc[df.cell == c[a], f"test/iou/{name}"].mean() for c in common]) for a in arms}
+        rows.append({"class": name, **{a: f"{mean[a]:.3f}" for a in arms},
+                     **{f"{a} − {CEILING}": f"{mean[a] - mean[CEILING]:+.3f}" for a in ARMS}})
     return pd.DataFrame(rows)
+
+
+def common_folds(study: StudyFile, root: str | Path = RESULTS) -> list[str]:
+    """The folds where the ceiling and every arm have finished."""
+    have = {r["cell"] for r in load_records(study.name, root)}
+    return [f for f, cells in study.folds().items() if all(a in cells and cells[a] in have for a in (CEILING, *ARMS))]
 
 
 def pooled(study: StudyFile, arm: str, ref: str = CEILING, how: str = "ratio", root: str | Path = RESULTS,
@@ -131,8 +129,8 @@ def section(study: StudyFile, root: str | Path = RESULTS) -> list[str]:
             fold_table(study, root).to_markdown(index=False), "",
             "Pooled over the folds (the ratio of the mean over folds of each arm's fold mIoU; the decision rule "
             "reads the first row):", "", pooled_table(study, root).to_markdown(index=False), "",
-            "Test IoU per class, averaged over the folds where the arm and the ceiling both finished (each difference "
-            "over those same folds):", "",
+            f"Test IoU per class, averaged over the folds where every arm finished (tiles "
+            f"{', '.join(common_folds(study, root)) or 'none yet'}):", "",
             per_class_table(study, root).to_markdown(index=False), ""]
 
 

@@ -85,7 +85,7 @@ def study_section(study: StudyFile, out: Path, root: Path) -> list[str]:
 def _pseudo_label_table(recs: list[dict], recomputed: dict | None = None) -> list[str]:
     """Self-trained runs: what their teacher labelled, measured against the dense masks (recorded, never used);
     per class from the runs' own record or, for runs that recorded only totals, from ``recomputed``
-    (results/<study>/pseudo-labels.json, written by ``python -m sweeps.pseudo_labels``)."""
+    (results/<study>/pseudo-labels.json, recomputed once from the teachers' weights in commit 10fa9b0)."""
     rows, per_class = [], []
     for r in sorted(recs, key=lambda r: (r["cell"], r["seed"])):
         st = (r.get("points") or {}).get("selftrain")

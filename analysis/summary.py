@@ -312,10 +312,12 @@ def summary_section(out: Path, root: Path = RESULTS, studies_dir: Path = Path("e
                "20 clicks, beside the default method's curve): development tiles, intervals over seeds.", ""]
     path = studies_dir / f"{HELDOUT}.yaml"
     if path.exists():
-        from .heldout import fold_table, per_class_table
+        from .heldout import common_folds, fold_table, per_class_table
 
         study = StudyFile.load(path)
         md += ["### Per held-out tile and per class", "", fold_table(study, root).to_markdown(index=False), "",
+               f"Test IoU per class over the held-out tiles every arm finished "
+               f"({', '.join(common_folds(study, root)) or 'none yet'}):", "",
                per_class_table(study, root).to_markdown(index=False), "",
                f"Each fold's own numbers and the pooled ratios with their intervals: [the study's page]"
                f"(studies/{HELDOUT}.md).", ""]

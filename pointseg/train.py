@@ -154,15 +154,22 @@ class _Run:
 SELECT_METRIC = {"last": None, "val_points": "val_points/miou", "val_dense": "val/miou"}
 
 
+def read_inputs(cfg: Config) -> RunInputs:
+    """What a run trains and tests on (pointseg/inputs.py), and for a self-trained run its teacher's confident
+    labels with the clicks on top (pointseg/selftrain.py)."""
+    inputs = RunInputs.read(cfg)
+    if cfg.selftrain.teacher:
+        inputs.pseudo, inputs.points_info["selftrain"] = pseudo_targets(cfg, inputs.train, inputs.targets)
+    return inputs
+
+
 def _prepare(cfg: Config, run_dir: Path, progress: bool) -> _Run:
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     device = resolve_device(cfg.train.device)
-    inputs = RunInputs.read(cfg)
-    if cfg.selftrain.teacher:  # the teacher's confident labels, before the run directory exists (bad input: no run)
-        inputs.pseudo, inputs.points_info["selftrain"] = pseudo_targets(cfg, inputs.train, inputs.targets)
+    inputs = read_inputs(cfg)  # before the run directory exists: bad input leaves no half-made run behind
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = RunLock(run_dir).acquire()  # the same run launched twice: the second stops here, writing nothing
     try:
@@ -451,7 +458,7 @@ def _export_again_if_missing(cfg: Config, res: RunResult) -> None:
     """A finished run whose export is gone (results/ cleaned, or the run finished where results/ was replaced) is
     exported again from its run directory, so that a study never loses a finished run: the copy the run kept
     (``export.json``) when there is one, else rebuilt from its files, without the machine and the thumbnails, which
-    a run directory of an older version did not keep (``python -m sweeps.samples`` adds thumbnails)."""
+    a run directory of an older version did not keep."""
     if not cfg.export_dir:
         return
     path = export_path(cfg.export_dir, cfg.name, cfg.seed)

@@ -48,6 +48,7 @@ def write_maps(study_file: str, seed: int = 0, size: int = 512, runs: str = "run
     from pointseg.data.raster import read_image
     from pointseg.infer import predict_probs, to_full_resolution
     from pointseg.inputs import load_split
+
     from .studyfile import StudyFile
 
     study = StudyFile.load(study_file)

@@ -211,7 +211,7 @@ def search_file(flat: dict) -> dict:
     search's under ``search:``."""
     top = {"name": flat["name"], "question": flat.get("question", "Which setting is best?"),
            "hypothesis": flat.get("hypothesis", "The first."), "base": flat["base_config"],
-           "overrides": list(flat.get("overrides", []))}
+           "overrides": list(flat.get("overrides") or [])}
     if flat.get("verdict"):
         top["verdict"] = flat["verdict"]
     rest = {k: v for k, v in flat.items() if k not in ("name", "question", "hypothesis", "base_config", "overrides",

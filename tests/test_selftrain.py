@@ -12,9 +12,8 @@ import pointseg.train as train
 from pointseg.config import ConfigError, config_differences, load_config
 from pointseg.data.crops import CropSampler
 from pointseg.data.raster import IGNORE_INDEX
-from pointseg.inputs import RunInputs
 from pointseg.selftrain import class_thresholds, diagnostics, pseudo_label
-from pointseg.train import fit
+from pointseg.train import fit, read_inputs
 
 I = IGNORE_INDEX  # noqa: E741 (the tables below read better with a one-letter "ignored")
 
@@ -61,7 +60,7 @@ def test_a_student_trains_on_its_teachers_labels_and_records_where_they_came_fro
     teacher = fit(tiny_config(extra=["name=teacher"]), progress=False)
     cfg = tiny_config(extra=["name=student", f"selftrain.teacher={teacher.run_dir.parent}/seed{{seed}}",
                              "selftrain.threshold=0.01"])
-    inputs = RunInputs.read(cfg)
+    inputs = read_inputs(cfg)
     clicked = sum(int((t != I).sum()) for t in inputs.targets)
     assert sum(int((t != I).sum()) for t in inputs.loss_targets) > 3 * clicked
     for t, p in zip(inputs.targets, inputs.loss_targets):
@@ -83,7 +82,7 @@ def test_a_student_trains_on_its_teachers_labels_and_records_where_they_came_fro
     assert len(rows) - 1 == clicked  # the run's clicks are the clicks, not the pseudo-labels
     assert "class_thresholds" not in rec  # one bar for all classes unless asked
 
-    balanced = RunInputs.read(tiny_config(extra=[f"selftrain.teacher={teacher.run_dir}", "selftrain.threshold=1.0",
+    balanced = read_inputs(tiny_config(extra=[f"selftrain.teacher={teacher.run_dir}", "selftrain.threshold=1.0",
                                                  "selftrain.proportion=0.5"]))
     rec = balanced.points_info["selftrain"]
     assert rec["proportion"] == 0.5 and set(rec["class_thresholds"]) == set(balanced.spec.class_names)
@@ -91,7 +90,7 @@ def test_a_student_trains_on_its_teachers_labels_and_records_where_they_came_fro
     assert sum(int((t != I).sum()) for t in balanced.loss_targets) > 2 * clicked  # a bar of 1.0 alone labels ~none
 
     # selftrain.prior: the teacher is calibrated on its val clicks and re-weighted to EM's class mix first
-    corrected = RunInputs.read(tiny_config(extra=[f"selftrain.teacher={teacher.run_dir}", "selftrain.prior=true"]))
+    corrected = read_inputs(tiny_config(extra=[f"selftrain.teacher={teacher.run_dir}", "selftrain.prior=true"]))
     prior = corrected.points_info["selftrain"]["prior"]
     names = corrected.spec.class_names
     assert [prior[f"prior/source/{c}"] for c in names] == pytest.approx(
@@ -104,9 +103,9 @@ def test_a_student_trains_on_its_teachers_labels_and_records_where_they_came_fro
     calls, real = [], infer.predict_probs
     monkeypatch.setattr(infer, "predict_probs", lambda *a, **k: calls.append(a[5] if len(a) > 5 else k.get("tta"))
                         or real(*a, **k))
-    tta = RunInputs.read(tiny_config(extra=[f"selftrain.teacher={teacher.run_dir}", "selftrain.tta=true"]))
+    tta = read_inputs(tiny_config(extra=[f"selftrain.teacher={teacher.run_dir}", "selftrain.tta=true"]))
     assert calls and all(calls) and tta.points_info["selftrain"]["tta"] is True
-    one_view = RunInputs.read(tiny_config(extra=[f"selftrain.teacher={teacher.run_dir}"]))
+    one_view = read_inputs(tiny_config(extra=[f"selftrain.teacher={teacher.run_dir}"]))
     assert any((a != b).any() for a, b in zip(tta.loss_targets, one_view.loss_targets))  # other labels than one view's
     assert "tta" not in one_view.points_info["selftrain"]
 
@@ -114,11 +113,11 @@ def test_a_student_trains_on_its_teachers_labels_and_records_where_they_came_fro
 def test_the_teacher_must_be_a_points_run_on_the_same_training_tiles(tiny_config):
     full = fit(tiny_config(extra=["name=full-teacher", "points.supervision=full"]), progress=False)
     with pytest.raises(ConfigError, match="dense masks"):
-        RunInputs.read(tiny_config(extra=[f"selftrain.teacher={full.run_dir}"]))
+        read_inputs(tiny_config(extra=[f"selftrain.teacher={full.run_dir}"]))
     other = fit(tiny_config(extra=["name=other-tiles", "data.train_groups=['2']", "data.val_groups=['1']"]),
                 progress=False)
     with pytest.raises(ConfigError, match="training images alone"):
-        RunInputs.read(tiny_config(extra=[f"selftrain.teacher={other.run_dir}"]))
+        read_inputs(tiny_config(extra=[f"selftrain.teacher={other.run_dir}"]))
 
 
 def test_bad_self_training_settings_are_refused_before_a_run_starts(tiny_config, tmp_path):
@@ -137,34 +136,3 @@ def test_runs_stored_before_self_training_existed_are_the_same_runs():
     assert config_differences(old, load_config()) == []
     on = load_config(overrides=["selftrain.teacher=runs/x"])
     assert config_differences(on, load_config()) != []
-
-
-def test_finished_students_pseudo_labels_are_recomputed_per_class_from_their_own_teacher(tmp_path, fake_dataset):
-    import torch
-    import yaml
-
-    from sweeps.cells import StudyFile, run_study
-    from sweeps.pseudo_labels import recompute
-    from tests.conftest import tiny_overrides
-
-    runs, results = tmp_path / "runs", tmp_path / "results"
-    raw = {"name": "st", "question": "q?", "hypothesis": "h.", "base": "experiments/points.yaml", "seeds": [0],
-           "overrides": tiny_overrides(fake_dataset, tmp_path / "unused"),
-           "cells": [{"id": "teacher"}, {"id": "student", "overrides": [
-               f"selftrain.teacher={runs}/st/teacher/seed{{seed}}", "selftrain.threshold=0.3"]}]}
-    (tmp_path / "st.yaml").write_text(yaml.safe_dump(raw))
-    study = StudyFile.load(tmp_path / "st.yaml")
-    run_study(study, out_dir=str(runs), export_dir=str(results))
-    got = json.loads(recompute(study, str(results)).read_text())
-    assert list(got) == ["student/seed0"]
-    assert set(got["student/seed0"]["diagnostic"]["per_class"]) == set("BLRVW")
-    ran = json.loads((results / "st" / "student" / "seed0.json").read_text())["points"]["selftrain"]
-    assert got["student/seed0"]["diagnostic"]["pseudo_coverage"] == ran["diagnostic"]["pseudo_coverage"]
-    # other weights than those the student learned from are refused, not silently described
-    best = runs / "st" / "teacher" / "seed0" / "best.pt"
-    ckpt = torch.load(best, weights_only=True)
-    first = next(iter(ckpt["model"]))
-    ckpt["model"][first] = ckpt["model"][first] + 1
-    torch.save(ckpt, best)
-    with pytest.raises(ConfigError, match="SHA-256 differs"):
-        recompute(study, str(results))
