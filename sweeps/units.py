@@ -266,13 +266,14 @@ def open_units(specs: list[str], url: str, export_dir: str = "results", heartbea
         study.chosen(cells)  # an unknown cell is an error before anything is queued
         _seeds(study, seeds)
         chosen.append((study, cells, seeds))
-    out = []
+    out: dict[str, tuple[StudyFile, optuna.Study]] = {}  # one Optuna study per study file, however often named
     for study, cells, seeds in chosen:
-        copied = copy_reused(study, export_dir)
-        if copied:
-            log.info("%s: copied %d reused runs from other studies' exports", study.name, len(copied))
-        s = optuna.create_study(study_name=study.name, storage=storage, direction="maximize", load_if_exists=True)
-        n = queue_units(s, units(study, cells, seeds, export_dir), url)
+        if study.name not in out:
+            copied = copy_reused(study, export_dir)
+            if copied:
+                log.info("%s: copied %d reused runs from other studies' exports", study.name, len(copied))
+            out[study.name] = (study, optuna.create_study(study_name=study.name, storage=storage,
+                                                          direction="maximize", load_if_exists=True))
+        n = queue_units(out[study.name][1], units(study, cells, seeds, export_dir), url)
         log.info("%s: %d units queued", study.name, n)
-        out.append((study, s))
-    return out
+    return list(out.values())

@@ -152,6 +152,11 @@ def test_nothing_starts_that_would_end_after_the_deadline(tmp_path, monkeypatch)
     # room for one run (expected 10 s of 15, then 6 s measured) but not for a teacher and its student
     rep = _workers(path, tmp_path, n=1, deadline_s=15, expect_s=10)
     assert rep == {"failed": [], "not started": ["st/student@0", "st/teacher@0"]}
+    # one file named twice (two selections) is one Optuna study with the units of both
+    url = f"sqlite:///{tmp_path / 'twice.db'}"
+    studies = open_units([path + ":teacher", path + ":student"], url, str(tmp_path / "elsewhere"))
+    assert len(studies) == 1
+    assert sorted(t.user_attrs[UNIT] for t in studies[0][1].get_trials()) == ["student@0", "teacher@0"]
     assert (tmp_path / "results" / "st" / "other" / "seed0.json").exists()
 
 
