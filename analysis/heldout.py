@@ -84,7 +84,7 @@ def pooled(study: StudyFile, arm: str, ref: str = CEILING, how: str = "ratio", r
     interval over folds, seeds and images, the t-interval over the per-fold values, and how many folds went in."""
     recs = load_records(study.name, root)
     have = {r["cell"] for r in recs}
-    fa, fb, per_fold, used = [], [], [], []
+    fa, fb, per_fold, used, n_seeds = [], [], [], [], []
     for fold, cells in study.folds().items():
         if arm not in cells or ref not in cells or not {cells[arm], cells[ref]} <= have:
             continue
@@ -97,7 +97,9 @@ def pooled(study: StudyFile, arm: str, ref: str = CEILING, how: str = "ratio", r
         ma, mb = miou_of(a.sum(1)).mean(), miou_of(b.sum(1)).mean()
         per_fold.append(ma / mb if how == "ratio" else ma - mb)
         used.append(fold)
-    out: dict[str, object] = {"arm": arm, "ref": ref, "how": how, "folds": used, "of": len(study.folds())}
+        n_seeds.append(len(seeds))
+    out: dict[str, object] = {"arm": arm, "ref": ref, "how": how, "folds": used, "of": len(study.folds()),
+                              "seeds": n_seeds}
     if used:
         out["bootstrap"] = bootstrap_pooled(fa, fb, n_boot, how=how)
         out["t"] = t_interval(per_fold)

@@ -4,6 +4,7 @@ pooled ratio are read from the exports as the study file says they are computed.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -180,3 +181,24 @@ def test_a_fold_studys_verdict_names_its_pooled_ratio_from_the_exports(tmp_path)
     r, d = (80 / 120) / (90 / 110), 80 / 120 - 90 / 110
     assert text == (f"Best reaches {r:.3f} [{r:.3f}, {r:.3f}] (2 of 2 folds) of the ceiling, "
                     f"{d:+.3f} [{d:+.3f}, {d:+.3f}] (2 of 2 folds).")
+
+
+def test_the_abstract_states_the_held_out_claim_once_every_fold_finished(tmp_path):
+    from analysis.summary import abstract
+
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    study = _study(tmp_path)
+    raw = yaml.safe_load(Path(study.path).read_text())
+    (studies / "heldout-tiles.yaml").write_text(yaml.safe_dump({**raw, "name": "heldout-tiles"}))
+    for f in ("1", "2"):
+        _write(tmp_path, "heldout-tiles", f"t{f}-full", 0, 90, 90)
+        _write(tmp_path, "heldout-tiles", f"t{f}-best", 0, 88, 88)
+        _write(tmp_path, "heldout-tiles", f"t{f}-default", 0, 70, 70)
+    text = "\n".join(abstract(tmp_path, studies))
+    assert "the held-out claim is pending" not in text
+    assert "(pooled over folds, seeds and images; one seed per fold): the goal of 0.95 with the lower end at 0.90 " \
+           "is met" in text
+    assert "The default method (`make demo`) reaches" in text
+    (tmp_path / "heldout-tiles" / "t2-best" / "seed0.json").unlink()
+    assert "has 1 of 2 folds so far" in "\n".join(abstract(tmp_path, studies))
