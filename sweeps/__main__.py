@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import multiprocessing as mp
 import signal
 import sys
 import time
@@ -46,26 +45,13 @@ def _worker_entry(args: argparse.Namespace, deadline: float) -> None:
 
 
 def run_units(args: argparse.Namespace) -> int:
+    from .run import with_workers
     from .units import left, open_units
 
     deadline = time.time() + args.deadline_min * 60 if math.isfinite(args.deadline_min) else math.inf
     studies = open_units(args.specs, args.storage, args.export_dir, args.heartbeat, args.grace_period,
                          args.max_retry)  # every file, cell and seed checked, and the units queued, before training
-    procs = []
-    if args.workers > 1:
-        ctx = mp.get_context("spawn")
-        procs = [ctx.Process(target=_worker_entry, args=(args, deadline)) for _ in range(args.workers - 1)]
-        for p in procs:
-            p.start()
-    try:
-        _worker(args, deadline)
-        for p in procs:
-            p.join()
-    finally:  # stopped (SIGTERM, Ctrl-C) or failed: no worker trains on without its parent
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
-                p.join(timeout=30)
+    with_workers(args.workers, _worker_entry, (args, deadline), lambda: _worker(args, deadline))
     report = left(studies)
     for key, names in report.items():
         print(f"{key}: {len(names)}" + "".join(f"\n  {n}" for n in names), flush=True)

@@ -262,6 +262,24 @@ def export(s: optuna.Study, study: Study) -> Path:
     return path
 
 
+def with_workers(n: int, entry, entry_args: tuple, work) -> None:
+    """``work()`` here beside ``n - 1`` spawned processes running ``entry(*entry_args)``; stopped (SIGTERM, Ctrl-C)
+    or failed, no process trains on without its parent."""
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=entry, args=entry_args) for _ in range(n - 1)]
+    for p in procs:
+        p.start()
+    try:
+        work()
+        for p in procs:
+            p.join()
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+                p.join(timeout=30)
+
+
 def _worker_entry(path: str, overrides: dict) -> None:
     logging.basicConfig(level=logging.WARNING)
     worker(Study.load(path, **overrides), progress=False)
@@ -285,22 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         study = Study.load(args.study, **overrides)
         open_study(study, make_storage(study))  # every check (space, storage, same-name study) before training
         t0 = time.time()
-        if args.workers > 1:
-            ctx = mp.get_context("spawn")
-            procs = [ctx.Process(target=_worker_entry, args=(args.study, overrides)) for _ in range(args.workers - 1)]
-            for p in procs:
-                p.start()
-            try:
-                worker(study)
-                for p in procs:
-                    p.join()
-            finally:  # stopped (SIGTERM, Ctrl-C) or failed: no worker trains on without its parent
-                for p in procs:
-                    if p.is_alive():
-                        p.terminate()
-                        p.join(timeout=30)
-        else:
-            worker(study)
+        with_workers(args.workers, _worker_entry, (args.study, overrides), lambda: worker(study))
         s = optuna.load_study(study_name=study.name, storage=make_storage(study))
         print(f"study {study.name}: {len(s.trials)} trials in {time.time() - t0:.0f} s; "
               f"table: {Path(study.out_dir) / (study.name + '.csv')}")
