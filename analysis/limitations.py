@@ -58,14 +58,16 @@ def plateau_line(root: Path = RESULTS) -> str:
     recs = load_records("convergence-plateau", root)
     cells = {r["cell"] for r in recs}
     d = paired_on_shared_seeds(recs, "full-3200", "full-1600", "diff") if {"full-3200", "full-1600"} <= cells else None
-    line = "* **The ceiling is not at its plateau**: "
+    line = "* **The ceiling's distance to its plateau**: "
     if d is not None:
         line += f"from 1600 to 3200 steps it gained {interval(*d[:3], signed=True)} on the development tiles"
     if "full-6400" in cells:
         r = paired_on_shared_seeds(recs, "full-3200", "full-6400", "ratio")
         g = paired_on_shared_seeds(recs, "full-6400", "full-3200", "diff")
-        line += (f"; from 3200 to 6400 steps {interval(*g[:3], signed=True)}, so a 3200-step ceiling is "
-                 f"{interval(*r[:3])} of the 6400-step one, and every ratio to it would be multiplied by that")
+        n = len({x["seed"] for x in recs if x["cell"] == "full-6400"})
+        line += (f"; from 3200 to 6400 steps {interval(*g[:3], signed=True)} ({n} seed{'s' if n != 1 else ''} of "
+                 f"6400 steps so far), so a 3200-step ceiling is {interval(*r[:3])} of the 6400-step one: doubling "
+                 f"the steps {'did not raise' if g.estimate < 0.005 else 'still raised'} the ceiling")
     else:
         line += ("; the 6400-step runs of study `convergence-plateau` are pending, so how far 3200 steps are from "
                  "the plateau is not measured yet and every ratio here is to a ceiling short of it")

@@ -204,8 +204,16 @@ def abstract(root: Path = RESULTS, studies_dir: Path = Path("experiments/studies
                      "pending. ")
         else:
             text += "The second data set (Massachusetts roads) is pending. "
-    text += ("Everything ran on a 2-core CPU; the ceiling is 3200 steps, short of its plateau (study "
-             "convergence-plateau).")
+    plateau = load_records("convergence-plateau", root)
+    if "full-6400" in {r["cell"] for r in plateau} and "full-3200" in {r["cell"] for r in plateau}:
+        g = paired_on_shared_seeds(plateau, "full-6400", "full-3200", "diff")
+        n = len({r["seed"] for r in plateau if r["cell"] == "full-6400"})
+        text += (f"Everything ran on a 2-core CPU; the ceiling is 3200 steps, and doubling them changed it by "
+                 f"{interval(*g[:3], signed=True)} on the development tiles ({n} seed{'s' if n != 1 else ''}, "
+                 "study convergence-plateau).")
+    else:
+        text += ("Everything ran on a 2-core CPU; the ceiling is 3200 steps, short of its plateau (study "
+                 "convergence-plateau).")
     return ["## Abstract", "", text, ""]
 
 
