@@ -60,8 +60,7 @@ def per_class_table(study: StudyFile, root: str | Path = RESULTS) -> pd.DataFram
         return pd.DataFrame()
     classes = [c.removeprefix("test/iou/") for c in df.columns if c.startswith("test/iou/")]
     arms = (CEILING, *ARMS)
-    common = [cells for cells in study.folds().values() if all(a in cells and (df.cell == cells[a]).any()
-                                                                for a in arms)]
+    common = [study.folds()[f] for f in _finished_folds(study, set(df.cell))]
     if not common:
         return pd.DataFrame()
     rows = []
@@ -74,7 +73,10 @@ def per_class_table(study: StudyFile, root: str | Path = RESULTS) -> pd.DataFram
 
 def common_folds(study: StudyFile, root: str | Path = RESULTS) -> list[str]:
     """The folds where the ceiling and every arm have finished."""
-    have = {r["cell"] for r in load_records(study.name, root)}
+    return _finished_folds(study, {r["cell"] for r in load_records(study.name, root)})
+
+
+def _finished_folds(study: StudyFile, have: set[str]) -> list[str]:
     return [f for f, cells in study.folds().items() if all(a in cells and cells[a] in have for a in (CEILING, *ARMS))]
 
 

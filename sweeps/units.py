@@ -74,12 +74,10 @@ def _seeds(study: StudyFile, wanted: list[int] | None) -> list[int]:
 def teacher_of(study: StudyFile, cell, seed: int) -> str:
     """The unit a self-training cell learns from when its teacher is a cell of the same study (its run directory
     ``<out>/<study>/<cell>/seed<k>``), as ``cell@seed``; "" otherwise."""
-    if "evaluate" in cell.extra:
+    teacher = _teacher_dir(study, cell, seed)
+    if teacher is None:
         return ""
-    teacher = study.config(cell, seed).selftrain.teacher
-    if not teacher:
-        return ""
-    parts = Path(teacher.replace("{seed}", str(seed))).parts
+    parts = teacher.parts
     if len(parts) >= 3 and parts[-3] == study.name and parts[-1] == f"seed{seed}":
         return f"{parts[-2]}@{seed}"
     return ""
@@ -104,17 +102,22 @@ def units(study: StudyFile, cells: list[str] | None = None, seeds: list[int] | N
             if export_path(export_dir, f"{study.name}/{cell.id}", seed).exists():
                 continue
             after = teacher_of(study, cell, seed)
-            if after and _exported(study, after, export_dir) and not _teacher_weights(study, cell, seed).exists():
+            weights = _teacher_dir(study, cell, seed) / "best.pt" if after else None
+            if after and _exported(study, after, export_dir) and not weights.exists():
                 log.warning("%s/%s@%d: not queued: its teacher %s is exported but its weights (%s) are not on this "
                             "machine; move the teacher's export away to train both again", study.name, cell.id,
-                            seed, after, _teacher_weights(study, cell, seed))
+                            seed, after, weights)
                 continue
             out.append(Unit(cell.id, seed, after))
     return out
 
 
-def _teacher_weights(study: StudyFile, cell, seed: int) -> Path:
-    return Path(study.config(cell, seed).selftrain.teacher.replace("{seed}", str(seed))) / "best.pt"
+def _teacher_dir(study: StudyFile, cell, seed: int) -> Path | None:
+    """The run directory a self-training cell's teacher lives in, None for a cell without one."""
+    if "evaluate" in cell.extra:
+        return None
+    teacher = study.config(cell, seed).selftrain.teacher
+    return Path(teacher.replace("{seed}", str(seed))) if teacher else None
 
 
 def copy_reused(study: StudyFile, export_dir: str = "results") -> list[str]:

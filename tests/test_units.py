@@ -112,12 +112,17 @@ def _workers(path: str, tmp_path, n: int = 2, deadline_s: float = 60, expect_s: 
     return left(studies)
 
 
-def test_a_student_waits_for_its_teacher_and_is_not_started_when_it_failed(tmp_path, monkeypatch):
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+def _teacher_study(tmp_path) -> str:
+    """Study ``st``: a teacher, another cell, and the teacher's self-trained student, seed 0."""
     teacher = f"selftrain.teacher={tmp_path}/runs/studies/st/teacher/seed{{seed}}"
     cells = [{"id": "teacher", "overrides": []}, {"id": "other", "overrides": []},
              {"id": "student", "overrides": [teacher]}]
-    path = _study_file(tmp_path, cells, name="st", seeds=[0])
+    return _study_file(tmp_path, cells, name="st", seeds=[0])
+
+
+def test_a_student_waits_for_its_teacher_and_is_not_started_when_it_failed(tmp_path, monkeypatch):
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    path = _teacher_study(tmp_path)
     study = StudyFile.load(path)
     assert [(u.name, u.after) for u in units(study, export_dir=str(tmp_path / "results"))] == \
         [("teacher@0", ""), ("other@0", ""), ("student@0", "teacher@0")]
@@ -144,10 +149,7 @@ def test_a_student_waits_for_its_teacher_and_is_not_started_when_it_failed(tmp_p
 
 def test_nothing_starts_that_would_end_after_the_deadline(tmp_path, monkeypatch):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    teacher = f"selftrain.teacher={tmp_path}/runs/studies/st/teacher/seed{{seed}}"
-    cells = [{"id": "teacher", "overrides": []}, {"id": "other", "overrides": []},
-             {"id": "student", "overrides": [teacher]}]
-    path = _study_file(tmp_path, cells, name="st", seeds=[0])
+    path = _teacher_study(tmp_path)
     _fake_runs(monkeypatch, {"teacher": 0.1, "other": 6.0, "student": 0.1})
     # room for one run (expected 10 s of 15, then 6 s measured) but not for a teacher and its student
     rep = _workers(path, tmp_path, n=1, deadline_s=15, expect_s=10)
