@@ -164,14 +164,18 @@ class Worker:
                 if t.user_attrs.get("trained") and t.duration is not None]
         return statistics.median(took) if took else self.expect_s
 
-    def runnable(self, study: StudyFile, s: optuna.Study, trial) -> bool:
+    def gate(self, s: optuna.Study, waiting: list) -> tuple[float, set[str]]:
+        """What every waiting unit's start is judged by, read once: a unit's expected time, and the teachers that
+        a waiting student names."""
+        return self.expected(s), {t.user_attrs.get(AFTER) for t in waiting}
+
+    def runnable(self, study: StudyFile, trial, gate: tuple[float, set[str]]) -> bool:
         """A waiting unit may start now: its teacher is exported, it ends before the deadline, and (a teacher) its
         waiting student fits after it too."""
         after = trial.user_attrs.get(AFTER)
         if after and not _exported(study, after, self.export_dir):
             return False
-        need = self.expected(s)
-        students = {t.user_attrs.get(AFTER) for t in s.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
+        need, students = gate
         if trial.user_attrs.get(UNIT) in students:
             need *= 2
         return time.time() + need <= self.deadline
@@ -184,7 +188,8 @@ class Worker:
             if unit is None:  # lost the race for the last waiting unit: this trial trained nothing
                 trial.set_user_attr("skipped", "no unit left")
                 raise optuna.TrialPruned("no unit left")
-            if not self.runnable(study, s, trial):  # another worker took the runnable one first: queue it again
+            gate = self.gate(s, s.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+            if not self.runnable(study, trial, gate):  # another worker took the runnable one first: queue it again
                 s.enqueue_trial({}, user_attrs={UNIT: unit, AFTER: trial.user_attrs.get(AFTER, "")})
                 trial.set_user_attr("skipped", "not runnable yet; queued again")
                 raise optuna.TrialPruned("not runnable yet")
@@ -214,7 +219,8 @@ class Worker:
                 fail_stale_trials(s)  # a dead worker's unit → FAIL → queued again (RetryHeartbeatStaleTrialCallback)
             waiting = s.get_trials(deepcopy=False, states=(TrialState.WAITING,))
             running = s.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            if any(self.runnable(study, s, t) for t in waiting):
+            gate = self.gate(s, waiting)
+            if any(self.runnable(study, t, gate) for t in waiting):
                 ended: list = []
                 s.optimize(self.objective(study, s), n_trials=1, catch=(Exception,), gc_after_trial=True,
                            callbacks=[lambda _s, t: ended.append(t)])
