@@ -19,17 +19,20 @@ def bar(iterable=None, disable: bool = False, **kw) -> tqdm:
     return tqdm(iterable, disable=disable or not on_terminal(), **kw)
 
 
-class _TqdmHandler(logging.StreamHandler):
+class _TqdmHandler(logging.Handler):
+    """Writes to the ``sys.stderr`` of the moment, not the one at setup: a stream replaced since (a redirection,
+    a test's capture) may be closed by now."""
+
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            tqdm.write(self.format(record), file=self.stream)
+            tqdm.write(self.format(record), file=sys.stderr)
         except Exception:  # noqa: BLE001 (logging's own contract: a failing handler must not raise)
             self.handleError(record)
 
 
 def setup_logging(level: int = logging.INFO, fmt: str = "%(levelname)s %(name)s: %(message)s") -> None:
     """The command-line entry points' logging: one handler on stderr, writing through tqdm."""
-    handler = _TqdmHandler(sys.stderr)
+    handler = _TqdmHandler()
     handler.setFormatter(logging.Formatter(fmt))
     logging.basicConfig(level=level, handlers=[handler], force=True)
 

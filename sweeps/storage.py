@@ -11,9 +11,11 @@ from contextlib import contextmanager
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
 
 SCHEMA_LOCK = 0x706F696E74  # any fixed bigint: the PostgreSQL advisory lock that serialises schema creation
 UNITS_LOCK = 0x706F696E75  # the lock under which a study file's units are queued (sweeps/units.py)
+CLAIM_LOCK = 0x706F696E76  # the lock under which a worker claims a waiting trial on SQLite (ClaimLockedStorage)
 
 
 @contextmanager
@@ -69,13 +71,34 @@ def _schema_race(e: Exception) -> bool:
     return name == "IntegrityError" or (name == "ProgrammingError" and "already exists" in str(e))
 
 
+class ClaimLockedStorage(RDBStorage):
+    """RDBStorage whose claim of a waiting trial is exclusive on SQLite too.
+
+    Optuna claims a WAITING trial by reading it ``FOR UPDATE`` and setting it RUNNING. SQLite ignores ``FOR
+    UPDATE`` and pysqlite runs the read outside a transaction, so two workers both read WAITING and both set RUNNING:
+    they train the same unit, and the second ``tell`` fails ("Cannot tell a COMPLETE trial"). Measured: 4 threads
+    popping 60 queued trials claimed 15-24 of them twice. Under a file lock the read and the write are one step; the
+    loser reads RUNNING and Optuna moves on to the next waiting trial. PostgreSQL's row lock needs no help.
+    """
+
+    def __init__(self, url: str, **kwargs):
+        super().__init__(url, **kwargs)
+        self.lock_claims = url.startswith("sqlite:///")
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values=None) -> bool:
+        if state != TrialState.RUNNING or not self.lock_claims:
+            return super().set_trial_state_values(trial_id, state, values)
+        with storage_lock(self.url, CLAIM_LOCK):
+            return super().set_trial_state_values(trial_id, state, values)
+
+
 def open_storage(url: str, heartbeat_interval: int = 30, grace_period: int = 120, max_retry: int = 5,
                  error: type[Exception] = RuntimeError) -> RDBStorage:
     """The storage at ``url`` with heartbeats on; a storage that cannot be opened is one ``error`` naming the URL."""
     for attempt in range(5):
         try:
             with storage_lock(url), experimental_ok():
-                return RDBStorage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+                return ClaimLockedStorage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
                                   heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
                                   engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None)
         except Exception as e:  # sqlalchemy's OperationalError and friends: name the URL, not a stack

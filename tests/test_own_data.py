@@ -99,6 +99,31 @@ def test_an_error_never_shares_a_line_with_a_progress_bar(monkeypatch):
     assert "error: data/x.tif: cannot read" in shown
 
 
+def test_log_lines_go_to_the_stderr_of_the_moment_not_a_closed_one(monkeypatch):
+    """The handler once kept the stderr it was set up with: a later caller (a test's capture, a redirection) found it
+    closed and logging printed "I/O operation on closed file" tracebacks instead of the line."""
+    import io
+    import logging
+
+    from pointseg import progress
+
+    first = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        progress.setup_logging()
+        first.close()
+        now = io.StringIO()
+        monkeypatch.setattr(sys, "stderr", now)
+        monkeypatch.setattr(logging, "raiseExceptions", True)
+        logging.getLogger("pointseg.test").info("after the first stderr closed")
+        assert "INFO pointseg.test: after the first stderr closed" in now.getvalue()
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
 def test_a_log_written_to_a_file_has_no_progress_redraws(fake_dataset, tmp_path):
     log = tmp_path / "train.log"
     with open(log, "w") as f:

@@ -120,6 +120,32 @@ def _teacher_study(tmp_path) -> str:
     return _study_file(tmp_path, cells, name="st", seeds=[0])
 
 
+def test_four_workers_on_sqlite_never_claim_one_waiting_trial_twice(tmp_path):
+    """SQLite ignores SELECT FOR UPDATE: without the claim lock, 4 threads popping 60 queued trials claimed 15-24 of
+    them twice (two workers trained one unit; the second tell failed with "Cannot tell a COMPLETE trial")."""
+    from collections import Counter
+
+    from sweeps.storage import open_storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = f"sqlite:///{tmp_path / 'claims.db'}"
+    s = optuna.create_study(study_name="claims", storage=open_storage(url))
+    for i in range(60):
+        s.enqueue_trial({}, user_attrs={"i": i}, skip_if_exists=False)
+    claimed: Counter = Counter()
+
+    def claim():
+        mine = optuna.load_study(study_name="claims", storage=open_storage(url))
+        while (trial_id := mine._pop_waiting_trial_id()) is not None:  # what Study.ask does first
+            claimed[trial_id] += 1
+    threads = [threading.Thread(target=claim) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(claimed) == 60 and max(claimed.values()) == 1, {k: v for k, v in claimed.items() if v > 1}
+
+
 def test_a_student_waits_for_its_teacher_and_is_not_started_when_it_failed(tmp_path, monkeypatch):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     path = _teacher_study(tmp_path)
