@@ -14,11 +14,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.patches import Patch
 
-from pointseg.config import Config  # noqa: E402
+from pointseg.config import (
+    Config,  # noqa: E402
+    ConfigError,
+    _suggest,
+)
 from sweeps.studyfile import StudyFile  # noqa: E402
 
-from .results import frame, histories  # noqa: E402
+from .results import confusions, frame, histories  # noqa: E402
 from .stats import seed_interval  # noqa: E402
 
 _PNG = {"metadata": {"Software": None}, "dpi": 120, "bbox_inches": "tight"}  # no version stamp: same bytes each time
@@ -126,7 +131,6 @@ def cells_figure(study: StudyFile, recs: list[dict], out: Path) -> str:
 def confusion_figure(study: StudyFile, recs: list[dict], out: Path) -> str:
     """Row-normalised test confusion matrix (all seeds and test images pooled) of the reference and of the
     cell compared with it last in the study file."""
-    from .results import confusions
 
     cells = [c for c in study.cells if any(r["cell"] == c.id for r in recs)]
     shown = [c for c in cells if c.id == study.reference] + [c for c in cells if c.id != study.reference][-1:]
@@ -148,7 +152,6 @@ def confusion_figure(study: StudyFile, recs: list[dict], out: Path) -> str:
 def qualitative_figure(study: StudyFile, recs: list[dict], out: Path) -> str | None:
     """Image | truth | each cell's prediction | errors of the last cell, for the sample images the exports carry
     (pointseg/samples.py), all cells at one seed: the smallest seed every sampled cell has. None: no samples."""
-    from matplotlib.patches import Patch
 
     from pointseg.samples import decode
     from pointseg.viz import colorize, draw_points, error_map
@@ -313,7 +316,6 @@ FIGURES = {"convergence": convergence_figure, "budget": budget_figure, "per-clas
 def figures_of(study) -> list:
     """The figure functions a study draws: the names under ``report: figures`` (an unknown name is an error naming
     the file), else its curve and cells, or its cells."""
-    from pointseg.config import ConfigError, _suggest
 
     names = study.report.get("figures") or (["curve", "cells"] if study.raw.get("curve") else ["cells"])
     unknown = [n for n in names if n not in FIGURES]

@@ -4,7 +4,7 @@ ceiling, the smallest click budget whose ratio reaches 0.9, and whether the issu
 
 from __future__ import annotations
 
-from .results import confusions, method_label, paired_on_shared_seeds, shared_seeds
+from .results import confusions, load_records, method_label, paired_on_shared_seeds, shared_seeds
 from .stats import bootstrap_miou, interval
 
 # the bar of the issue "Label efficiency that holds up": ratio ≥ 0.95 with the lower end of its 95 % interval
@@ -34,7 +34,6 @@ def headline_rows(recs: list[dict], ceiling: str, order: list[str], n_boot: int 
 
 def study_headline(study, root) -> list[str]:
     """The headline of a study file (:class:`sweeps.studyfile.StudyFile`) with a ``ceiling``; none without one."""
-    from .results import load_records
 
     if not study.raw.get("ceiling"):
         return []
@@ -163,7 +162,6 @@ PARTS = [
 
 def parts_rows(root, n_boot: int = 2000) -> list[dict]:
     """One row per framework part: its paired test-mIoU gain with the 95 % interval, or why there is none."""
-    from .results import load_records
 
     rows = []
     for part, default, study, with_, without in PARTS:

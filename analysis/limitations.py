@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pointseg.config import Config
+
 from .results import RESULTS, load_records, paired_on_shared_seeds
 from .stats import interval
 from .summary import combined
@@ -28,7 +30,6 @@ def judged(headline: list[str]) -> tuple[int, int]:
 
 
 def _selected_images() -> str:
-    from pointseg.config import Config
 
     d = Config().data
     return f"tiles {' and '.join(d.test_groups)}"

@@ -21,16 +21,23 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from pointseg.bench.predict import markdown_table as predict_table
+from pointseg.bench.table import markdown_table
+from sweeps.evaluations import describe_shift, is_evaluation, settings_of
 from sweeps.studyfile import StudyFile  # noqa: E402
 
 from .figures import _DIAGNOSTICS, _PNG, budget_figure, figures_of  # noqa: E402
-from .headline import parts_section  # noqa: E402
+from .headline import (
+    parts_section,  # noqa: E402
+    study_headline,
+)
+from .heldout import pooled
 from .heldout import section as heldout_section
 from .limitations import limitations_section  # noqa: E402
 from .method import method_section  # noqa: E402
 from .readme_block import anchor, block, replace_block, sections, verdict_line  # noqa: E402
 from .reruns import reruns_section  # noqa: E402
-from .results import frame, load_records  # noqa: E402
+from .results import frame, load_records, paired_on_shared_seeds  # noqa: E402
 from .stats import interval  # noqa: E402
 from .summarize import study_table  # noqa: E402
 from .summary import summary_section  # noqa: E402
@@ -170,7 +177,6 @@ PRIOR_SCENES = {"train": "the training images", "tile": "each test tile's images
 
 
 def _cell_process(c) -> str:
-    from sweeps.evaluations import describe_shift, is_evaluation, settings_of
 
     if is_evaluation(c):
         s = settings_of(c)
@@ -202,7 +208,6 @@ def fill_numbers(text: str, df, recs: list[dict] | None = None, study: StudyFile
     include the per-class shares, precisions and recalls of `results.confusion_metrics`."""
 
     def paired(m: re.Match) -> str:
-        from .results import paired_on_shared_seeds
 
         how, pair = m.group(1), m.group(2)
         a, b = (x.strip() for x in pair.split(" vs "))
@@ -214,7 +219,6 @@ def fill_numbers(text: str, df, recs: list[dict] | None = None, study: StudyFile
     text = re.sub(r"\{(paired|ratio):([^{}]+)\}", paired, text)
 
     def pooled_over_folds(m: re.Match) -> str:  # a fold study: {pooled:best vs full}, {pooled-diff:best vs default}
-        from .heldout import pooled
 
         a, b = (x.strip() for x in m.group(2).split(" vs "))
         how = "diff" if m.group(1) == "pooled-diff" else "ratio"
@@ -248,7 +252,6 @@ def bench_section(path: Path) -> list[str]:
     if not path.exists():
         return []
     b = json.loads(path.read_text())
-    from pointseg.bench.table import markdown_table
 
     return [f"## Speed (`make bench`, torch {b['torch']}, {b['threads']} threads)", "", markdown_table(b["rows"]), "",
             _timed_on(b["rows"]), ""]
@@ -286,7 +289,6 @@ def byo_section(root: Path) -> list[str]:
         md += ["", "One seed each: an example of the path, not a study.", ""]
     bench = root / "bench_predict.json"
     if bench.exists():
-        from pointseg.bench.predict import markdown_table as predict_table
 
         b = json.loads(bench.read_text())
         md += ["## Whole-scene prediction (`make bench-predict`)", "",
@@ -402,7 +404,6 @@ def reproduce_section(studies_dir: Path, root: Path) -> list[str]:
 
 def _headline(studies_dir: Path, root: Path) -> list[str]:
     """The headline of the first study whose file says ``headline: true``."""
-    from .headline import study_headline
 
     for path in sorted(studies_dir.glob("*.yaml")):
         study = StudyFile.load(path)

@@ -8,9 +8,11 @@ images), per test tile, and the paired ratio and difference against a reference 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pandas as pd
 
+from .headline import parts_section, study_headline
 from .results import RESULTS, confusions, frame, load_records, paired_on_shared_seeds
 from .stats import bootstrap_miou, fmt, holm, interval, mean_ci
 
@@ -89,7 +91,6 @@ def main(argv=None) -> int:
                       references=sf.cell_references() if sf else {},
                       order=[c.id for c in sf.cells] if sf else None).to_markdown(index=False))
     if args.headline and sf:
-        from .headline import parts_section, study_headline
 
         print("", *study_headline(sf, args.root), *parts_section(args.root), sep="\n")
     return 0
@@ -97,7 +98,6 @@ def main(argv=None) -> int:
 
 def _study_file(studies_dir: str, study: str):
     """The study file (its reference, metric, the cells' own references and their order), when there is one."""
-    from pathlib import Path
 
     from sweeps.studyfile import StudyFile
 

@@ -8,15 +8,23 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+import json
+
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.patches import Patch
 
 from sweeps.studyfile import StudyFile  # noqa: E402
 
 from .figures import _save  # noqa: E402
-from .heldout import pooled  # noqa: E402
-from .results import RESULTS, confusions, load_records, paired_on_shared_seeds  # noqa: E402
-from .stats import bootstrap_miou, interval  # noqa: E402
+from .heldout import (
+    common_folds,
+    fold_table,
+    per_class_table,
+    pooled,  # noqa: E402
+)
+from .results import RESULTS, confusions, frame, load_records, paired_on_shared_seeds  # noqa: E402
+from .stats import bootstrap_miou, interval, seed_interval  # noqa: E402
 
 HELDOUT, ROADS = "heldout-tiles", "heldout-roads"
 # the parts of `make best`, one at a time, on the development split (test tiles 5 and 8, seeds 0-2, paired)
@@ -248,8 +256,6 @@ def efficiency_figure(root: Path, out: Path) -> str | None:
     recs = load_records("label-efficiency-crf", root)
     if not recs:
         return None
-    from .results import frame
-    from .stats import seed_interval
 
     df = frame(recs)
     fig, ax = plt.subplots(figsize=(6.4, 3.8), layout="constrained")
@@ -283,9 +289,7 @@ def efficiency_figure(root: Path, out: Path) -> str | None:
 def maps_figure(root: Path, out: Path) -> str | None:
     """Image | truth | the default | `make best` | the ceiling, on a centre crop of each held-out fold's first test
     image at full resolution (written by ``python -m sweeps.maps``), with a class legend."""
-    import json
 
-    from matplotlib.patches import Patch
     from PIL import Image
 
     folder = root / HELDOUT / "maps"
@@ -336,7 +340,6 @@ def summary_section(out: Path, root: Path = RESULTS, studies_dir: Path = Path("e
                "20 clicks, beside the default method's curve): development tiles, intervals over seeds.", ""]
     path = studies_dir / f"{HELDOUT}.yaml"
     if path.exists():
-        from .heldout import common_folds, fold_table, per_class_table
 
         study = StudyFile.load(path)
         md += ["### Per held-out tile and per class", "", fold_table(study, root).to_markdown(index=False), "",

@@ -16,6 +16,7 @@ import optuna
 import pandas as pd
 import yaml
 from optuna.trial import TrialState
+from optuna.visualization.matplotlib import plot_optimization_history
 
 from sweeps.record import load_record, study_about, to_study
 from sweeps.search import Study, SweepError
@@ -43,7 +44,6 @@ def _figures(s: optuna.Study, imp: dict[str, float] | None, name: str, objective
     """Optuna's optimisation history, and the fANOVA importances as a bar chart. Optuna's matplotlib plots set a
     global style; the rc_context keeps it from leaking into the report's other figures."""
     import seaborn as sns
-    from optuna.visualization.matplotlib import plot_optimization_history
 
     target = _OBJECTIVE_LABELS.get(objective, objective)
     names = [f"sweep-{name}-history.png"]

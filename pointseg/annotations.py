@@ -21,6 +21,7 @@ is an error naming the file and the class.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
@@ -237,7 +238,6 @@ def _mark(c: Click, where: tuple | None, splits: dict, headers: dict, maps: dict
 
 def save_click_table(path: str | Path, rows: list[dict]) -> None:
     """The run's points.csv for clicks from a file: every input click, where it landed and whether it was used."""
-    import io
 
     from .io import atomic_write_text
 

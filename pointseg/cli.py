@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import sys
 from pathlib import Path
 
+import numpy as np
+from tqdm import tqdm
+
+from .annotations import write_geojson
 from .config import ConfigError, _merge, load_config, parse_overrides, read_config_file
-from .data.raster import DataError
-from .progress import say_error, setup_logging
+from .data.bands import BandNorm
+from .data.raster import IGNORE_INDEX, DataError, read_bands
+from .data.style import HistogramStyle
+from .progress import bar, say_error, setup_logging
 
 
 def _overrides(args) -> list[str]:
@@ -84,7 +91,6 @@ def _load_models(paths, device):
     """The models of one or more checkpoints (an ensemble), the first one's config, style and raw checkpoint;
     an ensemble must share the class table and the input bands."""
     from .checkpoint import load_model
-    from .data.style import HistogramStyle
 
     models, cfg, style, first = [], None, None, None
     for p in paths:
@@ -129,7 +135,6 @@ def _evaluate(args) -> int:
     if ckpt.get("class_names") and list(ckpt["class_names"]) != list(spec.class_names):
         raise DataError(f"{args.checkpoints[0]}: trained on classes {ckpt['class_names']}, but the data set "
                         f"{cfg.data.dataset} now has {list(spec.class_names)}; its numbers would be wrong")
-    from .data.bands import BandNorm
 
     data = ckpt.get("data") or {}
     scenes = load_split(cfg, args.split, BandNorm.from_state(data.get("norm"), data.get("in_channels", 3)))
@@ -155,9 +160,6 @@ def _predict(args) -> int:
     scenes = expand_inputs(args.inputs)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    from tqdm import tqdm
-
-    from .progress import bar
 
     one = len(scenes) == 1  # one scene: a bar over its blocks; many: one bar over the scenes
     for path in bar(scenes, desc="predict", unit="scene", disable=one):
@@ -178,7 +180,6 @@ SCENE_SUFFIXES = (".tif", ".tiff", ".jpg", ".jpeg", ".png", ".jp2", ".vrt")
 def expand_inputs(inputs: list[str]) -> list[Path]:
     """Files as given; a folder → its rasters (by suffix, sorted); a pattern with * ? [ → its matches, sorted. A
     name that matches nothing is an error naming it."""
-    import glob
 
     out: list[Path] = []
     for item in inputs:
@@ -203,9 +204,6 @@ def _points(args) -> int:
     spec = DatasetSpec.load(args.dataset)
     mask = spec.decode_mask(Path(args.mask))
     if args.like:  # the image's no-data is no land cover: training never clicks there, nor does the preview
-        import numpy as np
-
-        from .data.raster import IGNORE_INDEX, read_bands
 
         _, valid = read_bands(args.like, list(spec.bands) if spec.bands else None, spec.image_nodata)
         if valid.shape != mask.shape:
@@ -214,7 +212,6 @@ def _points(args) -> int:
         mask = np.where(valid, mask, IGNORE_INDEX).astype(mask.dtype)
     pts = sample_points(mask, args.n_per_class, args.strategy, image_seed(args.seed, Path(args.mask).name))
     if args.geojson:  # to look at them in QGIS, over the image they were clicked on
-        from .annotations import write_geojson
 
         n = write_geojson(args.geojson, pts, list(spec.class_names), args.like or args.mask)
         print(f"{args.geojson}: {n} points", file=sys.stderr)

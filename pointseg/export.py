@@ -18,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .io import write_json
 
 EXPORT_VERSION = 1
@@ -51,7 +53,6 @@ def code_version() -> dict[str, Any]:
 
 def machine(device: str) -> dict[str, Any]:
     """Where a run ran: studies may mix machines, and the report says which cell ran where."""
-    import torch
 
     # the CPU's model and the vector instructions torch uses on it: kernels differ between them, and so do the
     # rounding of float sums and the trained model (the report's "Reruns" section measured how much)

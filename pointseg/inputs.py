@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .annotations import place, read_clicks, save_click_table
 from .config import Config, ConfigError, save_config
 from .data.bands import BandNorm
 from .data.dataset import DatasetSpec, Scene, fit_band_norm, load_scenes
@@ -143,7 +144,6 @@ def _check_freeze(cfg: Config) -> None:
 
 def file_targets(cfg: Config, train: list[Scene], val: list[Scene], test: list[Scene]):
     """Real clicks from ``points.file``: (train label maps, val label maps, record, one row per input click)."""
-    from .annotations import place, read_clicks
 
     p = cfg.points
     if not p.file:
@@ -207,7 +207,6 @@ def write_inputs(cfg: Config, run_dir: Path, inputs: RunInputs) -> None:
     inputs.points_info["code"] = code_version()
     write_json(run_dir / "points.json", inputs.points_info)
     if inputs.click_rows is not None:
-        from .annotations import save_click_table
 
         save_click_table(run_dir / "points.csv", inputs.click_rows)
     elif inputs.points_info["supervision"] == "points":

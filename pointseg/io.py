@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +68,6 @@ def load_checkpoint_file(path: str | Path, map_location="cpu") -> dict:
     """A checkpoint read as data (``weights_only=True``: tensors and plain types, never code), with one clear error
     for a truncated or corrupt file (a full disk, a copy cut short) and another for one that holds anything else
     (a pickled object, possibly a payload: users share checkpoints)."""
-    import pickle
-    import zipfile
 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)

@@ -16,9 +16,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from xml.sax.saxutils import quoteattr
 
 import numpy as np
 import rasterio
@@ -30,6 +32,7 @@ from rasterio.windows import Window
 from .data.bands import BandNorm
 from .data.dataset import resize_image, scaled_size
 from .data.raster import IGNORE_INDEX, DataError, _open, read_bands
+from .data.style import HistogramStyle
 from .infer import predict_probs
 from .io import atomic_write_text
 from .progress import bar
@@ -51,7 +54,6 @@ class SceneInput:
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict, cfg, spec_colors=None) -> "SceneInput":
-        from .data.style import HistogramStyle
 
         data = ckpt.get("data") or {}  # checkpoints from before any-band data held 8-bit RGB
         in_ch = data.get("in_channels", 3)
@@ -133,7 +135,6 @@ def upsample_inner(probs: torch.Tensor, size: tuple[int, int], inner: tuple[slic
 
 def qgis_style(names: list[str], colors) -> str:
     """A QGIS layer style (the ``<map>.qml`` QGIS loads with ``<map>.tif``): a paletted renderer naming each class."""
-    from xml.sax.saxutils import quoteattr
 
     entries = "\n".join(f'        <paletteEntry value="{i}" color="#{r:02x}{g:02x}{b:02x}" alpha="255" '
                         f"label={quoteattr(n)}/>" for i, (n, (r, g, b)) in enumerate(zip(names, colors)))
@@ -224,7 +225,6 @@ def predict_scene(models, src_path: str | Path, dst_path: str | Path, inp: Scene
     """Write the class map of ``src_path`` to ``dst_path`` (GeoTIFF); returns pixels, blocks and seconds.
     ``window``: the sliding window at the working scale, or None to predict each haloed block in one pass (no
     window overlap to compute twice; the halo gives every pixel its context)."""
-    import time
 
     src_path, dst_path = Path(src_path), Path(dst_path)
     outs = [p for p in (dst_path, Path(probs_path) if probs_path else None) if p is not None]

@@ -22,6 +22,8 @@ import numpy as np
 from .config import Config, ConfigError
 from .data.dataset import Scene
 from .data.raster import IGNORE_INDEX
+from .infer import predict_probs, resolve_device
+from .prior import calibrated
 
 log = logging.getLogger("pointseg")
 
@@ -123,7 +125,6 @@ def pseudo_targets(cfg: Config, scenes: list[Scene],
                    clicks: list[np.ndarray]) -> tuple[list[np.ndarray], dict[str, Any]]:
     """The training label maps from ``cfg.selftrain.teacher``, and the record of where they came from."""
     from .checkpoint import load_model
-    from .infer import predict_probs, resolve_device
 
     path = teacher_path(cfg)
     device = resolve_device(cfg.train.device)
@@ -166,7 +167,6 @@ def _correct_prior(model, probs: list, scenes: list[Scene], tcfg: Config, ckpt: 
     """The teacher's probabilities (changed in place), calibrated on its val clicks and re-weighted to the class
     mix EM finds in these training images; returns what was fitted, for the record."""
     from .inputs import load_split
-    from .prior import calibrated
 
     e = tcfg.eval
     shift = calibrated(model, tcfg, ckpt, load_split(tcfg, "val"), device, window=e.window, overlap=e.overlap,

@@ -33,8 +33,9 @@ from .data.bands import BandNorm
 from .data.crops import CropSampler, photometric_jitter, staged_batches
 from .data.dataset import DatasetSpec, Scene
 from .data.raster import IGNORE_INDEX
+from .data.style import HistogramStyle
 from .export import export_path, export_run, machine
-from .infer import resolve_device, scene_confusions, split_record
+from .infer import predict_probs, resolve_device, scene_confusions, split_record
 from .inputs import RunInputs, band_norm, check_protocol, write_inputs
 from .io import (
     CorruptFileError,
@@ -52,8 +53,10 @@ from .prior import label_prior
 from .progress import bar
 from .runlock import RunLock, RunLockedError
 from .selftrain import pseudo_targets
+from .tracking import Tracker
 from .unlabelled import build as build_unlabelled
 from .unlabelled import scale as unlabelled_scale
+from .viz import prediction_panel
 
 log = logging.getLogger("pointseg")
 
@@ -184,7 +187,6 @@ def _crop_stages(cfg: Config, inputs: RunInputs) -> tuple[list[tuple[CropSampler
     (and the histogram style they were matched to, if any)."""
     style = None
     if cfg.train.histogram_match:
-        from .data.style import HistogramStyle
 
         style = HistogramStyle.fit([s.image for s in inputs.train], cfg.train.histogram_scope)
     images = style.restyle(inputs.train) if style else [s.image for s in inputs.train]
@@ -231,7 +233,6 @@ def _prepare_locked(cfg: Config, run_dir: Path, inputs: RunInputs, device: torch
     _resume(r)
     r.batches = staged_batches(stages, start_step=r.start_epoch * cfg.train.steps_per_epoch)
     if cfg.wandb.mode != "disabled":
-        from .tracking import Tracker
 
         r.tracker = Tracker(cfg.wandb.mode, cfg.wandb.project, run_dir, f"{cfg.name}-seed{cfg.seed}",
                             cfg.to_dict(), cfg.wandb.group, cfg.wandb.tags)
@@ -420,8 +421,6 @@ def _samples(r: _Run) -> dict[str, Any] | None:
 
 def _val_panels(r: _Run, n: int = 2) -> list[tuple[np.ndarray, str]]:
     """A few val images with their clicks, the prediction of the tested weights, the truth and the errors."""
-    from .infer import predict_probs
-    from .viz import prediction_panel
 
     colors = r.spec.display_colors()
     out = []

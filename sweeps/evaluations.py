@@ -21,11 +21,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
 
 from pointseg.config import ConfigError
+from pointseg.data.style import HistogramStyle
 
 log = logging.getLogger("pointseg.study")
 
@@ -111,12 +113,10 @@ def run_evaluation(study, cell, seed: int, out_dir: str = "runs/studies", export
 
 
 def _test(run_dirs: list[Path], settings: dict) -> dict:
-    import time
 
     from pointseg.checkpoint import load_model
     from pointseg.data.bands import BandNorm
     from pointseg.data.dataset import DatasetSpec
-    from pointseg.data.style import HistogramStyle
     from pointseg.infer import scene_confusions, split_record
     from pointseg.inputs import load_split
 

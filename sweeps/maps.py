@@ -18,6 +18,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from pointseg.io import write_json
@@ -42,7 +43,6 @@ def _crop(a: np.ndarray, size: int) -> np.ndarray:
 
 def write_maps(study_file: str, seed: int = 0, size: int = 512, runs: str = "runs/studies",
                results: str = "results") -> list[Path]:
-    import torch
 
     from pointseg.checkpoint import load_model
     from pointseg.data.raster import read_image

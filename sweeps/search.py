@@ -13,6 +13,8 @@ import yaml
 
 from pointseg.config import ConfigError, load_config
 
+from .studyfile import StudyFile
+
 
 class SweepError(ValueError):
     """A study that cannot run; raised before any training starts."""
@@ -73,7 +75,6 @@ class Study:
     @classmethod
     def load(cls, path: str | Path, **overrides) -> "Study":
         """The search of a study file (its ``search:`` block; name, base, overrides and texts from the study)."""
-        from .studyfile import StudyFile
 
         p = Path(path)
         if not p.exists():

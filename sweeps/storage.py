@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 import warnings
 from contextlib import contextmanager
+from pathlib import Path
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -29,7 +30,6 @@ def storage_lock(url: str, key: int = SCHEMA_LOCK):
     """
     if url.startswith("sqlite:///"):
         import fcntl
-        from pathlib import Path
 
         path = Path(url[len("sqlite:///"):]).with_suffix(f".lock{key % 100}")
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -5,13 +5,14 @@ without torch or the trainer.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from pointseg.config import ConfigError, load_config
+from pointseg.config import ConfigError, _suggest, load_config
 
 # what a study file may hold: a typo (`hypothesys:`, `resue:`) is an error naming the closest key, never ignored
 STUDY_KEYS = {"name", "question", "hypothesis", "base", "seeds", "cells", "metric", "overrides", "reference",
@@ -28,7 +29,6 @@ CELL_KEYS = {"id", "label", "overrides", "steps", "reference", "reuse", "base", 
 
 
 def _check_keys(path: Path, where: str, raw: dict, allowed: set[str]) -> None:
-    from pointseg.config import _suggest
 
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: {where}expected a mapping, got {raw!r}")
@@ -42,7 +42,6 @@ def _check_keys(path: Path, where: str, raw: dict, allowed: set[str]) -> None:
 def grid_cells(path: Path, grid: dict) -> list[dict]:
     """``grid: {points.n_per_class: [1, 10], loss.gamma: [0, 2]}`` → one cell per combination, in the order given
     (the last key varies fastest), each id ``n_per_class=1-gamma=0`` and its overrides the combination."""
-    import itertools
 
     if not isinstance(grid, dict) or not grid or not all(isinstance(v, list) and v for v in grid.values()):
         raise ConfigError(f"{path}: grid: expected a mapping of config keys to non-empty lists of values, got {grid!r}")

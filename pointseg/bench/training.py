@@ -19,6 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -81,8 +83,6 @@ print(time.perf_counter() - t0)
 def first_call_seconds(compiled: bool) -> float:
     """The dense loss's first call in a fresh process, as a training run pays it (inductor's on-disk cache may
     make the compile a warm one; in a process that has compiled it once, a second compile is nearly free)."""
-    import subprocess
-    import sys
 
     out = subprocess.run([sys.executable, "-c", _FIRST_CALL, "1" if compiled else "0"], capture_output=True,
                          text=True, check=True)
