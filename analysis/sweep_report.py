@@ -14,12 +14,12 @@ import matplotlib
 import matplotlib.pyplot as plt
 import optuna
 import pandas as pd
-import yaml
 from optuna.trial import TrialState
 from optuna.visualization.matplotlib import plot_optimization_history
 
 from sweeps.record import load_record, study_about, to_study
 from sweeps.search import Study, SweepError
+from sweeps.studyfile import search_files
 
 from .stats import fmt, mean_ci
 
@@ -186,9 +186,7 @@ def sweep_sections(out: Path, root: Path = Path("results"), studies_dir: Path = 
     """A section per study file with a search and a hypothesis, and per record (a record's own text wins: it is
     what ran)."""
     files = {}
-    for p in sorted(studies_dir.glob("*.yaml")):
-        if "search" not in (yaml.safe_load(p.read_text()) or {}):
-            continue
+    for p in search_files(studies_dir):
         try:
             st = Study.load(p)
         except SweepError:

@@ -20,15 +20,10 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 from pointseg.config import ConfigError
 from pointseg.progress import say_error, setup_logging
 
-
-def _is_search(path: str) -> bool:
-    raw = yaml.safe_load(Path(path).read_text()) if Path(path).exists() else None
-    return isinstance(raw, dict) and "search" in raw
+from .studyfile import is_search
 
 
 def _worker(args: argparse.Namespace, deadline: float) -> None:
@@ -80,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-    searches = [s for s in args.specs if _is_search(s)]
+    searches = [s for s in args.specs if is_search(s)]
     if searches:
         if len(args.specs) > 1:
             say_error(f"a search ({searches[0]}) runs alone: give it as the only file")

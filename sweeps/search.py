@@ -13,7 +13,7 @@ import yaml
 
 from pointseg.config import ConfigError, load_config
 
-from .studyfile import StudyFile
+from .studyfile import StudyFile, search_files
 
 
 class SweepError(ValueError):
@@ -78,8 +78,7 @@ class Study:
 
         p = Path(path)
         if not p.exists():
-            known = sorted(x.name for x in Path("experiments/studies").glob("*.yaml")
-                           if "search:" in x.read_text())
+            known = [x.name for x in search_files()]
             raise SweepError(f"study file {p} not found; searches in experiments/studies/: {known}")
         try:
             sf = StudyFile.load(p)

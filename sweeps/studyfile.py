@@ -28,6 +28,19 @@ CELL_KEYS = {"id", "label", "overrides", "steps", "reference", "reuse", "base", 
              "evaluate", "tta", "shift", "ensemble", "match", "prior"}
 
 
+def is_search(path: str | Path) -> bool:
+    """A study file with a ``search:`` block (run by sweeps/search.py), not cells; a file that is missing or not a
+    mapping is none (its loader names the problem)."""
+    p = Path(path)
+    raw = yaml.safe_load(p.read_text()) if p.is_file() else None
+    return isinstance(raw, dict) and "search" in raw
+
+
+def search_files(folder: str | Path = "experiments/studies") -> list[Path]:
+    """The study files of ``folder`` that hold a search, sorted."""
+    return sorted(p for p in Path(folder).glob("*.yaml") if is_search(p))
+
+
 def _check_keys(path: Path, where: str, raw: dict, allowed: set[str]) -> None:
 
     if not isinstance(raw, dict):

@@ -10,6 +10,7 @@ from analysis.results import confusions, load_records
 from analysis.summarize import study_table
 from pointseg.config import ConfigError
 from sweeps.cells import StudyFile, run_study
+from sweeps.studyfile import is_search, search_files
 from tests.conftest import tiny_overrides
 
 
@@ -289,6 +290,9 @@ def test_one_study_format_holds_cells_a_grid_or_a_search_and_its_report_metadata
                   search={"sampler": "grid", "seeds_per_config": 3, "space": {"loss.gamma": {"choices": [0, 2]}}})
     assert search.search is not None and search.cells == [] and search.order == float("inf")
     st = Study.load(path)  # the search driver reads the same file
+    assert is_search(path) and not is_search("experiments/studies/gamma.yaml") and not is_search(tmp_path / "no")
+    assert [p.stem for p in search_files("experiments/studies")] == ["gpu-joint-tpe", "joint-tpe", "points-grid",
+                                                                     "semi-grid"]
     assert (st.name, st.base_config, st.overrides, st.budget) == ("s", top["base"], ["eval.val_points_per_class=20"], 2)
     with pytest.raises(ConfigError, match=r"search: unknown key 'sampeler' \(did you mean 'sampler'\?\)"):
         load(search={"sampeler": "grid", "space": {}})

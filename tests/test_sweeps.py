@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 from sweeps.record import load_record, to_study
 from sweeps.run import _experimental_ok, cell_key, make_storage, open_study, worker
 from sweeps.search import Study, SweepError
+from sweeps.studyfile import search_files
 from tests.conftest import search_file, tiny_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -424,8 +425,7 @@ def test_a_space_over_the_budget_needs_one_set_of_val_clicks(tmp_path, fake_data
     Study.load(path)
 
 
-@pytest.mark.parametrize("path", sorted(p for p in (ROOT / "experiments" / "studies").glob("*.yaml")
-                                        if "search:" in p.read_text()), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", search_files(ROOT / "experiments" / "studies"), ids=lambda p: p.name)
 def test_every_shipped_search_passes_its_checks(path):
     Study.load(path)  # unknown keys, spaces, the objective, one set of val clicks when the budget varies
 
@@ -451,8 +451,7 @@ def test_the_median_pruner_acts_from_the_epoch_the_study_names(tmp_path, fake_da
                                prune_from_epoch=0))
 
 
-@pytest.mark.parametrize("path", sorted(p for p in (ROOT / "experiments" / "studies").glob("*.yaml")
-                                        if "search:" in p.read_text()), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", search_files(ROOT / "experiments" / "studies"), ids=lambda p: p.name)
 def test_every_committed_search_record_is_its_files_study_and_computes_its_exports(path):
     """A search's record (results/sweeps/<name>.json) is refused when its file no longer describes it; each seed
     export of its trials must still be the run the file computes for those parameters."""
