@@ -30,7 +30,6 @@ def judged(headline: list[str]) -> tuple[int, int]:
 
 
 def _selected_images() -> str:
-
     d = Config().data
     return f"tiles {' and '.join(d.test_groups)}"
 

@@ -177,7 +177,6 @@ PRIOR_SCENES = {"train": "the training images", "tile": "each test tile's images
 
 
 def _cell_process(c) -> str:
-
     if is_evaluation(c):
         s = settings_of(c)
         how = ([f"the test images {describe_shift(s['shift'])}"] if s["shift"] else []) + [
@@ -208,7 +207,6 @@ def fill_numbers(text: str, df, recs: list[dict] | None = None, study: StudyFile
     include the per-class shares, precisions and recalls of `results.confusion_metrics`."""
 
     def paired(m: re.Match) -> str:
-
         how, pair = m.group(1), m.group(2)
         a, b = (x.strip() for x in pair.split(" vs "))
         d = paired_on_shared_seeds(recs or [], a, b, "diff" if how == "paired" else "ratio")
@@ -219,7 +217,6 @@ def fill_numbers(text: str, df, recs: list[dict] | None = None, study: StudyFile
     text = re.sub(r"\{(paired|ratio):([^{}]+)\}", paired, text)
 
     def pooled_over_folds(m: re.Match) -> str:  # a fold study: {pooled:best vs full}, {pooled-diff:best vs default}
-
         a, b = (x.strip() for x in m.group(2).split(" vs "))
         how = "diff" if m.group(1) == "pooled-diff" else "ratio"
         p = pooled(study, a, b, how, root)

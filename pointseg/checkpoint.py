@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from .config import Config, config_from_dict
 from .data.raster import DataError
 from .io import CorruptFileError, load_checkpoint_file
@@ -31,4 +33,6 @@ def load_model(path: str | Path, device="cpu") -> tuple[SegmentationModel, Confi
     model = build_model(cfg.model.arch, cfg.model.encoder, ckpt["num_classes"], "none", cfg.model.decoder_channels,
                         in_channels=in_channels)
     model.load_state_dict(ckpt["model"])
-    return model.to(device).eval(), cfg, ckpt
+    # channels_last weights, as the inputs are (infer._window_probs): oneDNN no longer reorders the weights on every
+    # call; a 16 Mpx predict took 8.3 s instead of 11.3 s at 1 thread, with not one pixel changed
+    return model.to(device, memory_format=torch.channels_last).eval(), cfg, ckpt

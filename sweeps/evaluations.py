@@ -113,7 +113,6 @@ def run_evaluation(study, cell, seed: int, out_dir: str = "runs/studies", export
 
 
 def _test(run_dirs: list[Path], settings: dict) -> dict:
-
     from pointseg.checkpoint import load_model
     from pointseg.data.bands import BandNorm
     from pointseg.data.dataset import DatasetSpec

@@ -43,7 +43,6 @@ def _crop(a: np.ndarray, size: int) -> np.ndarray:
 
 def write_maps(study_file: str, seed: int = 0, size: int = 512, runs: str = "runs/studies",
                results: str = "results") -> list[Path]:
-
     from pointseg.checkpoint import load_model
     from pointseg.data.raster import read_image
     from pointseg.infer import predict_probs, to_full_resolution

@@ -42,7 +42,6 @@ def search_files(folder: str | Path = "experiments/studies") -> list[Path]:
 
 
 def _check_keys(path: Path, where: str, raw: dict, allowed: set[str]) -> None:
-
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: {where}expected a mapping, got {raw!r}")
     unknown = sorted(set(raw) - allowed)

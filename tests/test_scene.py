@@ -179,3 +179,24 @@ def test_resizing_only_the_inner_block_gives_the_values_of_resizing_all_of_it(si
         # round the last float bit differently: no predicted class changes
         assert got.shape == whole.shape and torch.allclose(got, whole, rtol=0, atol=2e-6)
         assert torch.equal(got.argmax(0), whole.argmax(0))
+
+
+def test_the_halo_and_the_weights_layout_that_predict_runs_with(tmp_path):
+    """One pass per block: ONE_PASS_HALO working-scale pixels of context (a sliding window keeps a quarter of the
+    window), on the working-scale grid; a loaded model holds channels_last weights like its inputs (oneDNN then
+    reorders nothing per call: 11.3 → 8.3 s on a 16 Mpx scene, no pixel changed)."""
+    from pointseg.checkpoint import load_model
+    from pointseg.models import build_model
+    from pointseg.scene import ONE_PASS_HALO, _grid
+
+    half = SceneInput(None, None, BandNorm.from_state(None, 3), 0.5, [])
+    assert _grid(half, None, 2048, None) == (2048, 2 * ONE_PASS_HALO)
+    assert _grid(half, 512, 2048, None) == (2048, 256)
+    assert _grid(half, None, 2047, 33) == (2048, 34)  # rounded up to even full-resolution pixels
+    cfg = load_config("experiments/points.yaml")
+    model = build_model(cfg.model.arch, cfg.model.encoder, 2, "none", cfg.model.decoder_channels)
+    torch.save({"model": model.state_dict(), "config": cfg.to_dict(), "num_classes": 2, "epoch": 0,
+                "class_names": ["a", "b"], "style": None}, tmp_path / "best.pt")
+    loaded, _, _ = load_model(tmp_path / "best.pt")
+    convs = [m.weight for m in loaded.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.shape[-1] > 1]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)

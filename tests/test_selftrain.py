@@ -98,10 +98,10 @@ def test_a_student_trains_on_its_teachers_labels_and_records_where_they_came_fro
     assert sum(prior[f"prior/target/{c}"] for c in names) == pytest.approx(1.0) and prior["prior/temperature"] > 0
 
     # selftrain.tta: the teacher labels from the mean of its 8 D4 views, and the record says so
-    import pointseg.infer as infer
+    import pointseg.selftrain as selftrain
 
-    calls, real = [], infer.predict_probs
-    monkeypatch.setattr(infer, "predict_probs", lambda *a, **k: calls.append(a[5] if len(a) > 5 else k.get("tta"))
+    calls, real = [], selftrain.predict_probs
+    monkeypatch.setattr(selftrain, "predict_probs", lambda *a, **k: calls.append(a[5] if len(a) > 5 else k.get("tta"))
                         or real(*a, **k))
     tta = read_inputs(tiny_config(extra=[f"selftrain.teacher={teacher.run_dir}", "selftrain.tta=true"]))
     assert calls and all(calls) and tta.points_info["selftrain"]["tta"] is True
