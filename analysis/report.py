@@ -286,7 +286,6 @@ def byo_section(root: Path) -> list[str]:
         md += ["", "One seed each: an example of the path, not a study.", ""]
     bench = root / "bench_predict.json"
     if bench.exists():
-
         b = json.loads(bench.read_text())
         md += ["## Whole-scene prediction (`make bench-predict`)", "",
                "Each scene predicted in a fresh process, by blocks of "

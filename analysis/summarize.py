@@ -91,7 +91,6 @@ def main(argv=None) -> int:
                       references=sf.cell_references() if sf else {},
                       order=[c.id for c in sf.cells] if sf else None).to_markdown(index=False))
     if args.headline and sf:
-
         print("", *study_headline(sf, args.root), *parts_section(args.root), sep="\n")
     return 0
 

@@ -340,7 +340,6 @@ def summary_section(out: Path, root: Path = RESULTS, studies_dir: Path = Path("e
                "20 clicks, beside the default method's curve): development tiles, intervals over seeds.", ""]
     path = studies_dir / f"{HELDOUT}.yaml"
     if path.exists():
-
         study = StudyFile.load(path)
         md += ["### Per held-out tile and per class", "", fold_table(study, root).to_markdown(index=False), "",
                f"Test IoU per class over the held-out tiles every arm finished "

@@ -207,7 +207,6 @@ def write_inputs(cfg: Config, run_dir: Path, inputs: RunInputs) -> None:
     inputs.points_info["code"] = code_version()
     write_json(run_dir / "points.json", inputs.points_info)
     if inputs.click_rows is not None:
-
         save_click_table(run_dir / "points.csv", inputs.click_rows)
     elif inputs.points_info["supervision"] == "points":
         save_points(run_dir / "points.csv", [s.name for s in inputs.train], inputs.targets)

@@ -161,7 +161,7 @@ class _MapWriter:
         self.labels.write(np.full((win.height, win.width), NODATA, np.uint8), 1, window=win)
 
     def write(self, win: Window, probs: torch.Tensor, valid: np.ndarray) -> None:
-        labels = probs.permute(1, 2, 0).contiguous().argmax(-1).to(torch.uint8).numpy()
+        labels = probs.max(0).indices.to(torch.uint8).numpy()  # no C×H×W copy; argmax(0) is 4x slower here
         labels[~valid] = NODATA
         self.labels.write(labels, 1, window=win)
         if len(self.tmps) > 1:

@@ -187,7 +187,6 @@ def _crop_stages(cfg: Config, inputs: RunInputs) -> tuple[list[tuple[CropSampler
     (and the histogram style they were matched to, if any)."""
     style = None
     if cfg.train.histogram_match:
-
         style = HistogramStyle.fit([s.image for s in inputs.train], cfg.train.histogram_scope)
     images = style.restyle(inputs.train) if style else [s.image for s in inputs.train]
     # the same supervised crops with or without the semi-supervised loss, so that its gain is measured paired;
@@ -233,7 +232,6 @@ def _prepare_locked(cfg: Config, run_dir: Path, inputs: RunInputs, device: torch
     _resume(r)
     r.batches = staged_batches(stages, start_step=r.start_epoch * cfg.train.steps_per_epoch)
     if cfg.wandb.mode != "disabled":
-
         r.tracker = Tracker(cfg.wandb.mode, cfg.wandb.project, run_dir, f"{cfg.name}-seed{cfg.seed}",
                             cfg.to_dict(), cfg.wandb.group, cfg.wandb.tags)
     return r

@@ -131,16 +131,21 @@ def _window(r: dict) -> str:
     return str(r["window"]) if r["window"] else "one pass"
 
 
+LOAD = "load_before"  # the 1-minute load average just before a row ran: about 0 on an idle machine
+
+
 def markdown_table(rows: list[dict]) -> str:
-    """One line per predict run; rows written before the network was timed beside them leave its columns empty."""
+    """One line per predict run; rows written before the network was timed beside them leave its columns empty.
+    ``load``: what else ran (2 on a 2-core machine busy with two training lanes); the share is then still a fair
+    comparison, the network row having run in the same conditions, but the times are not an idle machine's."""
     lines = ["| scene | Mpx | threads | window | time (s) | Mpx/s | network limit (Mpx/s) | share of it | peak RSS "
-             "(MB) |", "|---|---|---|---|---|---|---|---|---|"]
+             "(MB) | load |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         limit = r.get("limit_mpx_per_s")
         share = f"{r['mpx_per_s'] / limit:.2f}" if limit else "—"
         lines.append(f"| {r['size']}×{r['size']} | {r['mpx']:.0f} | {r.get('threads', '—')} | {_window(r)} | "
                      f"{r['seconds']:.0f} | {r['mpx_per_s']:.2f} | {f'{limit:.2f}' if limit else '—'} | {share} | "
-                     f"{r['peak_rss_mb']:.0f} |")
+                     f"{r['peak_rss_mb']:.0f} | {f'{r[LOAD]:.1f}' if LOAD in r else '—'} |")
     return "\n".join(lines)
 
 
@@ -169,8 +174,8 @@ def main(argv=None) -> int:
                 # timed beside the predict runs it bounds, not once for all
                 net = network_rate(threads, args.network_batches)
                 for window in args.windows:
-                    row = {"size": size, "mpx": size * size / 1e6, "chunk": args.chunk, "threads": threads,
-                           "window": window, "network_mpx_per_s": net, "limit_mpx_per_s": net / scale ** 2,
+                    row = {LOAD: os.getloadavg()[0], "size": size, "mpx": size * size / 1e6, "chunk": args.chunk,
+                           "threads": threads, "window": window, "network_mpx_per_s": net, "limit_mpx_per_s": net / scale ** 2,
                            **run_one(ckpt, scene, tmp / "out", args.chunk, threads, window)}
                     row["mpx_per_s"] = row["mpx"] / row["seconds"]
                     rows.append(row)
