@@ -175,7 +175,8 @@ def main(argv=None) -> int:
                 net = network_rate(threads, args.network_batches)
                 for window in args.windows:
                     row = {LOAD: os.getloadavg()[0], "size": size, "mpx": size * size / 1e6, "chunk": args.chunk,
-                           "threads": threads, "window": window, "network_mpx_per_s": net, "limit_mpx_per_s": net / scale ** 2,
+                           "threads": threads, "window": window, "network_mpx_per_s": net,
+                           "limit_mpx_per_s": net / scale ** 2,
                            **run_one(ckpt, scene, tmp / "out", args.chunk, threads, window)}
                     row["mpx_per_s"] = row["mpx"] / row["seconds"]
                     rows.append(row)
