@@ -77,8 +77,16 @@ def run_study(study: StudyFile, seeds: list[int] | None = None, cells: list[str]
             continue
         log.info("%s seed %d: %s", cell.id, seed, " ".join(cell.overrides))
         res = fit(cfg)
-        print(f"{study.name}/{cell.id} seed {seed}: {study.metric} {res.final.get(study.metric, float('nan')):.4f}  "
-              f"test mIoU {res.final['test/miou']:.4f}", flush=True)
+        print(done_line(study, cell.id, seed, res.final), flush=True)
+
+
+def done_line(study: StudyFile, cell: str, seed: int, final: dict) -> str:
+    """What a finished run prints: the study's metric, and test mIoU beside it only when the study's metric is a
+    test metric; a development study choosing on val shows nothing of test (its export holds it, unread)."""
+    line = f"{study.name}/{cell} seed {seed}: {study.metric} {final.get(study.metric, float('nan')):.4f}"
+    if study.metric.startswith("test/") and study.metric != "test/miou":
+        line += f"  test mIoU {final['test/miou']:.4f}"
+    return line
 
 
 def main(argv=None) -> int:

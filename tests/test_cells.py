@@ -332,3 +332,16 @@ def test_make_experiments_prints_the_table_the_headline_and_the_parts(capsys):
     printed = capsys.readouterr().out
     assert "| crf-20 " in printed  # the study's table
     assert "## Each framework part" in printed and "| part | default |" in printed  # each part's gain
+
+
+def test_a_development_study_prints_its_val_metric_and_nothing_of_test(tmp_path):
+    from types import SimpleNamespace
+
+    from sweeps.cells import done_line
+
+    final = {"val_points/miou": 0.5, "test/miou": 0.75, "test/iou/road": 0.25}
+    dev = SimpleNamespace(name="dev", metric="val_points/miou")
+    assert done_line(dev, "a", 0, final) == "dev/a seed 0: val_points/miou 0.5000"
+    assert done_line(SimpleNamespace(name="t", metric="test/miou"), "a", 1, final) == "t/a seed 1: test/miou 0.7500"
+    road = done_line(SimpleNamespace(name="t", metric="test/iou/road"), "a", 1, final)
+    assert road == "t/a seed 1: test/iou/road 0.2500  test mIoU 0.7500"
