@@ -288,8 +288,14 @@ def byo_section(root: Path) -> list[str]:
     if bench.exists():
         b = json.loads(bench.read_text())
         md += ["## Whole-scene prediction (`make bench-predict`)", "",
-               "Each scene predicted in a fresh process, by blocks of "
-               f"{b['rows'][0]['chunk']} px; peak RSS is that process's own.", "", predict_table(b["rows"]), ""]
+               "Each scene predicted in a fresh process (its start and model load included), by blocks of "
+               f"{b['rows'][0]['chunk']} px; peak RSS is that process's own. The network limit is the bare forward "
+               "pass of the same Unet timed in the same run, divided by the share of pixels it sees at the working "
+               "scale. `load` is the 1-minute load average before the row (about 0 on an idle machine, 2 or more "
+               "beside two training lanes on 2 cores): a loaded row's share still compares two timings made under the "
+               "same load, but its times are not an idle machine's. A 100 Mpx scene's inner blocks carry a halo on "
+               "every side, so its peak is that of the largest block, not of the scene.", "",
+               predict_table(b["rows"]), ""]
     return md
 
 
