@@ -29,7 +29,8 @@ from .studyfile import is_search
 def _worker(args: argparse.Namespace, deadline: float) -> None:
     from .units import Worker, open_units
 
-    studies = open_units(args.specs, args.storage, args.export_dir, args.heartbeat, args.grace_period, args.max_retry)
+    studies = open_units(args.specs, args.storage, args.export_dir, args.heartbeat, args.grace_period, args.max_retry,
+                         out_dir=args.out_dir)
     Worker(studies, tuple(args.set), args.out_dir, args.export_dir, deadline, args.expect_min * 60,
            poll_s=min(5.0, args.heartbeat)).work()
 
@@ -45,7 +46,7 @@ def run_units(args: argparse.Namespace) -> int:
 
     deadline = time.time() + args.deadline_min * 60 if math.isfinite(args.deadline_min) else math.inf
     studies = open_units(args.specs, args.storage, args.export_dir, args.heartbeat, args.grace_period,
-                         args.max_retry)  # every file, cell and seed checked, and the units queued, before training
+                         args.max_retry, out_dir=args.out_dir)  # every file, cell and seed checked, units queued
     with_workers(args.workers, _worker_entry, (args, deadline), lambda: _worker(args, deadline))
     report = left(studies)
     for key, names in report.items():

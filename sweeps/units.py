@@ -11,8 +11,9 @@ dies stops its heartbeat: after the grace period its trial is failed and queued 
 unit resumes from its last epoch. The exports are the truth: a unit whose export exists is never queued, and a unit
 whose trial finished but whose export is gone is queued again.
 
-A self-training cell whose teacher is a cell of the same study starts only once its teacher is exported; a teacher
-starts only when its student also fits before the deadline (``--deadline-min``), and no unit starts that would end
+A self-training cell whose teacher is a study's run (a cell of the same study, or of another one: its run directory
+under the out dir) starts only once its teacher is exported; a teacher of the same study starts only when its
+student also fits before the deadline (``--deadline-min``), and no unit starts that would end
 after it by the median time of the units trained so far.
 """
 
@@ -71,25 +72,31 @@ def _seeds(study: StudyFile, wanted: list[int] | None) -> list[int]:
     return wanted
 
 
-def teacher_of(study: StudyFile, cell, seed: int) -> str:
-    """The unit a self-training cell learns from when its teacher is a cell of the same study (its run directory
-    ``<out>/<study>/<cell>/seed<k>``), as ``cell@seed``; "" otherwise."""
+def teacher_of(study: StudyFile, cell, seed: int, out_dir: str = "runs/studies") -> str:
+    """The unit a self-training cell learns from when its teacher is a study's run (its run directory
+    ``<out_dir>/<study>/<cell>/seed<k>``): ``cell@seed`` in this study, ``other-study/cell@seed`` in another one;
+    "" for a teacher that is no study's run."""
     teacher = _teacher_dir(study, cell, seed)
     if teacher is None:
         return ""
     parts = teacher.parts
-    if len(parts) >= 3 and parts[-3] == study.name and parts[-1] == f"seed{seed}":
+    if len(parts) < 3 or parts[-1] != f"seed{seed}":
+        return ""
+    if parts[-3] == study.name:
         return f"{parts[-2]}@{seed}"
+    if Path(*parts[:-3]) == Path(out_dir):  # another study's run: its export says when the weights are there
+        return f"{parts[-3]}/{parts[-2]}@{seed}"
     return ""
 
 
 def _exported(study: StudyFile, unit_name: str, export_dir: str) -> bool:
+    """Whether a unit's export exists: ``cell@seed`` of ``study``, or ``other-study/cell@seed``."""
     cell, _, seed = unit_name.partition("@")
-    return export_path(export_dir, f"{study.name}/{cell}", int(seed)).exists()
+    return export_path(export_dir, cell if "/" in cell else f"{study.name}/{cell}", int(seed)).exists()
 
 
 def units(study: StudyFile, cells: list[str] | None = None, seeds: list[int] | None = None,
-          export_dir: str = "results") -> list[Unit]:
+          export_dir: str = "results", out_dir: str = "runs/studies") -> list[Unit]:
     """The runs not exported yet, seed-major; a cell for another machine is left out, and a reused seed its source
     study has exported is copied (``sweeps.cells``), not queued."""
     out = []
@@ -101,7 +108,7 @@ def units(study: StudyFile, cells: list[str] | None = None, seeds: list[int] | N
                 continue  # the worker copies it at once; a seed the reused study lacks is trained like any other
             if export_path(export_dir, f"{study.name}/{cell.id}", seed).exists():
                 continue
-            after = teacher_of(study, cell, seed)
+            after = teacher_of(study, cell, seed, out_dir)
             weights = _teacher_dir(study, cell, seed) / "best.pt" if after else None
             if after and _exported(study, after, export_dir) and not weights.exists():
                 log.warning("%s/%s@%d: not queued: its teacher %s is exported but its weights (%s) are not on this "
@@ -264,7 +271,8 @@ def left(studies: list[tuple[StudyFile, optuna.Study]]) -> dict[str, list[str]]:
 
 
 def open_units(specs: list[str], url: str, export_dir: str = "results", heartbeat_interval: int = 30,
-               grace_period: int = 120, max_retry: int = 5) -> list[tuple[StudyFile, optuna.Study]]:
+               grace_period: int = 120, max_retry: int = 5,
+               out_dir: str = "runs/studies") -> list[tuple[StudyFile, optuna.Study]]:
     """Every study file's Optuna study in the storage at ``url``, with its unexported units queued; every file,
     cell and seed is checked before anything is queued."""
     storage = open_storage(url, heartbeat_interval, grace_period, max_retry, ConfigError)
@@ -283,6 +291,6 @@ def open_units(specs: list[str], url: str, export_dir: str = "results", heartbea
                 log.info("%s: copied %d reused runs from other studies' exports", study.name, len(copied))
             out[study.name] = (study, optuna.create_study(study_name=study.name, storage=storage,
                                                           direction="maximize", load_if_exists=True))
-        n = queue_units(out[study.name][1], units(study, cells, seeds, export_dir), url)
+        n = queue_units(out[study.name][1], units(study, cells, seeds, export_dir, out_dir), url)
         log.info("%s: %d units queued", study.name, n)
     return list(out.values())

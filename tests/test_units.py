@@ -90,17 +90,19 @@ def _fake_runs(monkeypatch, seconds: dict[str, float], fails=(), stamps: dict | 
     monkeypatch.setattr(sweeps.cells, "run_study", run_study)
 
 
-def _workers(path: str, tmp_path, n: int = 2, deadline_s: float = 60, expect_s: float = 1) -> dict:
+def _workers(path: str | list[str], tmp_path, n: int = 2, deadline_s: float = 60, expect_s: float = 1,
+             out_dir: str = "runs/studies") -> dict:
     """``n`` workers in threads of this process, each with its own storage connection, until done."""
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     results = str(tmp_path / "results")
-    studies = open_units([path], url, results)
+    specs = [path] if isinstance(path, str) else path
+    studies = open_units(specs, url, results, out_dir=out_dir)
     errors = []
 
     def work():
         try:
-            Worker(open_units([path], url, results), export_dir=results, deadline=time.time() + deadline_s,
-                   expect_s=expect_s, poll_s=0.05).work()
+            Worker(open_units(specs, url, results, out_dir=out_dir), export_dir=results,
+                   deadline=time.time() + deadline_s, expect_s=expect_s, poll_s=0.05).work()
         except Exception as e:  # noqa: BLE001 - shown by the assertion below
             errors.append(e)
     threads = [threading.Thread(target=work) for _ in range(n)]
@@ -171,6 +173,22 @@ def test_a_student_waits_for_its_teacher_and_is_not_started_when_it_failed(tmp_p
     _fake_runs(monkeypatch, {"teacher": 0.1, "other": 0.1, "student": 0.1}, fails={"teacher"})
     rep = _workers(path, tmp_path / "broken")
     assert rep == {"failed": ["st/teacher@0"], "not started": ["st/student@0"]}
+
+
+def test_a_student_waits_for_a_teacher_that_is_another_studys_run(tmp_path, monkeypatch):
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    teachers = _teacher_study(tmp_path)  # study st: teacher, other, student
+    out = f"{tmp_path}/runs/studies"
+    dev = _study_file(tmp_path, [{"id": "variant", "overrides": [f"selftrain.teacher={out}/st/teacher/seed{{seed}}"]}],
+                      name="dev", seeds=[0])
+    assert [(u.name, u.after) for u in units(StudyFile.load(dev), out_dir=out)] == [("variant@0", "st/teacher@0")]
+    # a teacher outside the studies' folder is no unit's: nothing to wait for
+    assert units(StudyFile.load(dev), out_dir=str(tmp_path / "elsewhere"))[0].after == ""
+    stamps: dict = {}
+    _fake_runs(monkeypatch, {"teacher": 1.5, "other": 0.1, "student": 0.1, "variant": 0.1}, stamps=stamps)
+    rep = _workers([dev, teachers], tmp_path, out_dir=out)  # dev first: its worker is free long before the teacher
+    assert rep == {"failed": [], "not started": []}
+    assert stamps["variant"][0] >= stamps["teacher"][1]
 
 
 def test_nothing_starts_that_would_end_after_the_deadline(tmp_path, monkeypatch):
