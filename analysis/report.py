@@ -75,7 +75,7 @@ def study_section(study: StudyFile, out: Path, root: Path) -> list[str]:
                table[cols].to_markdown(index=False), ""]
     recomputed = Path(root) / study.name / "pseudo-labels.json"
     md += _pseudo_label_table(recs, json.loads(recomputed.read_text()) if recomputed.exists() else None)
-    md += _last_epoch_diagnostics(recs)
+    md += _last_epoch_diagnostics(recs, show_test=study.metric.startswith("test/"))
     compare = [r for other in study.raw.get("compare", []) for r in load_records(other, root)]
     for fig in figures_of(study):
         name = fig(study, recs, out, compare) if fig is budget_figure else fig(study, recs, out)
@@ -140,15 +140,16 @@ def _last_pseudo_rows(recs: list[dict]) -> list[tuple[dict, dict]]:
     return out
 
 
-def _last_epoch_diagnostics(recs: list[dict]) -> list[str]:
+def _last_epoch_diagnostics(recs: list[dict], show_test: bool = True) -> list[str]:
     """Runs with a teacher: the diagnostics their last pseudo-labelling epoch measured against the training crops'
-    dense masks (logged, never used), beside test mIoU; a figure's mean over seeds hides the seed that went wrong."""
+    dense masks (logged, never used), beside test mIoU (not in a development study, which shows nothing of test);
+    a figure's mean over seeds hides the seed that went wrong."""
     last = _last_pseudo_rows(recs)
     if not last:
         return []
     rows = [{"cell": r["cell"], "seed": r["seed"], "epoch": h.get("epoch"),
              **{name: h.get(k) for k, name in _LAST_EPOCH.items()},
-             "test mIoU": (r.get("final") or {}).get("test/miou")} for r, h in last]
+             **({"test mIoU": (r.get("final") or {}).get("test/miou")} if show_test else {})} for r, h in last]
     df = pd.DataFrame(rows).dropna(axis=1, how="all")
     return ["Last pseudo-labelling epoch of each run with a teacher, against the training crops' dense masks (a "
             "diagnostic, never used): coverage = share of the unclicked pixels the teacher labelled, precision = "

@@ -27,6 +27,8 @@ def study_table(study: str, reference: str | None = None, metric: str = "test/mi
     if not recs:
         raise SystemExit(f"no exported runs under {root}/{study}: run the study first")
     df = frame(recs)
+    if not metric.startswith("test/"):
+        return development_table(df, metric, reference, references, order)
     rows = []
     for cell, g in df.groupby("cell", sort=False):
         m, h, n = mean_ci(g[metric].tolist())
@@ -58,6 +60,39 @@ def study_table(study: str, reference: str | None = None, metric: str = "test/mi
         out.loc[ok, "p (Holm)"] = [f"{p:.3f}" if p >= 1 / n_boot else f"< {1 / n_boot:.4f}"
                                    for p in holm(out.loc[ok, "_p"].tolist())]
     out = out.drop(columns=[c for c in out.columns if c.startswith("_")])
+    return out.fillna("—")
+
+
+def development_table(df: pd.DataFrame, metric: str, reference: str | None = None,
+                      references: dict[str, str] | None = None, order: list[str] | None = None) -> pd.DataFrame:
+    """A study that chooses on a val metric: that metric per cell and its paired difference to the reference over
+    the seeds both have (t-interval), and nothing of test. Its runs' exports hold test numbers; a development
+    study's table does not show them, so choosing by it never looks at the test images."""
+    if metric not in df:
+        raise SystemExit(f"no run of this study exported {metric}")
+    rows = []
+    for cell, g in df.groupby("cell", sort=False):
+        m, h, n = mean_ci(g[metric].tolist())
+        row = {"cell": cell, "seeds": n, f"{metric} (t 95 % CI over seeds)": fmt(m, h, n)}
+        diff = f"− {reference}, paired by seed [95 %]"
+        ref = (references or {}).get(cell, reference)
+        if ref and cell != ref and ref in set(df.cell):
+            mine, theirs = (df[df.cell == c].set_index("seed")[metric] for c in (cell, ref))
+            both = sorted(set(mine.index) & set(theirs.index))
+            d, hd, nd = mean_ci([mine[k] - theirs[k] for k in both])
+            row[diff] = (interval(d, d - hd, d + hd, signed=True) if nd > 1 else f"{d:+.3f} (n={nd})" if nd
+                         else "—")
+        if "val/miou" in g and metric != "val/miou":
+            row["val mIoU, dense (diagnostic)"] = f"{g['val/miou'].mean():.3f}"
+        row["ran on"] = " + ".join(sorted(set(g["machine"])))
+        row["train min/run"] = f"{g['train/seconds'].mean() / 60:.1f}"
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    first = [c for c in out.columns if c.startswith("−")]  # the comparison beside the metric it compares
+    out = out[[*out.columns[:3], *first, *[c for c in out.columns[3:] if c not in first]]]
+    if order:
+        rank = {c: i for i, c in enumerate(order)}
+        out = out.iloc[sorted(range(len(out)), key=lambda i: (rank.get(out.cell.iloc[i], len(rank)), i))]
     return out.fillna("—")
 
 

@@ -635,3 +635,38 @@ def test_the_bench_recomputes_a_tiles_miou_from_best_pt_as_the_trainer_reported_
     tiles = {g: res.final[f"test/group/{g}/miou"] for g in "34"}
     assert tiles["3"] != tiles["4"]  # else a recomputation of the wrong tile would pass
     assert {g: bench.recomputed_miou(res.run_dir, g) for g in "34"} == pytest.approx(tiles, abs=1e-9)
+
+
+def test_a_development_study_shows_its_val_metric_paired_and_nothing_of_test(tmp_path):
+    """A study whose metric is a val metric chooses on it: its table and report section pair that metric by seed
+    and never print a test number, though its exports hold them."""
+    import yaml
+
+    from analysis.report import study_section
+    from analysis.summarize import study_table
+    from sweeps.studyfile import StudyFile
+
+    src = json.loads(Path("results/heldout-roads/best/seed0.json").read_text())
+    vals = {("a", 0): 0.70, ("a", 1): 0.60, ("b", 0): 0.75, ("b", 1): 0.62}
+    for (cell, seed), v in vals.items():
+        rec = json.loads(json.dumps(src))
+        rec.update(name=f"dev/{cell}", seed=seed)
+        for part in (rec["config"], rec["final"]):
+            part.update(name=f"dev/{cell}", seed=seed)
+        rec["final"]["val_points/miou"] = v
+        rec["final"]["test/miou"] = 0.123456  # a number no development table may show
+        path = tmp_path / "results" / "dev" / cell / f"seed{seed}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(rec))
+    table = study_table("dev", "a", "val_points/miou", tmp_path / "results", order=["a", "b"])
+    assert list(table.cell) == ["a", "b"] and not any("test" in c for c in table.columns)
+    diffs = [0.75 - 0.70, 0.62 - 0.60]
+    m, h, _ = mean_ci(diffs)
+    assert table.iloc[1]["− a, paired by seed [95 %]"] == interval(m, m - h, m + h, signed=True)
+    body = {"name": "dev", "question": "q?", "hypothesis": "h.", "base": "experiments/best.yaml", "seeds": [0, 1],
+            "metric": "val_points/miou", "reference": "a",
+            "cells": [{"id": "a", "overrides": []}, {"id": "b", "overrides": ["selftrain.tta=true"]}]}
+    (tmp_path / "dev.yaml").write_text(yaml.safe_dump(body))
+    (tmp_path / "out").mkdir()
+    text = "\n".join(study_section(StudyFile.load(tmp_path / "dev.yaml"), tmp_path / "out", tmp_path / "results"))
+    assert "0.123" not in text and "test mIoU" not in text and "0.685" in text  # b's mean val clicks
