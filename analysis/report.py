@@ -66,7 +66,7 @@ def study_section(study: StudyFile, out: Path, root: Path) -> list[str]:
             fill_numbers(verdict.strip(), frame(recs), recs, study, root) if verdict else
             f"pending: {len(done)} of its {planned} runs are finished and exported."), ""]
     md += [study_table(study.name, study.reference, study.metric, root, references=study.cell_references(),
-                       order=[c.id for c in study.cells]).to_markdown(index=False), ""]
+                       order=[c.id for c in study.cells], development=study.development).to_markdown(index=False), ""]
     ceiling = study.raw.get("ceiling")
     if ceiling and ceiling in done_cells(recs):
         table = study_table(study.name, ceiling, study.metric, root, order=[c.id for c in study.cells])
@@ -75,7 +75,7 @@ def study_section(study: StudyFile, out: Path, root: Path) -> list[str]:
                table[cols].to_markdown(index=False), ""]
     recomputed = Path(root) / study.name / "pseudo-labels.json"
     md += _pseudo_label_table(recs, json.loads(recomputed.read_text()) if recomputed.exists() else None)
-    md += _last_epoch_diagnostics(recs, show_test=study.metric.startswith("test/"))
+    md += _last_epoch_diagnostics(recs, show_test=not study.development)
     compare = [r for other in study.raw.get("compare", []) for r in load_records(other, root)]
     for fig in figures_of(study):
         name = fig(study, recs, out, compare) if fig is budget_figure else fig(study, recs, out)

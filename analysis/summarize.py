@@ -19,7 +19,7 @@ from .stats import bootstrap_miou, fmt, holm, interval, mean_ci
 
 def study_table(study: str, reference: str | None = None, metric: str = "test/miou", root=RESULTS,
                 n_boot: int = 2000, references: dict[str, str] | None = None,
-                order: list[str] | None = None) -> pd.DataFrame:
+                order: list[str] | None = None, development: bool = False) -> pd.DataFrame:
     """``references``: cells compared with another cell than ``reference`` (a style-shifted copy matched back
     is compared with the shifted copy, not with the original). ``order``: the cells' order (the study file's);
     cells not in it follow in the order they were found."""
@@ -27,7 +27,7 @@ def study_table(study: str, reference: str | None = None, metric: str = "test/mi
     if not recs:
         raise SystemExit(f"no exported runs under {root}/{study}: run the study first")
     df = frame(recs)
-    if not metric.startswith("test/"):
+    if development:
         return development_table(df, metric, reference, references, order)
     rows = []
     for cell, g in df.groupby("cell", sort=False):
@@ -124,7 +124,8 @@ def main(argv=None) -> int:
     print(study_table(args.study, args.reference or (sf.reference if sf else None),
                       args.metric or (sf.metric if sf else "test/miou"), args.root,
                       references=sf.cell_references() if sf else {},
-                      order=[c.id for c in sf.cells] if sf else None).to_markdown(index=False))
+                      order=[c.id for c in sf.cells] if sf else None,
+                      development=bool(sf and sf.development)).to_markdown(index=False))
     if args.headline and sf:
         print("", *study_headline(sf, args.root), *parts_section(args.root), sep="\n")
     return 0

@@ -81,10 +81,10 @@ def run_study(study: StudyFile, seeds: list[int] | None = None, cells: list[str]
 
 
 def done_line(study: StudyFile, cell: str, seed: int, final: dict) -> str:
-    """What a finished run prints: the study's metric, and test mIoU beside it only when the study's metric is a
-    test metric; a development study choosing on val shows nothing of test (its export holds it, unread)."""
+    """What a finished run prints: the study's metric and test mIoU, or, in a development study (which chooses on
+    its val metric), the metric alone: its export holds test numbers, unread."""
     line = f"{study.name}/{cell} seed {seed}: {study.metric} {final.get(study.metric, float('nan')):.4f}"
-    if study.metric.startswith("test/") and study.metric != "test/miou":
+    if not study.development and study.metric != "test/miou":
         line += f"  test mIoU {final['test/miou']:.4f}"
     return line
 

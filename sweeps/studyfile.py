@@ -18,7 +18,7 @@ from pointseg.config import ConfigError, _suggest, load_config
 STUDY_KEYS = {"name", "question", "hypothesis", "base", "seeds", "cells", "metric", "overrides", "reference",
               "verdict", "curve", "compare", "ceiling", "headline", "ceiling_check", "longer_points", "self_trained",
               "other_ratios", "grid", "search", "report"}
-REPORT_KEYS = {"order", "figures"}
+REPORT_KEYS = {"order", "figures", "development"}
 # a search: block (an Optuna search over a space, sweeps/search.py); name, base, overrides and the texts are the
 # study's own keys
 SEARCH_KEYS = {"sampler", "seed", "objective", "direction", "seeds_per_config", "trials", "pruner", "space", "storage",
@@ -85,7 +85,7 @@ class StudyFile:
     overrides: list[str] = field(default_factory=list)
     reference: str | None = None  # the cell others are compared with, paired by seed
     search: dict[str, Any] | None = None  # an Optuna search (sweeps/search.py) instead of cells
-    report: dict[str, Any] = field(default_factory=dict)  # order (a number: earlier first) and figures (names)
+    report: dict[str, Any] = field(default_factory=dict)  # order (earlier first), figures (names), development
     path: str = ""
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -126,6 +126,12 @@ class StudyFile:
     def order(self) -> float:
         """Where the report puts the study (``report: {order: …}``); a study without one comes last, by name."""
         return float(self.report.get("order", float("inf")))
+
+    @property
+    def development(self) -> bool:
+        """A development study (``report: {development: true}``) chooses on its val metric: its tables, report
+        section and log lines show that metric and nothing of test, though its exports hold test numbers."""
+        return bool(self.report.get("development", False))
 
     def folds(self) -> dict[str, dict[str, str]]:
         """A cross-validation study's cells by fold: {fold: {arm: cell id}} in the file's order (cell ``t3-best`` with

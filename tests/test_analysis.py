@@ -658,13 +658,14 @@ def test_a_development_study_shows_its_val_metric_paired_and_nothing_of_test(tmp
         path = tmp_path / "results" / "dev" / cell / f"seed{seed}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(rec))
-    table = study_table("dev", "a", "val_points/miou", tmp_path / "results", order=["a", "b"])
+    table = study_table("dev", "a", "val_points/miou", tmp_path / "results", order=["a", "b"], development=True)
+    assert "test mIoU [bootstrap 95 %]" in study_table("dev", "a", "val_points/miou", tmp_path / "results").columns
     assert list(table.cell) == ["a", "b"] and not any("test" in c for c in table.columns)
     diffs = [0.75 - 0.70, 0.62 - 0.60]
     m, h, _ = mean_ci(diffs)
     assert table.iloc[1]["− a, paired by seed [95 %]"] == interval(m, m - h, m + h, signed=True)
     body = {"name": "dev", "question": "q?", "hypothesis": "h.", "base": "experiments/best.yaml", "seeds": [0, 1],
-            "metric": "val_points/miou", "reference": "a",
+            "metric": "val_points/miou", "reference": "a", "report": {"development": True},
             "cells": [{"id": "a", "overrides": []}, {"id": "b", "overrides": ["selftrain.tta=true"]}]}
     (tmp_path / "dev.yaml").write_text(yaml.safe_dump(body))
     (tmp_path / "out").mkdir()

@@ -340,8 +340,9 @@ def test_a_development_study_prints_its_val_metric_and_nothing_of_test(tmp_path)
     from sweeps.cells import done_line
 
     final = {"val_points/miou": 0.5, "test/miou": 0.75, "test/iou/road": 0.25}
-    dev = SimpleNamespace(name="dev", metric="val_points/miou")
+    dev = SimpleNamespace(name="dev", metric="val_points/miou", development=True)
     assert done_line(dev, "a", 0, final) == "dev/a seed 0: val_points/miou 0.5000"
-    assert done_line(SimpleNamespace(name="t", metric="test/miou"), "a", 1, final) == "t/a seed 1: test/miou 0.7500"
-    road = done_line(SimpleNamespace(name="t", metric="test/iou/road"), "a", 1, final)
-    assert road == "t/a seed 1: test/iou/road 0.2500  test mIoU 0.7500"
+    study = SimpleNamespace(name="t", metric="test/miou", development=False)
+    assert done_line(study, "a", 1, final) == "t/a seed 1: test/miou 0.7500"
+    val = done_line(SimpleNamespace(name="t", metric="val_points/miou", development=False), "a", 1, final)
+    assert val == "t/a seed 1: val_points/miou 0.5000  test mIoU 0.7500"
