@@ -170,7 +170,7 @@ def test_report_lists_runs_outside_studies_and_the_predict_bench(tmp_path):
     text = "\n".join(byo_section(tmp_path))
     rec = json.loads(src.read_text())
     assert f"`{rec['name']}` seed 0" in text and f"{rec['final']['test/miou']:.3f}" in text
-    assert "| 4000×4000 | 16 | — | 512 (the default then) | 64 | 0.25 | — | — | 1500 | — |" in text
+    assert "| 4000×4000 | 16 | — | 512 (the default then) | 64 | — | 0.25 | — | — | — | 1500 | — |" in text
 
 
 def test_the_predict_bench_times_the_network_beside_predict_and_says_the_share(tmp_path):
@@ -185,8 +185,14 @@ def test_the_predict_bench_times_the_network_beside_predict_and_says_the_share(t
         assert r["limit_mpx_per_s"] == pytest.approx(4 * r["network_mpx_per_s"]) and r["mpx_per_s"] > 0
     table = bench_predict.markdown_table(rows)
     assert "| 300×300 | 0 | 1 | one pass |" in table and "| 300×300 | 0 | 1 | 64 |" in table
-    load = rows[0]["load_before"]
+    load, r = rows[0]["load_before"], rows[0]
     assert load >= 0 and table.splitlines()[2].endswith(f"| {load:.1f} |")
+    assert r["start_seconds"] > 0  # the imports and the checkpoint load, timed in a process of their own
+    assert f"| {r['start_seconds']:.1f} | {r['mpx_per_s']:.2f} |" in table
+    row = {**r, "seconds": 10.0, "start_seconds": 6.0, "mpx": 16.0, "limit_mpx_per_s": 8.0}
+    assert "| 0.50 |" in bench_predict.markdown_table([row])  # 16 Mpx in the 4 s after start-up, at a limit of 8
+    longer = bench_predict.markdown_table([{**row, "start_seconds": 11.0}])  # start-up timed longer than predict
+    assert f"| — | {row['peak_rss_mb']:.0f} |" in longer
 
 
 def test_bench_of_some_parts_keeps_the_rows_of_the_others(tmp_path, monkeypatch):

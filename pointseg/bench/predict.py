@@ -102,6 +102,28 @@ def checkpoint(folder: Path) -> Path:
     return path
 
 
+_START = """
+import sys, time
+t = time.perf_counter()
+import torch
+from pointseg import checkpoint, cli, scene
+torch.set_num_threads(int(sys.argv[1]))
+checkpoint.load_model(sys.argv[2])
+print("START", time.perf_counter() - t, flush=True)
+"""
+
+
+def start_seconds(ckpt: Path, threads: int) -> float:
+    """What predict spends before its first block, in a fresh process: importing torch, smp and timm (which loads
+    torchvision and torch._dynamo) and loading the checkpoint. A fixed cost per call, however large the scenes."""
+    r = subprocess.run([sys.executable, "-c", _START, str(threads), str(ckpt)], capture_output=True, text=True,
+                       env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+    line = [ln for ln in r.stdout.splitlines() if ln.startswith("START")]
+    if r.returncode != 0 or not line:
+        raise RuntimeError(f"the start-up bench failed:\n{r.stderr[-2000:]}")
+    return float(line[0].split()[1])
+
+
 def network_rate(threads: int, batches: int = 5) -> float:
     """Mpx/s of the bare forward pass (a fresh process at ``threads`` threads)."""
     r = subprocess.run([sys.executable, "-c", _NETWORK, str(threads), str(batches)], capture_output=True, text=True,
@@ -136,16 +158,21 @@ LOAD = "load_before"  # the 1-minute load average just before a row ran: about 0
 
 def markdown_table(rows: list[dict]) -> str:
     """One line per predict run; rows written before the network was timed beside them leave its columns empty.
+    ``start-up``: the imports and the checkpoint load (:func:`start_seconds`), a fixed cost per call; the share after
+    it is the rate at which predict turns pixels into a map once running.
     ``load``: what else ran (2 on a 2-core machine busy with two training lanes); the share is then still a fair
     comparison, the network row having run in the same conditions, but the times are not an idle machine's."""
-    lines = ["| scene | Mpx | threads | window | time (s) | Mpx/s | network limit (Mpx/s) | share of it | peak RSS "
-             "(MB) | load |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| scene | Mpx | threads | window | time (s) | of it start-up (s) | Mpx/s | network limit (Mpx/s) | "
+             "share of it | share after start-up | peak RSS (MB) | load |", "|---" * 12 + "|"]
     for r in rows:
-        limit = r.get("limit_mpx_per_s")
+        limit, start = r.get("limit_mpx_per_s"), r.get("start_seconds")
         share = f"{r['mpx_per_s'] / limit:.2f}" if limit else "—"
+        running = r["seconds"] - start if start is not None else 0  # timed in two processes: may come out ≤ 0
+        after = f"{r['mpx'] / running / limit:.2f}" if limit and running > 0 else "—"
         lines.append(f"| {r['size']}×{r['size']} | {r['mpx']:.0f} | {r.get('threads', '—')} | {_window(r)} | "
-                     f"{r['seconds']:.0f} | {r['mpx_per_s']:.2f} | {f'{limit:.2f}' if limit else '—'} | {share} | "
-                     f"{r['peak_rss_mb']:.0f} | {f'{r[LOAD]:.1f}' if LOAD in r else '—'} |")
+                     f"{r['seconds']:.0f} | {f'{start:.1f}' if start is not None else '—'} | {r['mpx_per_s']:.2f} | "
+                     f"{f'{limit:.2f}' if limit else '—'} | {share} | {after} | {r['peak_rss_mb']:.0f} | "
+                     f"{f'{r[LOAD]:.1f}' if LOAD in r else '—'} |")
     return "\n".join(lines)
 
 
@@ -173,9 +200,10 @@ def main(argv=None) -> int:
             for threads in args.threads:
                 # timed beside the predict runs it bounds, not once for all
                 net = network_rate(threads, args.network_batches)
+                start = start_seconds(ckpt, threads)
                 for window in args.windows:
                     row = {LOAD: os.getloadavg()[0], "size": size, "mpx": size * size / 1e6, "chunk": args.chunk,
-                           "threads": threads, "window": window, "network_mpx_per_s": net,
+                           "threads": threads, "window": window, "network_mpx_per_s": net, "start_seconds": start,
                            "limit_mpx_per_s": net / scale ** 2,
                            **run_one(ckpt, scene, tmp / "out", args.chunk, threads, window)}
                     row["mpx_per_s"] = row["mpx"] / row["seconds"]
