@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from pointseg.config import Config
+from sweeps.studyfile import StudyFile, is_search
 
 from .results import RESULTS, load_records, paired_on_shared_seeds
 from .stats import interval
@@ -74,7 +75,21 @@ def plateau_line(root: Path = RESULTS) -> str:
     return line + "."
 
 
-def limitations_section(headline: list[str], root: Path = RESULTS) -> list[str]:
+def development_line(studies_dir: Path = Path("experiments/studies")) -> str | None:
+    """The variants the development studies tried (``report: {development: true}``, choosing on val clicks): every
+    cell that is not a reused run of the recipe it tries to improve. They chose on val images; test never chose."""
+    dev = [s for s in (StudyFile.load(p) for p in sorted(Path(studies_dir).glob("*.yaml")) if not is_search(p))
+           if s.development]
+    if not dev:
+        return None
+    parts = [f"`{s.name}` {len(tried)} ({', '.join(f'`{c}`' for c in tried)}, by its `{s.metric}`)"
+             for s in dev for tried in [[c.id for c in s.cells if not c.extra.get("reuse")]]]
+    return ("* **Variants tried after the held-out studies**, in development studies that read their data set's val "
+            "images only, never its test images: " + "; ".join(parts) + ".")
+
+
+def limitations_section(headline: list[str], root: Path = RESULTS,
+                        studies_dir: Path = Path("experiments/studies")) -> list[str]:
     n, met = judged(headline)
     held = load_records("heldout-tiles", root)
     n_held = len({(r["config"]["data"]["test_groups"][0], i) for r in held
@@ -89,10 +104,14 @@ def limitations_section(headline: list[str], root: Path = RESULTS) -> list[str]:
           f"there and {met} met it; if none truly reached 0.90, about {n * CHANCE:.1f} of them would still show a "
           f"lower end above 0.90 by chance ({n} × {CHANCE}). The held-out studies are the test of the choice: "
           "`heldout-tiles` (six tiles that chose nothing) and `heldout-roads` (a data set nobody tuned on).",
-          f"* **Test-set size**: 18 development test images; {n_held or 'no'} held-out Dubai test images so far "
-          f"(9 per fold, six folds when finished); {n_roads or 'no'} Massachusetts test images so far (5 when "
-          "finished). A tile is one acquisition: six folds are six scenes of one city, not other cities or sensors.",
+          f"* **Test-set size**: 18 development test images; {n_held or 'no'} held-out Dubai test images"
+          f"{' so far (9 per fold, six folds when finished)' if n_held < 54 else ' (9 per fold, six folds)'}; "
+          f"{n_roads or 'no'} Massachusetts test images{' so far (5 when finished)' if n_roads < 5 else ''}. A tile "
+          "is one acquisition: six folds are six scenes of one city, not other cities or sensors.",
           plateau_line(root)]
+    tried = development_line(studies_dir)
+    if tried:
+        md.insert(3, tried)
     fell = ceiling_fell(root)
     if fell:
         md.append(fell)

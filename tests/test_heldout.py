@@ -135,6 +135,7 @@ def test_limitations_read_the_committed_exports():
     text = "\n".join(limitations_section(["* x; the bar: met."]))
     assert "judged 1 variant against the bar there and 1 met it" in text
     assert "The ceiling's distance to its plateau" in text and "Pooled over the six seeds the ratio is 0.969" in text
+    assert "`roads-thin-dev` 2 (`prior`, `tta`, by its `val_points/miou`)" in text  # its reused `best` is no variant
 
 
 def test_maps_of_a_fold_study_are_written_from_its_checkpoints_and_drawn_from_the_files(fake_dataset, tmp_path):
