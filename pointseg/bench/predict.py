@@ -113,25 +113,25 @@ print("START", time.perf_counter() - t, flush=True)
 """
 
 
+def _child_number(script: str, tag: str, threads: int, *args: str) -> float:
+    """Run ``script`` in a fresh process at ``threads`` threads and read the number it prints after ``tag``."""
+    r = subprocess.run([sys.executable, "-c", script, str(threads), *args], capture_output=True, text=True,
+                       env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+    line = [ln for ln in r.stdout.splitlines() if ln.startswith(tag)]
+    if r.returncode != 0 or not line:
+        raise RuntimeError(f"the {tag.lower()} bench failed:\n{r.stderr[-2000:]}")
+    return float(line[0].split()[1])
+
+
 def start_seconds(ckpt: Path, threads: int) -> float:
     """What predict spends before its first block, in a fresh process: importing torch, smp and timm (which loads
     torchvision and torch._dynamo) and loading the checkpoint. A fixed cost per call, however large the scenes."""
-    r = subprocess.run([sys.executable, "-c", _START, str(threads), str(ckpt)], capture_output=True, text=True,
-                       env={**os.environ, "OMP_NUM_THREADS": str(threads)})
-    line = [ln for ln in r.stdout.splitlines() if ln.startswith("START")]
-    if r.returncode != 0 or not line:
-        raise RuntimeError(f"the start-up bench failed:\n{r.stderr[-2000:]}")
-    return float(line[0].split()[1])
+    return _child_number(_START, "START", threads, str(ckpt))
 
 
 def network_rate(threads: int, batches: int = 5) -> float:
     """Mpx/s of the bare forward pass (a fresh process at ``threads`` threads)."""
-    r = subprocess.run([sys.executable, "-c", _NETWORK, str(threads), str(batches)], capture_output=True, text=True,
-                       env={**os.environ, "OMP_NUM_THREADS": str(threads)})
-    line = [ln for ln in r.stdout.splitlines() if ln.startswith("NETWORK")]
-    if r.returncode != 0 or not line:
-        raise RuntimeError(f"the network bench failed:\n{r.stderr[-2000:]}")
-    return float(line[0].split()[1])
+    return _child_number(_NETWORK, "NETWORK", threads, str(batches))
 
 
 def run_one(ckpt: Path, scene: Path, out: Path, chunk: int, threads: int | None = None, window: int = 0) -> dict:
