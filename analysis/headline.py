@@ -136,7 +136,7 @@ PARTS = [
      "consistency-0.1-weak", "pfce"),
     ("unlabelled pixels: FixMatch, weight 1, its clicks on the weak view", "off", "fixmatch-parts",
      "fixmatch-1.0-weak", "pfce"),
-    ("unlabelled pixels: mean teacher, weight 1, its clicks on the weak view (seeds so far)", "off",
+    ("unlabelled pixels: mean teacher, weight 1, its clicks on the weak view", "off",
      "mean-teacher-weak", "mean-teacher-1.0-weak", "pfce"),
     ("unlabelled pixels: one round of self-training (threshold 0.9), against its teacher", "off", "self-training",
      "st-20", "teacher"),
