@@ -51,9 +51,7 @@ def study_table(study: str, reference: str | None = None, metric: str = "test/mi
                 row["_p"] = d.p
         rows.append(row)
     out = _comparison_columns(pd.DataFrame(rows))
-    if order:
-        rank = {c: i for i, c in enumerate(order)}
-        out = out.iloc[sorted(range(len(out)), key=lambda i: (rank.get(out.cell.iloc[i], len(rank)), i))]
+    out = _in_order(out, order)
     if "_p" in out:
         ok = out["_p"].notna()
         # a bootstrap p of 0 means no draw crossed "no difference": below 1 / n_boot, not 0
@@ -90,10 +88,16 @@ def development_table(df: pd.DataFrame, metric: str, reference: str | None = Non
     out = pd.DataFrame(rows)
     first = [c for c in out.columns if c.startswith("−")]  # the comparison beside the metric it compares
     out = out[[*out.columns[:3], *first, *[c for c in out.columns[3:] if c not in first]]]
-    if order:
-        rank = {c: i for i, c in enumerate(order)}
-        out = out.iloc[sorted(range(len(out)), key=lambda i: (rank.get(out.cell.iloc[i], len(rank)), i))]
+    out = _in_order(out, order)
     return out.fillna("—")
+
+
+def _in_order(out: pd.DataFrame, order: list[str] | None) -> pd.DataFrame:
+    """The rows in the study file's cell order; cells not in it follow in the order they were found."""
+    if not order:
+        return out
+    rank = {c: i for i, c in enumerate(order)}
+    return out.iloc[sorted(range(len(out)), key=lambda i: (rank.get(out.cell.iloc[i], len(rank)), i))]
 
 
 def _comparison_columns(out: pd.DataFrame) -> pd.DataFrame:

@@ -98,9 +98,10 @@ def open_storage(url: str, heartbeat_interval: int = 30, grace_period: int = 120
     for attempt in range(5):
         try:
             with storage_lock(url), experimental_ok():
+                retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
                 return ClaimLockedStorage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-                                  heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
-                                  engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None)
+                                          heartbeat_stale_trial_callback=retry,
+                                          engine_kwargs=None if url.startswith("sqlite") else {"pool_pre_ping": True})
         except Exception as e:  # sqlalchemy's OperationalError and friends: name the URL, not a stack
             if _schema_race(e) and attempt < 4:
                 time.sleep(1 + attempt)  # another worker created the tables a moment ago
