@@ -93,12 +93,13 @@ class ClaimLockedStorage(RDBStorage):
 
 
 def open_storage(url: str, heartbeat_interval: int = 30, grace_period: int = 120, max_retry: int = 5,
-                 error: type[Exception] = RuntimeError) -> RDBStorage:
-    """The storage at ``url`` with heartbeats on; a storage that cannot be opened is one ``error`` naming the URL."""
+                 error: type[Exception] = RuntimeError, retry=None) -> RDBStorage:
+    """The storage at ``url`` with heartbeats on; a storage that cannot be opened is one ``error`` naming the URL.
+    ``retry`` queues a dead worker's trial again (Optuna's RetryHeartbeatStaleTrialCallback by default)."""
     for attempt in range(5):
         try:
             with storage_lock(url), experimental_ok():
-                retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+                retry = retry or RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
                 return ClaimLockedStorage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
                                           heartbeat_stale_trial_callback=retry,
                                           engine_kwargs=None if url.startswith("sqlite") else {"pool_pre_ping": True})

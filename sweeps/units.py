@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
-from optuna.storages import fail_stale_trials
+from optuna.storages import RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import TrialState
 
 from pointseg.config import ConfigError
@@ -142,16 +142,47 @@ def copy_reused(study: StudyFile, export_dir: str = "results") -> list[str]:
     return copied
 
 
-def queue_units(s: optuna.Study, todo: list[Unit], url: str) -> int:
-    """Queue each unit that no waiting or running trial holds (under a lock shared by all workers, so two workers
-    starting together queue it once). Returns how many were queued."""
+def _held(s: optuna.Study) -> set[str]:
+    """The units a waiting or running trial holds."""
+    return {t.user_attrs.get(UNIT) for t in s.get_trials(deepcopy=False, states=(TrialState.WAITING,
+                                                                                 TrialState.RUNNING))}
+
+
+def queue_units(s: optuna.Study, study: StudyFile, todo: list[Unit], url: str, export_dir: str) -> int:
+    """Queue each unit that no waiting or running trial holds and that is still not exported, under the lock every
+    worker queues under (so two workers starting together queue it once). Returns how many were queued.
+
+    ``todo`` was listed before the lock was taken: a unit that ended since then is COMPLETE, no longer held, and
+    would be queued and run a second time. Its export is written before its trial ends, so the exports are read
+    after the trials."""
     with storage_lock(url, UNITS_LOCK):
-        held = {t.user_attrs.get(UNIT) for t in s.get_trials(deepcopy=False, states=(TrialState.WAITING,
-                                                                                      TrialState.RUNNING))}
-        new = [u for u in todo if u.name not in held]
+        held = _held(s)
+        new = [u for u in todo if u.name not in held and not _exported(study, u.name, export_dir)]
         for u in new:
             s.enqueue_trial({}, user_attrs={UNIT: u.name, AFTER: u.after}, skip_if_exists=False)
     return len(new)
+
+
+def _completed(s: optuna.Study, unit: str) -> bool:
+    """Whether a trial that ran ``unit`` has completed."""
+    return any(t.user_attrs.get(UNIT) == unit and not t.user_attrs.get("skipped")
+               for t in s.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+
+class RetryUnitOnce(RetryHeartbeatStaleTrialCallback):
+    """Optuna's retry of a dead worker's trial, under the queueing lock and only while no other trial holds the unit.
+
+    Optuna fails a stale trial first and calls this afterwards; a worker starting in between finds the unit neither
+    held nor exported and queues it itself. Without the check the unit was then queued twice and run twice."""
+
+    def __init__(self, max_retry: int | None, url: str):
+        super().__init__(max_retry=max_retry)
+        self.url = url
+
+    def __call__(self, study: optuna.Study, trial) -> None:
+        with storage_lock(self.url, UNITS_LOCK):
+            if trial.user_attrs.get(UNIT) not in _held(study):
+                super().__call__(study, trial)
 
 
 @dataclass
@@ -203,6 +234,9 @@ class Worker:
             trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # who holds it, for the dashboard
             cell, _, seed = unit.partition("@")
             was_exported = _exported(study, unit, self.export_dir)
+            if was_exported and _completed(s, unit):  # however it came to be queued again, it is done once
+                trial.set_user_attr("skipped", "exported by an earlier trial")
+                raise optuna.TrialPruned("done already")
             try:
                 run_study(study, [int(seed)], [cell], self.out_dir, self.export_dir, list(self.machine_settings))
             except Exception as e:  # kept with the trial: the worker's "failed in a row" error names it
@@ -275,7 +309,9 @@ def open_units(specs: list[str], url: str, export_dir: str = "results", heartbea
                out_dir: str = "runs/studies") -> list[tuple[StudyFile, optuna.Study]]:
     """Every study file's Optuna study in the storage at ``url``, with its unexported units queued; every file,
     cell and seed is checked before anything is queued."""
-    storage = open_storage(url, heartbeat_interval, grace_period, max_retry, ConfigError)
+    with experimental_ok():
+        retry = RetryUnitOnce(max_retry, url)
+    storage = open_storage(url, heartbeat_interval, grace_period, max_retry, ConfigError, retry)
     chosen = []
     for spec in specs:
         path, cells, seeds = parse_spec(spec)
@@ -291,6 +327,6 @@ def open_units(specs: list[str], url: str, export_dir: str = "results", heartbea
                 log.info("%s: copied %d reused runs from other studies' exports", study.name, len(copied))
             out[study.name] = (study, optuna.create_study(study_name=study.name, storage=storage,
                                                           direction="maximize", load_if_exists=True))
-        n = queue_units(out[study.name][1], units(study, cells, seeds, export_dir, out_dir), url)
+        n = queue_units(out[study.name][1], study, units(study, cells, seeds, export_dir, out_dir), url, export_dir)
         log.info("%s: %d units queued", study.name, n)
     return list(out.values())

@@ -148,6 +148,73 @@ def test_four_workers_on_sqlite_never_claim_one_waiting_trial_twice(tmp_path):
     assert len(claimed) == 60 and max(claimed.values()) == 1, {k: v for k, v in claimed.items() if v > 1}
 
 
+def _one_unit_study(tmp_path):
+    """Study ``one`` (cell a, seed 0) in a SQLite storage with Optuna's heartbeats on, and its empty export dir."""
+    from sweeps.storage import experimental_ok, open_storage
+    from sweeps.units import RetryUnitOnce
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = f"sqlite:///{tmp_path / 'one.db'}"
+    with experimental_ok():
+        retry = RetryUnitOnce(max_retry=5, url=url)
+    s = optuna.create_study(study_name="one", storage=open_storage(url, 1, 2, retry=retry))
+    study = StudyFile.load(_study_file(tmp_path, [{"id": "a", "overrides": []}], name="one", seeds=[0]))
+    return url, s, study, retry, str(tmp_path / "results")
+
+
+def _units_of(s) -> list[tuple[str, str]]:
+    return [(t.user_attrs[UNIT], t.state.name) for t in s.get_trials()]
+
+
+def test_a_unit_that_ends_while_a_worker_starts_is_not_queued_again(tmp_path):
+    """CI's chaos run completed two units twice: a restarted worker listed them (not exported yet), they ended, and
+    it queued them again, since a COMPLETE trial holds nothing. The exports are read after the trials now."""
+    from sweeps.units import Unit, queue_units
+
+    url, s, study, _, results = _one_unit_study(tmp_path)
+    todo = units(study, export_dir=results)  # listed before the unit ends
+    assert [u.name for u in todo] == ["a@0"]
+    trial = s.ask()
+    trial.set_user_attr(UNIT, "a@0")
+    (Path(results) / "one" / "a").mkdir(parents=True)
+    (Path(results) / "one" / "a" / "seed0.json").write_text("{}")  # the export is written before the trial ends
+    s.tell(trial, 0.5)
+    assert queue_units(s, study, todo, url, results) == 0
+    assert queue_units(s, study, [Unit("a", 1)], url, results) == 1  # a unit not exported is queued
+
+
+@pytest.mark.parametrize("first", ["worker", "retry"])
+def test_a_dead_workers_unit_is_queued_once_whoever_queues_it_first(tmp_path, first):
+    """Optuna fails a stale trial, then calls the retry; a worker starting in between queues the unit itself."""
+    from sweeps.units import queue_units
+
+    url, s, study, retry, results = _one_unit_study(tmp_path)
+    trial = s.ask()
+    trial.set_user_attr(UNIT, "a@0")
+    s.tell(trial, state=TrialState.FAIL)  # what fail_stale_trials does before its callback runs
+    dead = s.trials[-1]
+    if first == "worker":
+        assert queue_units(s, study, units(study, export_dir=results), url, results) == 1
+        retry(s, dead)
+    else:
+        retry(s, dead)
+        assert queue_units(s, study, units(study, export_dir=results), url, results) == 0
+    assert _units_of(s) == [("a@0", "FAIL"), ("a@0", "WAITING")]
+
+
+def test_a_unit_exported_by_a_completed_trial_is_not_completed_again(tmp_path, monkeypatch):
+    """However a finished unit comes to be queued again, its second trial is a skip, not a second COMPLETE."""
+    url, s, study, _, results = _one_unit_study(tmp_path)
+    _fake_runs(monkeypatch, {"a": 0.0})
+    worker = Worker([(study, s)], export_dir=results, poll_s=0.01)
+    for _ in range(2):
+        s.enqueue_trial({}, user_attrs={UNIT: "a@0", "after": ""}, skip_if_exists=False)
+        worker.step()
+    trials = s.get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE", "PRUNED"]
+    assert trials[1].user_attrs["skipped"] == "exported by an earlier trial"
+
+
 def test_a_student_waits_for_its_teacher_and_is_not_started_when_it_failed(tmp_path, monkeypatch):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     path = _teacher_study(tmp_path)
@@ -258,7 +325,7 @@ def test_chaos_three_workers_on_postgres_with_random_sigkills(tmp_path, fake_dat
     p = _sweep(calm, calm_dir)
     out, _ = p.communicate(timeout=600)
     assert p.returncode == 0, out[-3000:]
-    args = ("--storage", postgres, "--heartbeat", "1", "--grace-period", "3")
+    args = ("--storage", postgres, "--heartbeat", "1", "--grace-period", "5")
     rng = random.Random(0)
     storage = optuna.storages.RDBStorage(postgres)
     workers = [_sweep(chaos, chaos_dir, *args) for _ in range(3)]
