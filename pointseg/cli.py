@@ -150,11 +150,13 @@ def _evaluate(args) -> int:
 def _predict(args) -> int:
     _set_threads(args.threads)
     from .data.dataset import DatasetSpec
+    from .fuse import for_prediction
     from .infer import resolve_device
     from .scene import SceneInput, predict_scene
 
     device = resolve_device(args.device)
     models, cfg, _, ckpt = _load_models(args.checkpoints, device)
+    models = for_prediction(models, (ckpt.get("data") or {}).get("in_channels", 3), device)
     colors = None if (ckpt.get("data") or {}).get("colors") else DatasetSpec.load(cfg.data.dataset).display_colors()
     inp = SceneInput.from_checkpoint(ckpt, cfg, colors)
     scenes = expand_inputs(args.inputs)

@@ -18,6 +18,7 @@ import math
 import os
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
@@ -94,24 +95,38 @@ def _profile(src, count: int, block: int) -> dict:
     return profile
 
 
-def _block_probs(models, src_path: Path, inp: SceneInput, luts, win: Window, halo: int, size: tuple[int, int],
-                 how: dict) -> tuple[torch.Tensor | None, np.ndarray | None]:
-    """One block's class probabilities at full resolution and its valid-pixel mask, predicted with ``halo`` pixels
-    of context around it (``how``: predict_probs' settings); (None, None) when the block has no valid pixel."""
+@dataclass
+class _Block:
+    """One block read and made ready for the network: the haloed image at the working scale, its full-resolution
+    size, the block's place inside it and the block's valid pixels."""
+
+    small: np.ndarray
+    size: tuple[int, int]
+    inner: tuple[slice, slice]
+    valid: np.ndarray
+
+
+def _read_block(src_path: Path, inp: SceneInput, luts, win: Window, halo: int,
+                size: tuple[int, int]) -> _Block | None:
+    """A block with ``halo`` pixels of context around it, read and resized to the working scale; None when it has
+    no valid pixel."""
     big = _haloed(win, halo, *size)
     raw, valid = read_bands(src_path, inp.bands, inp.image_nodata, window=big)
     inner = (slice(win.row_off - big.row_off, win.row_off - big.row_off + win.height),
              slice(win.col_off - big.col_off, win.col_off - big.col_off + win.width))
     if not valid[inner].any():
-        return None, None
+        return None
     img = inp.norm.to_uint8(raw, str(src_path))
     if luts is not None:
         img = inp.style.apply(img, luts)
-    small = resize_image(img, scaled_size(img.shape[:2], inp.scale))
+    return _Block(resize_image(img, scaled_size(img.shape[:2], inp.scale)), img.shape[:2], inner, valid[inner])
+
+
+def _block_probs(models, block: _Block, how: dict) -> torch.Tensor:
+    """A block's class probabilities at the working scale (``how``: predict_probs' settings)."""
     if how["window"] is None:  # the whole haloed block in one pass: the halo, not window overlap, gives context
-        how = {**how, "window": -(-max(small.shape[:2]) // 32) * 32}
-    probs = predict_probs(models, small, **how)
-    return upsample_inner(probs, img.shape[:2], inner), valid[inner]
+        how = {**how, "window": -(-max(block.small.shape[:2]) // 32) * 32}
+    return predict_probs(models, block.small, **how)
 
 
 def upsample_inner(probs: torch.Tensor, size: tuple[int, int], inner: tuple[slice, slice]) -> torch.Tensor:
@@ -159,6 +174,13 @@ class _MapWriter:
 
     def skip(self, win: Window) -> None:
         self.labels.write(np.full((win.height, win.width), NODATA, np.uint8), 1, window=win)
+
+    def write_block(self, win: Window, block: "_Block | None", probs: torch.Tensor | None) -> None:
+        """A block's labels (its working-scale ``probs`` brought to full resolution), or no-data for no block."""
+        if block is None:
+            self.skip(win)
+        else:
+            self.write(win, upsample_inner(probs, block.size, block.inner), block.valid)
 
     def write(self, win: Window, probs: torch.Tensor, valid: np.ndarray) -> None:
         labels = probs.max(0).indices.to(torch.uint8).numpy()  # no C×H×W copy; argmax(0) is 4x slower here
@@ -241,17 +263,26 @@ def predict_scene(models, src_path: str | Path, dst_path: str | Path, inp: Scene
         height, width = src.height, src.width
         profile = _profile(src, 1, 512 if min(height, width) >= 512 else 16)
     luts = _scene_luts(src_path, inp, chunk, height, width)
-    done = skipped = 0
     how = {"window": window, "overlap": overlap, "batch_size": batch_size, "tta": tta, "device": device}
-    with _MapWriter(outs, profile, inp.colors, inp.class_names) as out:
-        for win in bar(blocks(height, width, chunk), desc=f"predict {src_path.name}", leave=False,
-                       disable=not progress):
-            probs, valid = _block_probs(models, src_path, inp, luts, win, halo, (height, width), how)
-            if probs is None:
-                out.skip(win)
-                skipped += 1
-            else:
-                out.write(win, probs, valid)
-                done += 1
+    wins = blocks(height, width, chunk)
+    done = 0
+    # The network runs here; reading the next block and writing the last one run beside it in one more thread
+    # (GDAL and torch release the GIL), so the network never waits on the disk, decompression or the resize.
+    with _MapWriter(outs, profile, inp.colors, inp.class_names) as out, \
+            ThreadPoolExecutor(1) as io:
+        read = io.submit(_read_block, src_path, inp, luts, wins[0], halo, (height, width))
+        written = None
+        for i, win in enumerate(bar(wins, desc=f"predict {src_path.name}", leave=False, disable=not progress)):
+            block = read.result()
+            if i + 1 < len(wins):
+                read = io.submit(_read_block, src_path, inp, luts, wins[i + 1], halo, (height, width))
+            probs = None if block is None else _block_probs(models, block, how)
+            if written is not None:
+                written.result()  # raises a failed write here, not after the last block
+            written = io.submit(out.write_block, win, block, probs)
+            done += block is not None
+        if written is not None:
+            written.result()
         out.commit()
+    skipped = len(wins) - done
     return {"pixels": height * width, "blocks": done, "blocks_skipped": skipped, "seconds": time.perf_counter() - t0}

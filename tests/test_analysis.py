@@ -178,9 +178,12 @@ def test_the_predict_bench_times_the_network_beside_predict_and_says_the_share(t
 
     out = tmp_path / "bench.json"
     assert bench_predict.main(["--sizes", "300", "--threads", "1", "--windows", "0", "64", "--network-batches", "1",
-                                "--out", str(out)]) == 0
+                                "--many", "3", "--out", str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
-    assert [r["window"] for r in rows] == [0, 64] and all(r["threads"] == 1 for r in rows)
+    assert [(r["window"], r["scenes"]) for r in rows] == [(0, 1), (64, 1), (0, 3)]
+    assert all(r["threads"] == 1 for r in rows) and rows[2]["mpx"] == pytest.approx(3 * rows[0]["mpx"])
+    assert "| 3 × 300×300 | 0 | 1 | one pass |" in bench_predict.markdown_table(rows)  # three scenes, one call
+    rows = rows[:2]
     for r in rows:  # at scale 0.5 predict reads 4 px per pixel the network sees
         assert r["limit_mpx_per_s"] == pytest.approx(4 * r["network_mpx_per_s"]) and r["mpx_per_s"] > 0
     table = bench_predict.markdown_table(rows)

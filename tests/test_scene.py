@@ -200,3 +200,37 @@ def test_the_halo_and_the_weights_layout_that_predict_runs_with(tmp_path):
     loaded, _, _ = load_model(tmp_path / "best.pt")
     convs = [m.weight for m in loaded.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.shape[-1] > 1]
     assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+
+
+def test_folded_batch_norm_gives_the_same_probabilities_and_is_refused_when_it_would_not():
+    """Every batch norm of the default Unet folds into the convolution before it, with the same output; a norm
+    whose convolution also feeds something else is caught by the output check and the original model kept."""
+    from torch import nn
+
+    from pointseg.fuse import fold_batchnorm
+    from pointseg.models import build_model
+
+    torch.manual_seed(0)
+    cfg = load_config("experiments/points.yaml")
+    model = build_model(cfg.model.arch, cfg.model.encoder, 5, "none", cfg.model.decoder_channels).eval()
+    for m in model.modules():  # statistics other than the fresh 0/1, so that folding has something to fold
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+    x = torch.rand(2, 3, 64, 96)
+    folded = fold_batchnorm(model, x[:1])
+    assert folded is not model and not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    with torch.inference_mode():
+        assert torch.allclose(model(x), folded(x), atol=1e-4)
+
+    class Branching(nn.Module):  # the convolution's output goes to the norm and, unnormalised, to the sum
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(3, 3, 3, padding=1), nn.BatchNorm2d(3)
+            self.bn.running_mean.fill_(0.5)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return self.bn(y) + y
+    odd = Branching().eval()
+    assert fold_batchnorm(odd, x) is odd

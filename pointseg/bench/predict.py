@@ -31,12 +31,10 @@ import numpy as np
 
 _NETWORK = """
 import sys, time, torch
-from pointseg.config import load_config
-from pointseg.models import build_model
+from pointseg.checkpoint import load_model
+from pointseg.fuse import for_prediction
 torch.set_num_threads(int(sys.argv[1]))
-cfg = load_config("experiments/points.yaml")
-m = build_model(cfg.model.arch, cfg.model.encoder, 5, "none", cfg.model.decoder_channels).eval()
-m = m.to(memory_format=torch.channels_last)
+m, = for_prediction([load_model(sys.argv[3])[0]], 3, "cpu")
 x = torch.rand(4, 3, 512, 512).to(memory_format=torch.channels_last)
 with torch.inference_mode():
     m(x)
@@ -106,9 +104,9 @@ _START = """
 import sys, time
 t = time.perf_counter()
 import torch
-from pointseg import checkpoint, cli, scene
+from pointseg import checkpoint, cli, fuse, scene
 torch.set_num_threads(int(sys.argv[1]))
-checkpoint.load_model(sys.argv[2])
+fuse.for_prediction([checkpoint.load_model(sys.argv[2])[0]], 3, "cpu")
 print("START", time.perf_counter() - t, flush=True)
 """
 
@@ -129,9 +127,10 @@ def start_seconds(ckpt: Path, threads: int) -> float:
     return _child_number(_START, "START", threads, str(ckpt))
 
 
-def network_rate(threads: int, batches: int = 5) -> float:
-    """Mpx/s of the bare forward pass (a fresh process at ``threads`` threads)."""
-    return _child_number(_NETWORK, "NETWORK", threads, str(batches))
+def network_rate(ckpt: Path, threads: int, batches: int = 5) -> float:
+    """Mpx/s of the bare forward pass of the model predict runs (``ckpt`` loaded, batch norm folded, channels_last),
+    in a fresh process at ``threads`` threads."""
+    return _child_number(_NETWORK, "NETWORK", threads, str(batches), str(ckpt))
 
 
 def run_one(ckpt: Path, scene: Path, out: Path, chunk: int, threads: int | None = None, window: int = 0) -> dict:
@@ -169,11 +168,21 @@ def markdown_table(rows: list[dict]) -> str:
         share = f"{r['mpx_per_s'] / limit:.2f}" if limit else "—"
         running = r["seconds"] - start if start is not None else 0  # timed in two processes: may come out ≤ 0
         after = f"{r['mpx'] / running / limit:.2f}" if limit and running > 0 else "—"
-        lines.append(f"| {r['size']}×{r['size']} | {r['mpx']:.0f} | {r.get('threads', '—')} | {_window(r)} | "
+        many = f"{r['scenes']} × " if r.get("scenes", 1) > 1 else ""
+        lines.append(f"| {many}{r['size']}×{r['size']} | {r['mpx']:.0f} | {r.get('threads', '—')} | {_window(r)} | "
                      f"{r['seconds']:.0f} | {f'{start:.1f}' if start is not None else '—'} | {r['mpx_per_s']:.2f} | "
                      f"{f'{limit:.2f}' if limit else '—'} | {share} | {after} | {r['peak_rss_mb']:.0f} | "
                      f"{f'{r[LOAD]:.1f}' if LOAD in r else '—'} |")
     return "\n".join(lines)
+
+
+def _copies(scene: Path, k: int) -> Path:
+    """A folder of ``k`` links to ``scene``: many scenes in one call, which pays the start-up once."""
+    folder = scene.parent / f"{scene.stem}_x{k}"
+    folder.mkdir()
+    for i in range(k):
+        (folder / f"{scene.stem}_{i}.tif").symlink_to(scene)
+    return folder
 
 
 def main(argv=None) -> int:
@@ -182,6 +191,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     ap.add_argument("--windows", nargs="+", type=int, default=[0, 512], help="0 = one pass per block (default)")
     ap.add_argument("--chunk", type=int, default=2048)
+    ap.add_argument("--many", type=int, default=4, help="also predict this many copies of the smallest scene in "
+                                                        "one call (0: not)")
     ap.add_argument("--network-batches", type=int, default=5, help="batches of 4 × 512² the network row times")
     ap.add_argument("--out", default="results/bench_predict.json")
     args = ap.parse_args(argv)
@@ -197,15 +208,16 @@ def main(argv=None) -> int:
             t = time.perf_counter()
             write_scene(scene, size)
             print(f"wrote {scene.name} in {time.perf_counter() - t:.0f} s; predicting…", file=sys.stderr, flush=True)
+            folder = _copies(scene, args.many) if size == min(args.sizes) and args.many > 1 else None
             for threads in args.threads:
                 # timed beside the predict runs it bounds, not once for all
-                net = network_rate(threads, args.network_batches)
-                start = start_seconds(ckpt, threads)
-                for window in args.windows:
-                    row = {LOAD: os.getloadavg()[0], "size": size, "mpx": size * size / 1e6, "chunk": args.chunk,
-                           "threads": threads, "window": window, "network_mpx_per_s": net, "start_seconds": start,
-                           "limit_mpx_per_s": net / scale ** 2,
-                           **run_one(ckpt, scene, tmp / "out", args.chunk, threads, window)}
+                limits = {"network_mpx_per_s": (net := network_rate(ckpt, threads, args.network_batches)),
+                          "start_seconds": start_seconds(ckpt, threads), "limit_mpx_per_s": net / scale ** 2}
+                runs = [(scene, 1, w) for w in args.windows] + ([(folder, args.many, 0)] if folder else [])
+                for inputs, scenes, window in runs:
+                    row = {LOAD: os.getloadavg()[0], "size": size, "scenes": scenes, "mpx": scenes * size * size / 1e6,
+                           "chunk": args.chunk, "threads": threads, "window": window, **limits,
+                           **run_one(ckpt, inputs, tmp / "out", args.chunk, threads, window)}
                     row["mpx_per_s"] = row["mpx"] / row["seconds"]
                     rows.append(row)
                     print(markdown_table([row]).splitlines()[-1], file=sys.stderr, flush=True)
