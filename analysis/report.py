@@ -290,9 +290,12 @@ def byo_section(root: Path) -> list[str]:
         b = json.loads(bench.read_text())
         md += ["## Whole-scene prediction (`make bench-predict`)", "",
                "Each scene predicted in a fresh process (its start and model load included), by blocks of "
-               f"{b['rows'][0]['chunk']} px; peak RSS is that process's own. The network limit is the bare forward "
-               "pass of the same Unet timed in the same run, divided by the share of pixels it sees at the working "
-               "scale. `load` is the 1-minute load average before the row (about 0 on an idle machine, 2 or more "
+               f"{b['rows'][0]['chunk']} px; peak RSS is that process's own. The limits are the bare forward pass "
+               "of the same Unet timed in the same run, as built and as predict runs it (batch norm folded into the "
+               "convolutions), divided by the share of pixels it sees at the working scale. The start-up (imports, "
+               "checkpoint load) is a fixed cost per call, about 6 s on this machine, most of it torch and torch."
+               "_dynamo, which torchvision imports; a folder or pattern of scenes pays it once (the `k ×` rows). "
+               "`load` is the 1-minute load average before the row (about 0 on an idle machine, 2 or more "
                "beside two training lanes on 2 cores): a loaded row's share still compares two timings made under the "
                "same load, but its times are not an idle machine's. A 100 Mpx scene's inner blocks carry a halo on "
                "every side, so its peak is that of the largest block, not of the scene.", "",

@@ -238,10 +238,11 @@ def _grid(inp: SceneInput, window: int | None, chunk: int, halo: int | None) -> 
     return -(-chunk // step) * step, -(-halo // step) * step
 
 
-# One-pass predict's context on each side of a block, in working-scale pixels. Half of what a 512 window's quarter
-# gave (128): on a 16 Mpx Dubai scene a 20-click model changed 53 of 16 million pixels, and the haloed block
-# shrank from 1.56 to 1.27 times the block, 13 % of predict's time (pointseg.bench.predict).
-ONE_PASS_HALO = 64
+# One-pass predict's context on each side of a block, in working-scale pixels. A quarter of what a 512 window's
+# quarter gave (128): with a trained Dubai model (heldout-tiles t1-best, seed 0) on a 16 Mpx scene, 256 of 16
+# million pixels differ from a 128-pixel halo (53 at 64, the value before), and the haloed block is 1.13 times the
+# block instead of 1.27 (1.56 at 128): 100 Mpx at 2 threads took 10.2 s instead of 11.5 once started.
+ONE_PASS_HALO = 32
 
 
 def predict_scene(models, src_path: str | Path, dst_path: str | Path, inp: SceneInput, window: int | None = 512,

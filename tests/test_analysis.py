@@ -170,7 +170,7 @@ def test_report_lists_runs_outside_studies_and_the_predict_bench(tmp_path):
     text = "\n".join(byo_section(tmp_path))
     rec = json.loads(src.read_text())
     assert f"`{rec['name']}` seed 0" in text and f"{rec['final']['test/miou']:.3f}" in text
-    assert "| 4000×4000 | 16 | — | 512 (the default then) | 64 | — | 0.25 | — | — | — | 1500 | — |" in text
+    assert "| 4000×4000, 512 (the default then) | 16 | — | 64 | — | 0.25 | — | — | — | — | 1500 | — |" in text
 
 
 def test_the_predict_bench_times_the_network_beside_predict_and_says_the_share(tmp_path):
@@ -182,18 +182,21 @@ def test_the_predict_bench_times_the_network_beside_predict_and_says_the_share(t
     rows = json.loads(out.read_text())["rows"]
     assert [(r["window"], r["scenes"]) for r in rows] == [(0, 1), (64, 1), (0, 3)]
     assert all(r["threads"] == 1 for r in rows) and rows[2]["mpx"] == pytest.approx(3 * rows[0]["mpx"])
-    assert "| 3 × 300×300 | 0 | 1 | one pass |" in bench_predict.markdown_table(rows)  # three scenes, one call
+    assert "| 3 × 300×300 | 0 | 1 |" in bench_predict.markdown_table(rows)  # three scenes, one call
     rows = rows[:2]
     for r in rows:  # at scale 0.5 predict reads 4 px per pixel the network sees
         assert r["limit_mpx_per_s"] == pytest.approx(4 * r["network_mpx_per_s"]) and r["mpx_per_s"] > 0
+        assert r["limit_built_mpx_per_s"] == pytest.approx(4 * r["network_built_mpx_per_s"])
     table = bench_predict.markdown_table(rows)
-    assert "| 300×300 | 0 | 1 | one pass |" in table and "| 300×300 | 0 | 1 | 64 |" in table
+    assert "| 300×300 | 0 | 1 |" in table and "| 300×300, window 64 | 0 | 1 |" in table
     load, r = rows[0]["load_before"], rows[0]
     assert load >= 0 and table.splitlines()[2].endswith(f"| {load:.1f} |")
     assert r["start_seconds"] > 0  # the imports and the checkpoint load, timed in a process of their own
     assert f"| {r['start_seconds']:.1f} | {r['mpx_per_s']:.2f} |" in table
-    row = {**r, "seconds": 10.0, "start_seconds": 6.0, "mpx": 16.0, "limit_mpx_per_s": 8.0}
-    assert "| 0.50 |" in bench_predict.markdown_table([row])  # 16 Mpx in the 4 s after start-up, at a limit of 8
+    row = {**r, "seconds": 10.0, "start_seconds": 6.0, "mpx": 16.0, "limit_mpx_per_s": 8.0,
+           "limit_built_mpx_per_s": 3.2}
+    # 16 Mpx in 10 s: 0.50 of a limit of 3.2 and 0.20 of 8; in the 4 s after start-up, 0.50 of 8
+    assert "| 3.20 / 8.00 | 0.50 | 0.20 | 0.50 |" in bench_predict.markdown_table([row])
     longer = bench_predict.markdown_table([{**row, "start_seconds": 11.0}])  # start-up timed longer than predict
     assert f"| — | {row['peak_rss_mb']:.0f} |" in longer
 

@@ -1,13 +1,15 @@
 """Whole-scene prediction: time, throughput and peak memory against the scene size, beside the bare network's own
 speed on the same machine in the same run (`make bench-predict`).
 
-    python -m pointseg.bench.predict [--sizes 4000 10000] [--threads 1 2] [--windows 0 512]
+    python -m pointseg.bench.predict [--sizes 4000 10000] [--threads 1 2] [--windows 0 512] [--many 4]
                                      [--out results/bench_predict.json]
 
-The network row times the bare forward pass of the same Unet (batches of 4 × 512², channels_last, inference mode);
-at ``data.scale`` s it sees s² of a scene's pixels, so predict's ceiling is that rate ÷ s², and each predict row
-says which share of it it reaches. ``--windows``: 0 = predict's default (each block in one pass), N = a sliding
-window of N px (what evaluate does), to say what the one-pass default bought.
+The network rows time the bare forward pass of the same Unet (batches of 4 × 512², inference mode), as built
+(channels_last) and as predict runs it (batch norm folded into the convolutions); at ``data.scale`` s it sees s²
+of a scene's pixels, so predict's ceiling is that rate ÷ s², and each predict row says which share of either it
+reaches. ``--windows``: 0 = predict's default (each block in one pass), N = a sliding window of N px (what
+evaluate does), to say what the one-pass default bought. ``--many k``: k copies of the smallest scene in one call,
+which pays the start-up (imports, checkpoint) once.
 
 For each size an RGB GeoTIFF of size×size pixels (UTM georeferencing, tiled, made from real Dubai parts when
 ``data/`` has them, else a synthetic pattern) is written to a temporary folder, and ``python -m pointseg predict``
@@ -34,15 +36,17 @@ import sys, time, torch
 from pointseg.checkpoint import load_model
 from pointseg.fuse import for_prediction
 torch.set_num_threads(int(sys.argv[1]))
-m, = for_prediction([load_model(sys.argv[3])[0]], 3, "cpu")
+built = load_model(sys.argv[3])[0]
 x = torch.rand(4, 3, 512, 512).to(memory_format=torch.channels_last)
-with torch.inference_mode():
-    m(x)
-    t = time.perf_counter()
-    for _ in range(int(sys.argv[2])):
+rates = []
+for m in (built, *for_prediction([built], 3, "cpu")):
+    with torch.inference_mode():
         m(x)
-    dt = time.perf_counter() - t
-print("NETWORK", int(sys.argv[2]) * 4 * 512 * 512 / 1e6 / dt, flush=True)
+        t = time.perf_counter()
+        for _ in range(int(sys.argv[2])):
+            m(x)
+        rates.append(int(sys.argv[2]) * 4 * 512 * 512 / 1e6 / (time.perf_counter() - t))
+print("NETWORK", *rates, flush=True)
 """
 
 _CHILD = """
@@ -111,26 +115,27 @@ print("START", time.perf_counter() - t, flush=True)
 """
 
 
-def _child_number(script: str, tag: str, threads: int, *args: str) -> float:
-    """Run ``script`` in a fresh process at ``threads`` threads and read the number it prints after ``tag``."""
+def _child_numbers(script: str, tag: str, threads: int, *args: str) -> list[float]:
+    """Run ``script`` in a fresh process at ``threads`` threads and read the numbers it prints after ``tag``."""
     r = subprocess.run([sys.executable, "-c", script, str(threads), *args], capture_output=True, text=True,
                        env={**os.environ, "OMP_NUM_THREADS": str(threads)})
     line = [ln for ln in r.stdout.splitlines() if ln.startswith(tag)]
     if r.returncode != 0 or not line:
         raise RuntimeError(f"the {tag.lower()} bench failed:\n{r.stderr[-2000:]}")
-    return float(line[0].split()[1])
+    return [float(v) for v in line[0].split()[1:]]
 
 
 def start_seconds(ckpt: Path, threads: int) -> float:
     """What predict spends before its first block, in a fresh process: importing torch, smp and timm (which loads
     torchvision and torch._dynamo) and loading the checkpoint. A fixed cost per call, however large the scenes."""
-    return _child_number(_START, "START", threads, str(ckpt))
+    return _child_numbers(_START, "START", threads, str(ckpt))[0]
 
 
-def network_rate(ckpt: Path, threads: int, batches: int = 5) -> float:
-    """Mpx/s of the bare forward pass of the model predict runs (``ckpt`` loaded, batch norm folded, channels_last),
-    in a fresh process at ``threads`` threads."""
-    return _child_number(_NETWORK, "NETWORK", threads, str(batches), str(ckpt))
+def network_rates(ckpt: Path, threads: int, batches: int = 5) -> tuple[float, float]:
+    """Mpx/s of the bare forward pass, in a fresh process at ``threads`` threads: of the model as ``ckpt`` loads
+    (channels_last), and of the model predict runs (batch norm folded, pointseg/fuse.py)."""
+    built, folded = _child_numbers(_NETWORK, "NETWORK", threads, str(batches), str(ckpt))
+    return built, folded
 
 
 def run_one(ckpt: Path, scene: Path, out: Path, chunk: int, threads: int | None = None, window: int = 0) -> dict:
@@ -146,32 +151,39 @@ def run_one(ckpt: Path, scene: Path, out: Path, chunk: int, threads: int | None 
     return {"seconds": seconds, "peak_rss_mb": rss_kb / 1024, "gdal_error_lines": r.stderr.count("ERROR")}
 
 
-def _window(r: dict) -> str:
-    if "window" not in r:
-        return "512 (the default then)"
-    return str(r["window"]) if r["window"] else "one pass"
+def _scene(r: dict) -> str:
+    many = f"{r['scenes']} × " if r.get("scenes", 1) > 1 else ""
+    window = "512 (the default then)" if "window" not in r else (f"window {r['window']}" if r["window"] else "")
+    return f"{many}{r['size']}×{r['size']}" + (f", {window}" if window else "")
 
 
 LOAD = "load_before"  # the 1-minute load average just before a row ran: about 0 on an idle machine
 
 
+def _share(r: dict, limit_key: str, seconds: float | None = None) -> str:
+    limit = r.get(limit_key)
+    seconds = r["seconds"] if seconds is None else seconds
+    return f"{r['mpx'] / seconds / limit:.2f}" if limit and seconds > 0 else "—"
+
+
 def markdown_table(rows: list[dict]) -> str:
     """One line per predict run; rows written before the network was timed beside them leave its columns empty.
-    ``start-up``: the imports and the checkpoint load (:func:`start_seconds`), a fixed cost per call; the share after
-    it is the rate at which predict turns pixels into a map once running.
-    ``load``: what else ran (2 on a 2-core machine busy with two training lanes); the share is then still a fair
-    comparison, the network row having run in the same conditions, but the times are not an idle machine's."""
-    lines = ["| scene | Mpx | threads | window | time (s) | of it start-up (s) | Mpx/s | network limit (Mpx/s) | "
-             "share of it | share after start-up | peak RSS (MB) | load |", "|---" * 12 + "|"]
+    ``limit``: the network's own rate ÷ scale², of the model as built (the Unet, channels_last) and as predict runs
+    it (batch norm folded); the shares are predict's rate over each. ``start-up``: the imports and the checkpoint
+    load (:func:`start_seconds`), a fixed cost per call; the share after it is the rate at which predict turns
+    pixels into a map once running. ``load``: what else ran (2 on a 2-core machine busy with two training lanes);
+    the share is then still a fair comparison, the network row having run in the same conditions, but the times
+    are not an idle machine's."""
+    lines = ["| scene | Mpx | threads | time (s) | of it start-up (s) | Mpx/s | limit as built / folded (Mpx/s) | "
+             "share of built | share of folded | of folded after start-up | peak RSS (MB) | load |", "|---" * 12 + "|"]
     for r in rows:
-        limit, start = r.get("limit_mpx_per_s"), r.get("start_seconds")
-        share = f"{r['mpx_per_s'] / limit:.2f}" if limit else "—"
+        start = r.get("start_seconds")
+        limits = " / ".join(f"{r[k]:.2f}" for k in ("limit_built_mpx_per_s", "limit_mpx_per_s") if r.get(k)) or "—"
         running = r["seconds"] - start if start is not None else 0  # timed in two processes: may come out ≤ 0
-        after = f"{r['mpx'] / running / limit:.2f}" if limit and running > 0 else "—"
-        many = f"{r['scenes']} × " if r.get("scenes", 1) > 1 else ""
-        lines.append(f"| {many}{r['size']}×{r['size']} | {r['mpx']:.0f} | {r.get('threads', '—')} | {_window(r)} | "
-                     f"{r['seconds']:.0f} | {f'{start:.1f}' if start is not None else '—'} | {r['mpx_per_s']:.2f} | "
-                     f"{f'{limit:.2f}' if limit else '—'} | {share} | {after} | {r['peak_rss_mb']:.0f} | "
+        lines.append(f"| {_scene(r)} | {r['mpx']:.0f} | {r.get('threads', '—')} | {r['seconds']:.0f} | "
+                     f"{f'{start:.1f}' if start is not None else '—'} | {r['mpx_per_s']:.2f} | {limits} | "
+                     f"{_share(r, 'limit_built_mpx_per_s')} | {_share(r, 'limit_mpx_per_s')} | "
+                     f"{_share(r, 'limit_mpx_per_s', running)} | {r['peak_rss_mb']:.0f} | "
                      f"{f'{r[LOAD]:.1f}' if LOAD in r else '—'} |")
     return "\n".join(lines)
 
@@ -211,8 +223,10 @@ def main(argv=None) -> int:
             folder = _copies(scene, args.many) if size == min(args.sizes) and args.many > 1 else None
             for threads in args.threads:
                 # timed beside the predict runs it bounds, not once for all
-                limits = {"network_mpx_per_s": (net := network_rate(ckpt, threads, args.network_batches)),
-                          "start_seconds": start_seconds(ckpt, threads), "limit_mpx_per_s": net / scale ** 2}
+                built, net = network_rates(ckpt, threads, args.network_batches)
+                limits = {"network_built_mpx_per_s": built, "network_mpx_per_s": net,
+                          "start_seconds": start_seconds(ckpt, threads), "limit_mpx_per_s": net / scale ** 2,
+                          "limit_built_mpx_per_s": built / scale ** 2}
                 runs = [(scene, 1, w) for w in args.windows] + ([(folder, args.many, 0)] if folder else [])
                 for inputs, scenes, window in runs:
                     row = {LOAD: os.getloadavg()[0], "size": size, "scenes": scenes, "mpx": scenes * size * size / 1e6,
