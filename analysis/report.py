@@ -293,14 +293,26 @@ def byo_section(root: Path) -> list[str]:
                f"{b['rows'][0]['chunk']} px; peak RSS is that process's own. The limits are the bare forward pass "
                "of the same Unet timed in the same run, as built and as predict runs it (batch norm folded into the "
                "convolutions), divided by the share of pixels it sees at the working scale. The start-up (imports, "
-               "checkpoint load) is a fixed cost per call, about 6 s on this machine, most of it torch and torch."
-               "_dynamo, which torchvision imports; a folder or pattern of scenes pays it once (the `k ×` rows). "
-               "`load` is the 1-minute load average before the row (about 0 on an idle machine, 2 or more "
-               "beside two training lanes on 2 cores): a loaded row's share still compares two timings made under the "
+               f"checkpoint load) is a fixed cost per call ({_start_up(b['rows'])} in these rows), most of it torch "
+               "and torch._dynamo, which torchvision imports; a folder or pattern of scenes pays it once (the `k ×` "
+               "rows). `load` is the 1-minute load average before the row (about 1 when the bench runs alone on 2 "
+               "cores, its own processes counted; 2 or more beside two training lanes on 2 cores): a loaded row's "
+               "share still compares two timings made under the "
                "same load, but its times are not an idle machine's. A 100 Mpx scene's inner blocks carry a halo on "
                "every side, so its peak is that of the largest block, not of the scene.", "",
                predict_table(b["rows"]), ""]
+        before = root / "bench_predict_before.json"
+        if before.exists():
+            old = json.loads(before.read_text())
+            md += [f"Before batch norm was folded, blocks were read and written beside the network and the one-pass "
+                   f"halo went from 64 to 32 working-scale pixels (commit {old['code']['commit'][:7]}, the same "
+                   "machine, the same session):", "", predict_table(old["rows"]), ""]
     return md
+
+
+def _start_up(rows: list[dict]) -> str:
+    starts = [r["start_seconds"] for r in rows if r.get("start_seconds") is not None]
+    return f"{min(starts):.1f} to {max(starts):.1f} s" if starts else "not timed"
 
 
 # the dashboard is where users compare runs; every run logs offline into its run directory (README: "W&B")

@@ -170,7 +170,13 @@ def test_report_lists_runs_outside_studies_and_the_predict_bench(tmp_path):
     text = "\n".join(byo_section(tmp_path))
     rec = json.loads(src.read_text())
     assert f"`{rec['name']}` seed 0" in text and f"{rec['final']['test/miou']:.3f}" in text
-    assert "| 4000×4000, 512 (the default then) | 16 | — | 64 | — | 0.25 | — | — | — | — | 1500 | — |" in text
+    assert "| 4000×4000, 512 (the default then) | 16 | — | 64 | — | 0.25 | — / — | — | — | — | 1500 | — |" in text
+    # rows timed before the fold: their network row was the model as built, so their limit is that column's
+    old = {"size": 4000, "mpx": 16.0, "seconds": 10.0, "mpx_per_s": 1.6, "peak_rss_mb": 1500.0, "chunk": 2048,
+           "limit_mpx_per_s": 3.2, "start_seconds": 6.0}
+    (tmp_path / "bench_predict_before.json").write_text(json.dumps({"rows": [old], "code": {"commit": "abcdef0"}}))
+    text = "\n".join(byo_section(tmp_path))
+    assert "commit abcdef0" in text and "| 3.20 / — | 0.50 | — | — |" in text
 
 
 def test_the_predict_bench_times_the_network_beside_predict_and_says_the_share(tmp_path):
