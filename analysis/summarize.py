@@ -72,22 +72,26 @@ def development_table(df: pd.DataFrame, metric: str, reference: str | None = Non
     for cell, g in df.groupby("cell", sort=False):
         m, h, n = mean_ci(g[metric].tolist())
         row = {"cell": cell, "seeds": n, f"{metric} (t 95 % CI over seeds)": fmt(m, h, n)}
-        diff = f"− {reference}, paired by seed [95 %]"
         ref = (references or {}).get(cell, reference)
         if ref and cell != ref and ref in set(df.cell):
             mine, theirs = (df[df.cell == c].set_index("seed")[metric] for c in (cell, ref))
             both = sorted(set(mine.index) & set(theirs.index))
             d, hd, nd = mean_ci([mine[k] - theirs[k] for k in both])
-            row[diff] = (interval(d, d - hd, d + hd, signed=True) if nd > 1 else f"{d:+.3f} (n={nd})" if nd
-                         else "—")
+            row["_ref"] = ref
+            row["_diff"] = (interval(d, d - hd, d + hd, signed=True) if nd > 1 else f"{d:+.3f} (n={nd})" if nd
+                            else "—")
         if "val/miou" in g and metric != "val/miou":
             row["val mIoU, dense (diagnostic)"] = f"{g['val/miou'].mean():.3f}"
         row["ran on"] = " + ".join(sorted(set(g["machine"])))
         row["train min/run"] = f"{g['train/seconds'].mean() / 60:.1f}"
         rows.append(row)
     out = pd.DataFrame(rows)
-    first = [c for c in out.columns if c.startswith("−")]  # the comparison beside the metric it compares
+    first = [c for c in ("_ref", "_diff") if c in out]  # the comparison beside the metric it compares
     out = out[[*out.columns[:3], *first, *[c for c in out.columns[3:] if c not in first]]]
+    if "_ref" in out and out["_ref"].dropna().nunique() == 1:  # one reference: named in the column, not per row
+        out = out.rename(columns={"_diff": f"− {out['_ref'].dropna().iloc[0]}, paired by seed [95 %]"})
+        out = out.drop(columns="_ref")
+    out = out.rename(columns={"_ref": "compared with", "_diff": "− it, paired by seed [95 %]"})
     out = _in_order(out, order)
     return out.fillna("—")
 

@@ -682,6 +682,11 @@ def test_a_development_study_shows_its_val_metric_paired_and_nothing_of_test(tmp
     diffs = [0.75 - 0.70, 0.62 - 0.60]
     m, h, _ = mean_ci(diffs)
     assert table.iloc[1]["− a, paired by seed [95 %]"] == interval(m, m - h, m + h, signed=True)
+    # each cell against a reference of its own: one "compared with" column names it, the difference beside it
+    own = study_table("dev", "a", "val_points/miou", tmp_path / "results", references={"a": "b"},
+                      order=["a", "b"], development=True)
+    assert list(own["compared with"]) == ["b", "a"] and "− it, paired by seed [95 %]" in own.columns
+    assert own.iloc[0]["− it, paired by seed [95 %]"] == interval(-m, -m - h, -m + h, signed=True)
     body = {"name": "dev", "question": "q?", "hypothesis": "h.", "base": "experiments/best.yaml", "seeds": [0, 1],
             "metric": "val_points/miou", "reference": "a", "report": {"development": True},
             "cells": [{"id": "a", "overrides": []}, {"id": "b", "overrides": ["selftrain.tta=true"]}]}
