@@ -694,3 +694,14 @@ def test_a_development_study_shows_its_val_metric_paired_and_nothing_of_test(tmp
     (tmp_path / "out").mkdir()
     text = "\n".join(study_section(StudyFile.load(tmp_path / "dev.yaml"), tmp_path / "out", tmp_path / "results"))
     assert "0.123" not in text and "test mIoU" not in text and "0.685" in text  # b's mean val clicks
+
+
+def test_the_compute_table_reads_seed_0_runs_only():
+    """Seed 1 of the held-out study was paused for benchmarks: its wall-clock minutes are no method's cost."""
+    from analysis.results import load_records
+    from analysis.summary import HELDOUT, compute_rows
+
+    recs = load_records(HELDOUT, "results")
+    teacher0 = [r["final"]["train/seconds"] / 60 for r in recs if r["cell"].endswith("-teacher") and r["seed"] == 0]
+    line = next(ln for ln in compute_rows(Path("results")) if ln.startswith("| the make-best teacher"))
+    assert line.endswith(f"| {np.mean(teacher0):.1f} ({len(teacher0)}) |")
