@@ -705,3 +705,14 @@ def test_the_compute_table_reads_seed_0_runs_only():
     teacher0 = [r["final"]["train/seconds"] / 60 for r in recs if r["cell"].endswith("-teacher") and r["seed"] == 0]
     line = next(ln for ln in compute_rows(Path("results")) if ln.startswith("| the make-best teacher"))
     assert line.endswith(f"| {np.mean(teacher0):.1f} ({len(teacher0)}) |")
+
+
+def test_the_predict_parts_bench_times_each_variant_once_running(tmp_path):
+    from pointseg.bench import predict_parts
+
+    out = tmp_path / "parts.json"
+    assert predict_parts.main(["--sizes", "300", "--threads", "1", "--repeats", "1", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["fold"], r["halo"]) for r in rows] == [(False, 64), (True, 64), (True, 32)]
+    assert all(r["seconds"] > 0 and r["mpx"] == pytest.approx(0.09) for r in rows)
+    assert "| 0 | 1 | folded, halo 32 |" in predict_parts.markdown_table(rows)
