@@ -22,6 +22,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from pointseg.bench.predict import markdown_table as predict_table
+from pointseg.bench.predict_parts import markdown_table as parts_table
 from pointseg.bench.table import markdown_table
 from sweeps.evaluations import describe_shift, is_evaluation, settings_of
 from sweeps.studyfile import StudyFile  # noqa: E402
@@ -307,6 +308,11 @@ def byo_section(root: Path) -> list[str]:
             md += [f"Before batch norm was folded, blocks were read and written beside the network and the one-pass "
                    f"halo went from 64 to 32 working-scale pixels (commit {old['code']['commit'][:7]}, the same "
                    "machine, the same session):", "", predict_table(old["rows"]), ""]
+    parts = root / "bench_predict_parts.json"
+    if parts.exists():
+        md += ["What batch-norm folding and the smaller halo each buy once predict runs (`python -m "
+               "pointseg.bench.predict_parts`: one process, best time after a warm-up call; reading and writing "
+               "beside the network is in every row):", "", parts_table(json.loads(parts.read_text())["rows"]), ""]
     return md
 
 

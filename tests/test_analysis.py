@@ -177,6 +177,9 @@ def test_report_lists_runs_outside_studies_and_the_predict_bench(tmp_path):
     (tmp_path / "bench_predict_before.json").write_text(json.dumps({"rows": [old], "code": {"commit": "abcdef0"}}))
     text = "\n".join(byo_section(tmp_path))
     assert "commit abcdef0" in text and "| 3.20 / — | 0.50 | — | — |" in text
+    part = {"variant": "batch norm folded", "fold": True, "halo": 64, "threads": 2, "mpx": 16.0, "seconds": 2.0}
+    (tmp_path / "bench_predict_parts.json").write_text(json.dumps({"rows": [part]}))
+    assert "| 16 | 2 | batch norm folded | 2.00 | 8.00 |" in "\n".join(byo_section(tmp_path))
 
 
 def test_the_predict_bench_times_the_network_beside_predict_and_says_the_share(tmp_path):
