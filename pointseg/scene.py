@@ -241,7 +241,8 @@ def _grid(inp: SceneInput, window: int | None, chunk: int, halo: int | None) -> 
 # One-pass predict's context on each side of a block, in working-scale pixels. A quarter of what a 512 window's
 # quarter gave (128): with a trained Dubai model (heldout-tiles t1-best, seed 0) on a 16 Mpx scene, 256 of 16
 # million pixels differ from a 128-pixel halo (53 at 64, the value before), and the haloed block is 1.13 times the
-# block instead of 1.27 (1.56 at 128): 100 Mpx at 2 threads took 10.2 s instead of 11.5 once started.
+# block instead of 1.27 (1.56 at 128): 100 Mpx once running, 18.5 -> 16.6 s at 1 thread and 12.4 -> 11.2 s at 2
+# (results/bench_predict_parts.json).
 ONE_PASS_HALO = 32
 
 
