@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -190,6 +191,21 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def scenes(sizes: list[int]) -> Iterator[tuple[Path, Path, int, Path]]:
+    """(temporary folder, a default checkpoint in it, size, a size×size scene in it) for each size; each scene is
+    removed once its rows are timed, and the folder at the end."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        ckpt = checkpoint(tmp)
+        for size in sizes:
+            scene = tmp / f"scene_{size}.tif"
+            t = time.perf_counter()
+            write_scene(scene, size)
+            print(f"wrote {scene.name} in {time.perf_counter() - t:.0f} s; predicting…", file=sys.stderr, flush=True)
+            yield tmp, ckpt, size, scene
+            scene.unlink()
+
+
 def _copies(scene: Path, k: int) -> Path:
     """A folder of ``k`` links to ``scene``: many scenes in one call, which pays the start-up once."""
     folder = scene.parent / f"{scene.stem}_x{k}"
@@ -214,30 +230,22 @@ def main(argv=None) -> int:
 
     scale = load_config("experiments/points.yaml").data.scale
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        ckpt = checkpoint(tmp)
-        for size in args.sizes:
-            scene = tmp / f"scene_{size}.tif"
-            t = time.perf_counter()
-            write_scene(scene, size)
-            print(f"wrote {scene.name} in {time.perf_counter() - t:.0f} s; predicting…", file=sys.stderr, flush=True)
-            folder = _copies(scene, args.many) if size == min(args.sizes) and args.many > 1 else None
-            for threads in args.threads:
-                # timed beside the predict runs it bounds, not once for all
-                built, net = network_rates(ckpt, threads, args.network_batches)
-                limits = {"network_built_mpx_per_s": built, "network_mpx_per_s": net,
-                          "start_seconds": start_seconds(ckpt, threads), "limit_mpx_per_s": net / scale ** 2,
-                          "limit_built_mpx_per_s": built / scale ** 2}
-                runs = [(scene, 1, w) for w in args.windows] + ([(folder, args.many, 0)] if folder else [])
-                for inputs, scenes, window in runs:
-                    row = {LOAD: os.getloadavg()[0], "size": size, "scenes": scenes, "mpx": scenes * size * size / 1e6,
-                           "chunk": args.chunk, "threads": threads, "window": window, **limits,
-                           **run_one(ckpt, inputs, tmp / "out", args.chunk, threads, window)}
-                    row["mpx_per_s"] = row["mpx"] / row["seconds"]
-                    rows.append(row)
-                    print(markdown_table([row]).splitlines()[-1], file=sys.stderr, flush=True)
-            scene.unlink()
+    for tmp, ckpt, size, scene in scenes(args.sizes):
+        folder = _copies(scene, args.many) if size == min(args.sizes) and args.many > 1 else None
+        for threads in args.threads:
+            # timed beside the predict runs it bounds, not once for all
+            built, net = network_rates(ckpt, threads, args.network_batches)
+            limits = {"network_built_mpx_per_s": built, "network_mpx_per_s": net,
+                      "start_seconds": start_seconds(ckpt, threads), "limit_mpx_per_s": net / scale ** 2,
+                      "limit_built_mpx_per_s": built / scale ** 2}
+            runs = [(scene, 1, w) for w in args.windows] + ([(folder, args.many, 0)] if folder else [])
+            for inputs, count, window in runs:
+                row = {LOAD: os.getloadavg()[0], "size": size, "scenes": count, "mpx": count * size * size / 1e6,
+                       "chunk": args.chunk, "threads": threads, "window": window, **limits,
+                       **run_one(ckpt, inputs, tmp / "out", args.chunk, threads, window)}
+                row["mpx_per_s"] = row["mpx"] / row["seconds"]
+                rows.append(row)
+                print(markdown_table([row]).splitlines()[-1], file=sys.stderr, flush=True)
     from pointseg.export import code_version, cpu_model
     from pointseg.io import write_json
 

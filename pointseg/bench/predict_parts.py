@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from .predict import checkpoint, write_scene
+from .predict import scenes
 
 VARIANTS = (("as built", False, 64), ("batch norm folded", True, 64), ("folded, halo 32", True, 32))
 
@@ -64,16 +63,11 @@ def main(argv=None) -> int:
     from pointseg.io import write_json
 
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        ckpt = checkpoint(tmp)
-        for size in args.sizes:
-            scene = tmp / f"scene_{size}.tif"
-            write_scene(scene, size)
-            for threads in args.threads:
-                t = time.perf_counter()
-                rows += time_variants(ckpt, scene, tmp / "out.tif", threads, args.repeats)
-                print(f"{size} px, {threads} thread(s): {time.perf_counter() - t:.0f} s", file=sys.stderr)
+    for tmp, ckpt, size, scene in scenes(args.sizes):
+        for threads in args.threads:
+            t = time.perf_counter()
+            rows += time_variants(ckpt, scene, tmp / "out.tif", threads, args.repeats)
+            print(f"{size} px, {threads} thread(s): {time.perf_counter() - t:.0f} s", file=sys.stderr)
     write_json(args.out, {"rows": rows, "cpu": cpu_model(), "code": code_version()})
     print(markdown_table(rows))
     return 0
