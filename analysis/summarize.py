@@ -88,11 +88,7 @@ def development_table(df: pd.DataFrame, metric: str, reference: str | None = Non
     out = pd.DataFrame(rows)
     first = [c for c in ("_ref", "_diff") if c in out]  # the comparison beside the metric it compares
     out = out[[*out.columns[:3], *first, *[c for c in out.columns[3:] if c not in first]]]
-    if "_ref" in out and out["_ref"].dropna().nunique() == 1:  # one reference: named in the column, not per row
-        out = out.rename(columns={"_diff": f"− {out['_ref'].dropna().iloc[0]}, paired by seed [95 %]"})
-        out = out.drop(columns="_ref")
-    out = out.rename(columns={"_ref": "compared with", "_diff": "− it, paired by seed [95 %]"})
-    out = _in_order(out, order)
+    out = _in_order(_comparison_columns(out, ", paired by seed"), order)
     return out.fillna("—")
 
 
@@ -104,16 +100,17 @@ def _in_order(out: pd.DataFrame, order: list[str] | None) -> pd.DataFrame:
     return out.iloc[sorted(range(len(out)), key=lambda i: (rank.get(out.cell.iloc[i], len(rank)), i))]
 
 
-def _comparison_columns(out: pd.DataFrame) -> pd.DataFrame:
+def _comparison_columns(out: pd.DataFrame, how: str = "") -> pd.DataFrame:
     """One reference: columns named after it (``÷ full [95 %]``). Several (each budget against its own pfCE cell):
     one ``compared with`` column beside a single ratio and difference, so the table does not grow a pair of
-    columns per reference."""
+    columns per reference. ``how`` says how the difference was paired (``, paired by seed``)."""
     if "_ref" not in out:
         return out
     refs = out["_ref"].dropna().unique()
     if len(refs) == 1:
-        return out.rename(columns={"_ratio": f"÷ {refs[0]} [95 %]", "_diff": f"− {refs[0]} [95 %]"})
-    return out.rename(columns={"_ref": "compared with", "_ratio": "÷ it [95 %]", "_diff": "− it [95 %]"})
+        return out.rename(columns={"_ratio": f"÷ {refs[0]} [95 %]", "_diff": f"− {refs[0]}{how} [95 %]"}
+                          ).drop(columns="_ref")
+    return out.rename(columns={"_ref": "compared with", "_ratio": "÷ it [95 %]", "_diff": f"− it{how} [95 %]"})
 
 
 def main(argv=None) -> int:
