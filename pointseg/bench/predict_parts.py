@@ -32,9 +32,10 @@ def time_variants(ckpt: Path, scene: Path, out: Path, threads: int, repeats: int
     torch.set_num_threads(threads)
     model, cfg, ckpt_data = load_model(ckpt)
     inp = SceneInput.from_checkpoint(ckpt_data, cfg, [(0, 0, 0)] * ckpt_data["num_classes"])
+    folded = for_prediction([model], 3, "cpu")
     rows = []
     for name, fold, halo in VARIANTS:
-        models = for_prediction([model], 3, "cpu") if fold else [model]
+        models = folded if fold else [model]
         run = [predict_scene(models, scene, out, inp, window=None, halo=round(halo / inp.scale), overwrite=True,
                              progress=False)
                for _ in range(repeats + 1)]  # the first call sets oneDNN up for the block shapes
