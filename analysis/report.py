@@ -296,10 +296,13 @@ def byo_section(root: Path) -> list[str]:
                "convolutions), divided by the share of pixels it sees at the working scale. The start-up (imports, "
                f"checkpoint load) is a fixed cost per call ({_start_up(b['rows'])} in these rows), most of it torch "
                "and torch._dynamo, which torchvision imports; a folder or pattern of scenes pays it once (the `k ×` "
-               "rows). `load` is the 1-minute load average before the row (about 1 when the bench runs alone on 2 "
-               "cores, its own processes counted; 2 or more beside two training lanes on 2 cores): a loaded row's "
-               "share still compares two timings made under the "
-               "same load, but its times are not an idle machine's. A 100 Mpx scene's inner blocks carry a halo on "
+               "rows). `at most` is the share of built that a call would reach if it did nothing but import torch, "
+               f"torchvision and timm ({_imports(b['rows'])}) and run the network as predict runs it: where it is "
+               "below 0.5, no one-call prediction of that scene with these libraries can reach half the network's "
+               "speed on this machine, whatever predict does. `load` is the 1-minute load average before the row "
+               "(about 1 when the bench runs alone on 2 cores, its own processes counted; 2 or more beside two "
+               "training lanes on 2 cores): a loaded row's share still compares two timings made under the same "
+               "load, but its times are not an idle machine's. A 100 Mpx scene's inner blocks carry a halo on "
                "every side, so its peak is that of the largest block, not of the scene.", "",
                predict_table(b["rows"]), ""]
         before = root / "bench_predict_before.json"
@@ -314,6 +317,14 @@ def byo_section(root: Path) -> list[str]:
                "pointseg.bench.predict_parts`: one process, best time after a warm-up call; reading and writing "
                "beside the network is in every row):", "", parts_table(json.loads(parts.read_text())["rows"]), ""]
     return md
+
+
+def _imports(rows: list[dict]) -> str:
+    timed = [r for r in rows if r.get("import_stack_seconds") is not None]
+    if not timed:
+        return "not timed in these rows"
+    span = lambda key: f"{min(r[key] for r in timed):.1f} to {max(r[key] for r in timed):.1f} s"  # noqa: E731
+    return f"{span('import_stack_seconds')} here, of which torch alone {span('import_torch_seconds')}"
 
 
 def _start_up(rows: list[dict]) -> str:

@@ -170,7 +170,8 @@ def test_report_lists_runs_outside_studies_and_the_predict_bench(tmp_path):
     text = "\n".join(byo_section(tmp_path))
     rec = json.loads(src.read_text())
     assert f"`{rec['name']}` seed 0" in text and f"{rec['final']['test/miou']:.3f}" in text
-    assert "| 4000×4000, 512 (the default then) | 16 | — | 64 | — | 0.25 | — / — | — | — | — | 1500 | — |" in text
+    assert "| 4000×4000, 512 (the default then) | 16 | — | 64 | — | 0.25 | — / — | — | — | — | — | 1500 | — |" in text
+    assert "timm (not timed in these rows)" in text
     # rows timed before the fold: their network row was the model as built, so their limit is that column's
     old = {"size": 4000, "mpx": 16.0, "seconds": 10.0, "mpx_per_s": 1.6, "peak_rss_mb": 1500.0, "chunk": 2048,
            "limit_mpx_per_s": 3.2, "start_seconds": 6.0}
@@ -201,11 +202,13 @@ def test_the_predict_bench_times_the_network_beside_predict_and_says_the_share(t
     load, r = rows[0]["load_before"], rows[0]
     assert load >= 0 and table.splitlines()[2].endswith(f"| {load:.1f} |")
     assert r["start_seconds"] > 0  # the imports and the checkpoint load, timed in a process of their own
+    assert 0 < r["import_torch_seconds"] < r["import_stack_seconds"]  # torch, then torchvision and timm too
     assert f"| {r['start_seconds']:.1f} | {r['mpx_per_s']:.2f} |" in table
     row = {**r, "seconds": 10.0, "start_seconds": 6.0, "mpx": 16.0, "limit_mpx_per_s": 8.0,
-           "limit_built_mpx_per_s": 3.2}
-    # 16 Mpx in 10 s: 0.50 of a limit of 3.2 and 0.20 of 8; in the 4 s after start-up, 0.50 of 8
-    assert "| 3.20 / 8.00 | 0.50 | 0.20 | 0.50 |" in bench_predict.markdown_table([row])
+           "limit_built_mpx_per_s": 3.2, "import_stack_seconds": 4.0}
+    # 16 Mpx in 10 s: 0.50 of a limit of 3.2 and 0.20 of 8; in the 4 s after start-up, 0.50 of 8; a call that
+    # only imported (4 s) and ran the folded network (16 / 8 = 2 s) would reach (16 / 3.2) / 6 = 0.83 of built
+    assert "| 3.20 / 8.00 | 0.50 | 0.83 | 0.20 | 0.50 |" in bench_predict.markdown_table([row])
     longer = bench_predict.markdown_table([{**row, "start_seconds": 11.0}])  # start-up timed longer than predict
     assert f"| — | {row['peak_rss_mb']:.0f} |" in longer
 

@@ -1,15 +1,16 @@
 """Whole-scene prediction: time, throughput and peak memory against the scene size, beside the bare network's own
 speed on the same machine in the same run (`make bench-predict`).
 
-    python -m pointseg.bench.predict [--sizes 4000 10000] [--threads 1 2] [--windows 0 512] [--many 4]
+    python -m pointseg.bench.predict [--sizes 4000 10000] [--threads 1 2] [--windows 0 512] [--many 4 16]
                                      [--out results/bench_predict.json]
 
 The network rows time the bare forward pass of the same Unet (batches of 4 × 512², inference mode), as built
 (channels_last) and as predict runs it (batch norm folded into the convolutions); at ``data.scale`` s it sees s²
 of a scene's pixels, so predict's ceiling is that rate ÷ s², and each predict row says which share of either it
 reaches. ``--windows``: 0 = predict's default (each block in one pass), N = a sliding window of N px (what
-evaluate does), to say what the one-pass default bought. ``--many k``: k copies of the smallest scene in one call,
-which pays the start-up (imports, checkpoint) once.
+evaluate does), to say what the one-pass default bought. ``--many k …``: k copies of the smallest scene in one call,
+which pays the start-up (imports, checkpoint) once. ``at most``: the share a call could reach if it only imported
+torch, torchvision and timm and ran the network (folded): what the imports alone leave of a one-scene call.
 
 For each size an RGB GeoTIFF of size×size pixels (UTM georeferencing, tiled, made from real Dubai parts when
 ``data/`` has them, else a synthetic pattern) is written to a temporary folder, and ``python -m pointseg predict``
@@ -105,6 +106,15 @@ def checkpoint(folder: Path) -> Path:
     return path
 
 
+_IMPORTS = """
+import sys, time
+t = time.perf_counter()
+import torch
+a = time.perf_counter()
+import torchvision, timm
+print("IMPORTS", a - t, time.perf_counter() - t, flush=True)
+"""
+
 _START = """
 import sys, time
 t = time.perf_counter()
@@ -130,6 +140,13 @@ def start_seconds(ckpt: Path, threads: int) -> float:
     """What predict spends before its first block, in a fresh process: importing torch, smp and timm (which loads
     torchvision and torch._dynamo) and loading the checkpoint. A fixed cost per call, however large the scenes."""
     return _child_numbers(_START, "START", threads, str(ckpt))[0]
+
+
+def import_seconds(threads: int) -> tuple[float, float]:
+    """Seconds to import torch alone, and torch with torchvision and timm (the stack every smp model needs), in a
+    fresh process: the floor of any call that predicts with such a model, whatever predict itself does."""
+    torch_s, stack_s = _child_numbers(_IMPORTS, "IMPORTS", threads)
+    return torch_s, stack_s
 
 
 def network_rates(ckpt: Path, threads: int, batches: int = 5) -> tuple[float, float]:
@@ -167,6 +184,17 @@ def _share(r: dict, limit_key: str, seconds: float | None = None) -> str:
     return f"{r['mpx'] / seconds / limit:.2f}" if limit and seconds > 0 else "—"
 
 
+def _reachable(r: dict) -> str:
+    """The share of the built network's rate that a call would reach if it did nothing but import the model's
+    libraries and run the network as predict runs it (folded; as built in rows timed before the fold): the ceiling
+    that the imports alone set on one call."""
+    built, stack = r.get("limit_built_mpx_per_s"), r.get("import_stack_seconds")
+    runs = r.get("limit_mpx_per_s") or built
+    if not built or stack is None:
+        return "—"
+    return f"{r['mpx'] / built / (stack + r['mpx'] / runs):.2f}"
+
+
 def markdown_table(rows: list[dict]) -> str:
     """One line per predict run; rows written before the network was timed beside them leave its columns empty.
     ``limit``: the network's own rate ÷ scale², of the model as built (the Unet, channels_last) and as predict runs
@@ -174,9 +202,11 @@ def markdown_table(rows: list[dict]) -> str:
     load (:func:`start_seconds`), a fixed cost per call; the share after it is the rate at which predict turns
     pixels into a map once running. ``load``: what else ran (2 on a 2-core machine busy with two training lanes);
     the share is then still a fair comparison, the network row having run in the same conditions, but the times
-    are not an idle machine's."""
+    are not an idle machine's. ``at most``: the share of built that a call doing nothing but importing torch,
+    torchvision and timm and running the network as predict runs it would reach (:func:`_reachable`)."""
     lines = ["| scene | Mpx | threads | time (s) | of it start-up (s) | Mpx/s | limit as built / folded (Mpx/s) | "
-             "share of built | share of folded | of folded after start-up | peak RSS (MB) | load |", "|---" * 12 + "|"]
+             "share of built | at most (imports + network) | share of folded | of folded after start-up | "
+             "peak RSS (MB) | load |", "|---" * 13 + "|"]
     for r in rows:
         if "limit_built_mpx_per_s" not in r:  # timed before predict folded batch norm: its network was as built
             r = {**r, "limit_built_mpx_per_s": r.get("limit_mpx_per_s"), "limit_mpx_per_s": None}
@@ -185,7 +215,7 @@ def markdown_table(rows: list[dict]) -> str:
         running = r["seconds"] - start if start is not None else 0  # timed in two processes: may come out ≤ 0
         lines.append(f"| {_scene(r)} | {r['mpx']:.0f} | {r.get('threads', '—')} | {r['seconds']:.0f} | "
                      f"{f'{start:.1f}' if start is not None else '—'} | {r['mpx_per_s']:.2f} | {limits} | "
-                     f"{_share(r, 'limit_built_mpx_per_s')} | {_share(r, 'limit_mpx_per_s')} | "
+                     f"{_share(r, 'limit_built_mpx_per_s')} | {_reachable(r)} | {_share(r, 'limit_mpx_per_s')} | "
                      f"{_share(r, 'limit_mpx_per_s', running)} | {r['peak_rss_mb']:.0f} | "
                      f"{f'{r[LOAD]:.1f}' if LOAD in r else '—'} |")
     return "\n".join(lines)
@@ -221,8 +251,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     ap.add_argument("--windows", nargs="+", type=int, default=[0, 512], help="0 = one pass per block (default)")
     ap.add_argument("--chunk", type=int, default=2048)
-    ap.add_argument("--many", type=int, default=4, help="also predict this many copies of the smallest scene in "
-                                                        "one call (0: not)")
+    ap.add_argument("--many", nargs="*", type=int, default=[4, 16],
+                    help="also predict this many copies of the smallest scene in one call, for each count given")
     ap.add_argument("--network-batches", type=int, default=5, help="batches of 4 × 512² the network row times")
     ap.add_argument("--out", default="results/bench_predict.json")
     args = ap.parse_args(argv)
@@ -231,14 +261,16 @@ def main(argv=None) -> int:
     scale = load_config("experiments/points.yaml").data.scale
     rows = []
     for tmp, ckpt, size, scene in scenes(args.sizes):
-        folder = _copies(scene, args.many) if size == min(args.sizes) and args.many > 1 else None
+        folders = [(_copies(scene, k), k) for k in args.many if k > 1] if size == min(args.sizes) else []
         for threads in args.threads:
             # timed beside the predict runs it bounds, not once for all
             built, net = network_rates(ckpt, threads, args.network_batches)
-            limits = {"network_built_mpx_per_s": built, "network_mpx_per_s": net,
+            torch_s, stack_s = import_seconds(threads)
+            limits = {"import_torch_seconds": torch_s, "import_stack_seconds": stack_s,
+                      "network_built_mpx_per_s": built, "network_mpx_per_s": net,
                       "start_seconds": start_seconds(ckpt, threads), "limit_mpx_per_s": net / scale ** 2,
                       "limit_built_mpx_per_s": built / scale ** 2}
-            runs = [(scene, 1, w) for w in args.windows] + ([(folder, args.many, 0)] if folder else [])
+            runs = [(scene, 1, w) for w in args.windows] + [(folder, k, 0) for folder, k in folders]
             for inputs, count, window in runs:
                 row = {LOAD: os.getloadavg()[0], "size": size, "scenes": count, "mpx": count * size * size / 1e6,
                        "chunk": args.chunk, "threads": threads, "window": window, **limits,
