@@ -319,12 +319,15 @@ def byo_section(root: Path) -> list[str]:
     return md
 
 
+def _span(rows: list[dict], key: str) -> str:
+    return f"{min(r[key] for r in rows):.1f} to {max(r[key] for r in rows):.1f} s"
+
+
 def _imports(rows: list[dict]) -> str:
     timed = [r for r in rows if r.get("import_stack_seconds") is not None]
     if not timed:
         return "not timed in these rows"
-    span = lambda key: f"{min(r[key] for r in timed):.1f} to {max(r[key] for r in timed):.1f} s"  # noqa: E731
-    return f"{span('import_stack_seconds')} here, of which torch alone {span('import_torch_seconds')}"
+    return f"{_span(timed, 'import_stack_seconds')} here, of which torch alone {_span(timed, 'import_torch_seconds')}"
 
 
 def _start_up(rows: list[dict]) -> str:
