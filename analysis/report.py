@@ -331,8 +331,8 @@ def _imports(rows: list[dict]) -> str:
 
 
 def _start_up(rows: list[dict]) -> str:
-    starts = [r["start_seconds"] for r in rows if r.get("start_seconds") is not None]
-    return f"{min(starts):.1f} to {max(starts):.1f} s" if starts else "not timed"
+    timed = [r for r in rows if r.get("start_seconds") is not None]
+    return _span(timed, "start_seconds") if timed else "not timed"
 
 
 # the dashboard is where users compare runs; every run logs offline into its run directory (README: "W&B")

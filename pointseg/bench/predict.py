@@ -145,7 +145,7 @@ def start_seconds(ckpt: Path, threads: int) -> float:
 def import_seconds(threads: int) -> tuple[float, float]:
     """Seconds to import torch alone, and torch with torchvision and timm (the stack every smp model needs), in a
     fresh process: the floor of any call that predicts with such a model, whatever predict itself does."""
-    torch_s, stack_s = _child_numbers(_IMPORTS, "IMPORTS", threads)[:2]
+    torch_s, stack_s = _child_numbers(_IMPORTS, "IMPORTS", threads)
     return torch_s, stack_s
 
 
